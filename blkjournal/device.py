@@ -1,0 +1,218 @@
+"""The block model: a device of 4 KiB blocks with write, FUA write, flush, discard and mark.
+
+Everything the store and the harness do to a disk goes through `Device`, so the counters here are
+exact: every write request, every byte, every flush and every FUA write is counted once.  I/O is
+O_DIRECT from page-aligned buffers (an anonymous mmap is always page aligned), so nothing sits in
+the host page cache between us and the device's own volatile cache -- the cache we reason about.
+
+A flush is `fdatasync` on the device; a FUA write is `pwritev(..., RWF_DSYNC)` on the O_DIRECT fd.
+On Linux an RWF_DSYNC write to a block device is submitted with REQ_FUA and followed by a cache
+flush, but the crash model only relies on what FUA promises (this one write is durable when it
+returns), which is weaker, so a protocol proven under the model is correct on either kernel path.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+import struct
+from dataclasses import dataclass, asdict
+
+from .errors import BlkError
+
+BLOCK_SIZE = 4096
+BLKSSZGET = 0x1268  # logical sector size
+BLKPBSZGET = 0x127B  # physical sector size
+BLKGETSIZE64 = 0x80081272
+BLKDISCARD = 0x1277
+
+
+@dataclass
+class Counters:
+    """Exact I/O counts since open (or since `reset`)."""
+
+    writes: int = 0
+    bytes_written: int = 0
+    flushes: int = 0
+    fua_writes: int = 0
+    reads: int = 0
+    bytes_read: int = 0
+    discards: int = 0
+
+    def reset(self) -> None:
+        for k in asdict(self):
+            setattr(self, k, 0)
+
+    def snapshot(self) -> dict:
+        return asdict(self)
+
+
+class AlignedBuffer:
+    """A reusable page-aligned scratch buffer for O_DIRECT, grown on demand."""
+
+    def __init__(self, size: int = BLOCK_SIZE) -> None:
+        self._map = mmap.mmap(-1, max(size, BLOCK_SIZE))
+
+    def view(self, size: int) -> memoryview:
+        if size > len(self._map):
+            self._map.close()
+            self._map = mmap.mmap(-1, (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
+        return memoryview(self._map)[:size]
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class BlockDevice:
+    """Interface every device offers (plain, recording, overlay).  Blocks are BLOCK_SIZE bytes."""
+
+    nblocks: int
+    logical_block_size: int
+    counters: Counters
+
+    def read(self, block: int, count: int = 1) -> bytes:
+        raise NotImplementedError
+
+    def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
+        raise NotImplementedError
+
+    def mark(self, text: str) -> None:
+        """A named point in the write stream; only recording devices keep it."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_extent(dev: BlockDevice, block: int, count: int) -> None:
+    if block < 0 or count < 0 or block + count > dev.nblocks:
+        raise BlkError(f"blocks {block}..{block + count - 1} lie outside the device ({dev.nblocks} blocks)")
+
+
+class Device(BlockDevice):
+    """A block device or image file opened with O_DIRECT.
+
+    Block devices are opened O_EXCL (the kernel then refuses a second exclusive opener and any
+    mount); image files take an advisory flock so two writers never share one image.
+    """
+
+    def __init__(self, path: str, *, readonly: bool = False, create_size: int | None = None,
+                 logical_block_size: int | None = None) -> None:
+        self.path = path
+        self.counters = Counters()
+        self.readonly = readonly
+        if create_size is not None and not os.path.exists(path):
+            if create_size <= 0 or create_size % BLOCK_SIZE:
+                raise BlkError(f"image size must be a positive multiple of {BLOCK_SIZE} bytes")
+            with open(path, "wb") as f:
+                f.truncate(create_size)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise BlkError(f"{path}: no such file or device") from None
+        self.is_block = stat.S_ISBLK(st.st_mode)
+        if not (self.is_block or stat.S_ISREG(st.st_mode)):
+            raise BlkError(f"{path}: not a block device or regular file")
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_DIRECT | os.O_CLOEXEC
+        if self.is_block and not readonly:
+            flags |= os.O_EXCL
+        try:
+            self.fd = os.open(path, flags)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise BlkError(f"{path}: device is busy (mounted or opened exclusively elsewhere)") from None
+            if e.errno == errno.EINVAL:
+                raise BlkError(f"{path}: O_DIRECT is not supported here (tmpfs?); use a disk-backed image") from None
+            raise BlkError(f"{path}: {e.strerror}") from None
+        try:
+            if self.is_block:
+                size = struct.unpack("Q", fcntl.ioctl(self.fd, BLKGETSIZE64, b"\0" * 8))[0]
+                lbs = struct.unpack("i", fcntl.ioctl(self.fd, BLKSSZGET, b"\0" * 4))[0]
+            else:
+                if not readonly:
+                    try:
+                        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        raise BlkError(f"{path}: image is in use by another writer") from None
+                size = st.st_size
+                lbs = logical_block_size or 512
+            if BLOCK_SIZE % lbs:
+                raise BlkError(f"{path}: block size {BLOCK_SIZE} is not a multiple of the logical block size {lbs}")
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = size
+        self.logical_block_size = lbs
+        self.nblocks = size // BLOCK_SIZE
+        self._buf = AlignedBuffer()
+
+    def read(self, block: int, count: int = 1) -> bytes:
+        _check_extent(self, block, count)
+        n = count * BLOCK_SIZE
+        view = self._buf.view(n)
+        got = os.preadv(self.fd, [view], block * BLOCK_SIZE)
+        if got != n:
+            raise BlkError(f"{self.path}: short read at block {block} ({got} of {n} bytes)")
+        self.counters.reads += 1
+        self.counters.bytes_read += n
+        return bytes(view)
+
+    def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
+        if self.readonly:
+            raise BlkError(f"{self.path}: opened read-only")
+        n = len(data)
+        if n == 0 or n % BLOCK_SIZE:
+            raise ValueError(f"write of {n} bytes is not a whole number of blocks")
+        _check_extent(self, block, n // BLOCK_SIZE)
+        view = self._buf.view(n)
+        view[:] = data
+        done = os.pwritev(self.fd, [view], block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        if done != n:
+            raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
+        self.counters.writes += 1
+        self.counters.bytes_written += n
+        if fua:
+            self.counters.fua_writes += 1
+
+    def flush(self) -> None:
+        os.fdatasync(self.fd)
+        self.counters.flushes += 1
+
+    def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
+        _check_extent(self, block, count)
+        if self.is_block:
+            fcntl.ioctl(self.fd, BLKDISCARD, struct.pack("QQ", block * BLOCK_SIZE, count * BLOCK_SIZE))
+        else:
+            _punch_hole(self.fd, block * BLOCK_SIZE, count * BLOCK_SIZE)
+        self.counters.discards += 1
+
+    def close(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+            self._buf.close()
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(PUNCH_HOLE|KEEP_SIZE): a discard on an image file reads back as zeros."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if libc.fallocate(fd, 0x02 | 0x01, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
