@@ -1,0 +1,208 @@
+"""The block index map (seed A): file block index -> (data block, crc32c), a sparse radix tree.
+
+The origin holds ROOT_SLOTS entries; at height h each covers FANOUT**h file blocks through map
+nodes of FANOUT entries, so a hole costs nothing and a file of many GiB needs height 2 or 3.
+A zero block number is a hole (reads as zeros).
+
+Copy-on-write is the "ordered" protocol's tool: a node is never edited in place once the durable
+origin may point at it; the first edit in an operation moves it to a fresh block (`cow=True`), so
+the old tree stays intact on disk until the new origin is durable.  Under "journal" the journal
+gives atomicity and nodes are edited in place.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from .format import FANOUT, FANOUT_BITS, ROOT_SLOTS, MapNode
+
+
+class BlockMap:
+    def __init__(self, height: int = 0, root_blocks=None, root_crcs=None,
+                 nodes: dict[int, MapNode] | None = None) -> None:
+        self.height = height
+        self.root_blocks = array("Q", root_blocks if root_blocks is not None else bytes(8 * ROOT_SLOTS))
+        self.root_crcs = array("I", root_crcs if root_crcs is not None else bytes(4 * ROOT_SLOTS))
+        self.nodes: dict[int, MapNode] = nodes if nodes is not None else {}
+
+    @classmethod
+    def load(cls, origin, read_node) -> "BlockMap":
+        """Read every node reachable from the origin with `read_node(b) -> MapNode`."""
+        m = cls(origin.height, origin.root_blocks, origin.root_crcs)
+
+        def walk(b: int, h: int) -> None:
+            if b in m.nodes:
+                return
+            node = m.nodes[b] = read_node(b)
+            if h > 1:
+                for c in node.blocks:
+                    if c:
+                        walk(c, h - 1)
+
+        if m.height:
+            for b in m.root_blocks:
+                if b:
+                    walk(b, m.height)
+        return m
+
+    def capacity(self, height: int | None = None) -> int:
+        return ROOT_SLOTS << (FANOUT_BITS * (self.height if height is None else height))
+
+    def _path(self, idx: int):
+        """Yield (container, slot) from the root down to the data entry for file block idx."""
+        shift = FANOUT_BITS * self.height
+        yield None, idx >> shift
+        blocks = self.root_blocks
+        slot = idx >> shift
+        for _ in range(self.height):
+            child = blocks[slot]
+            if not child:
+                return
+            shift -= FANOUT_BITS
+            slot = (idx >> shift) & (FANOUT - 1)
+            yield child, slot
+            blocks = self.nodes[child].blocks
+
+    def lookup(self, idx: int) -> tuple[int, int]:
+        """(data block, crc) for file block idx; (0, 0) for a hole."""
+        if idx >= self.capacity():
+            return 0, 0
+        blocks, crcs = self.root_blocks, self.root_crcs
+        shift = FANOUT_BITS * self.height
+        slot = idx >> shift
+        for _ in range(self.height):
+            child = blocks[slot]
+            if not child:
+                return 0, 0
+            node = self.nodes[child]
+            blocks, crcs = node.blocks, node.crcs
+            shift -= FANOUT_BITS
+            slot = (idx >> shift) & (FANOUT - 1)
+        return blocks[slot], crcs[slot]
+
+    def set(self, idx: int, block: int, crc: int, edit) -> int:
+        """Point file block idx at `block`; returns the block it pointed at before (0: hole).
+
+        `edit` is the operation's MapEdit: it allocates nodes, copies on write, and records which
+        nodes changed and which were released.
+        """
+        while idx >= self.capacity():
+            self._grow(edit)
+        blocks, crcs = self.root_blocks, self.root_crcs
+        shift = FANOUT_BITS * self.height
+        slot = idx >> shift
+        parent = None  # None = root
+        for _ in range(self.height):
+            child = blocks[slot]
+            if not child:
+                child = edit.new_node(self)
+                blocks[slot] = child
+                edit.touch(parent)
+            else:
+                moved = edit.writable(self, child)
+                if moved != child:
+                    blocks[slot] = moved
+                    edit.touch(parent)
+                    child = moved
+            node = self.nodes[child]
+            parent = child
+            blocks, crcs = node.blocks, node.crcs
+            shift -= FANOUT_BITS
+            slot = (idx >> shift) & (FANOUT - 1)
+        old = blocks[slot]
+        blocks[slot], crcs[slot] = block, crc
+        edit.touch(parent)
+        return old
+
+    def _grow(self, edit) -> None:
+        """Add a level: the root's entries move into a new node hung at root slot 0."""
+        nb = edit.new_node(self)
+        node = self.nodes[nb]
+        node.blocks[:ROOT_SLOTS] = self.root_blocks
+        node.crcs[:ROOT_SLOTS] = self.root_crcs
+        self.root_blocks = array("Q", bytes(8 * ROOT_SLOTS))
+        self.root_crcs = array("I", bytes(4 * ROOT_SLOTS))
+        self.root_blocks[0] = nb
+        self.height += 1
+        edit.touch(None)
+
+    def truncate(self, nblocks: int, edit) -> list[int]:
+        """Drop every entry at file block index >= nblocks; returns the data blocks released.
+
+        Nodes left covering nothing are released too (through `edit`).
+        """
+        released: list[int] = []
+
+        def prune(blocks, crcs, h: int, base: int, container) -> bool:
+            """Clear entries >= nblocks below this container; True if it is now empty."""
+            span = 1 << (FANOUT_BITS * h)
+            changed = False
+            for slot in range(len(blocks)):
+                lo = base + slot * span
+                b = blocks[slot]
+                if not b or lo + span <= nblocks:
+                    continue
+                if h == 0:
+                    released.append(b)
+                    blocks[slot], crcs[slot] = 0, 0
+                    changed = True
+                    continue
+                if lo >= nblocks:
+                    released.extend(self._subtree_data(b, h))
+                    edit.release_subtree(self, b, h)
+                    blocks[slot], crcs[slot] = 0, 0
+                    changed = True
+                    continue
+                moved = edit.writable(self, b)
+                if moved != b:
+                    blocks[slot] = moved
+                    changed = True
+                node = self.nodes[moved]
+                prune(node.blocks, node.crcs, h - 1, lo, moved)
+            if changed:
+                edit.touch(container)
+            return not any(blocks)
+
+        prune(self.root_blocks, self.root_crcs, self.height, 0, None)
+        return released
+
+    def _subtree_data(self, b: int, h: int) -> list[int]:
+        node = self.nodes[b]
+        if h == 1:
+            return [x for x in node.blocks if x]
+        out = []
+        for c in node.blocks:
+            if c:
+                out.extend(self._subtree_data(c, h - 1))
+        return out
+
+    def subtree_nodes(self, b: int, h: int) -> list[int]:
+        out = [b]
+        if h > 1:
+            for c in self.nodes[b].blocks:
+                if c:
+                    out.extend(self.subtree_nodes(c, h - 1))
+        return out
+
+    def all_nodes(self) -> list[int]:
+        out = []
+        if self.height:
+            for b in self.root_blocks:
+                if b:
+                    out.extend(self.subtree_nodes(b, self.height))
+        return out
+
+    def data_entries(self):
+        """Yield (file block index, data block, crc) for every mapped block, in index order."""
+        def walk(blocks, crcs, h: int, base: int):
+            span = 1 << (FANOUT_BITS * h)
+            for slot, b in enumerate(blocks):
+                if not b:
+                    continue
+                if h == 0:
+                    yield base + slot, b, crcs[slot]
+                else:
+                    node = self.nodes[b]
+                    yield from walk(node.blocks, node.crcs, h - 1, base + slot * span)
+
+        yield from walk(self.root_blocks, self.root_crcs, self.height, 0)

@@ -1,0 +1,196 @@
+"""The journal (seed B, made cheap): one checksummed transaction per operation, ordered data.
+
+A transaction is a run of contiguous journal blocks.  Its first block is the descriptor: sequence
+number, length, and `commit`, a crc32c over everything the transaction says -- the byte-range
+records of the metadata it changes and the crc32c of every data block it orders.  There is no
+separate commit block: a transaction is committed exactly when all of its blocks *and* the data
+blocks it names read back with the checksums it promises.  So the writer needs no barrier between
+data, records and commit; one flush makes all of them durable at once (DESIGN §3, "the physical
+minimum"), and a crash that keeps only some of them leaves a transaction recovery refuses.
+
+Records are deltas (home block, offset, bytes), not whole block images, so appending 4 KiB to a
+file costs one data block and one journal block.  A block first allocated in a transaction is
+logged whole, so replay never depends on what its home held before.
+
+Verbs, in the order of a transaction's life (cf. xv6 log.c):
+    encode()      build the blocks of a transaction
+    append()      write them at the head of the circular log
+    checkpoint()  (protocols.py) write the changed metadata home, then advance the tail here
+    replay()      at open: walk the log from the tail, return every committed transaction
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .device import BLOCK_SIZE, BlockDevice
+from .errors import CorruptError, NoSpaceError
+from .format import HEADER, MAGIC, PAYLOAD, T_TXN, JournalSuper, Superblock, check, crc32c, seal
+
+DESC = struct.Struct("<QIIII")  # seq, nblocks, ndata, nrecords, commit
+DATA = struct.Struct("<QI")  # data block, crc32c
+REC = struct.Struct("<QHH")  # home block, offset, length
+
+
+@dataclass(frozen=True)
+class Txn:
+    """A decoded transaction: metadata deltas and the data blocks it orders."""
+
+    seq: int
+    pos: int
+    nblocks: int
+    data: tuple  # ((block, crc), ...)
+    records: tuple  # ((home, offset, bytes), ...)
+
+
+ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
+_ZERO = bytes(BLOCK_SIZE)
+
+
+def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, bytes]]:
+    """Byte ranges where `new` differs from `old`, merged.
+
+    old=None means the block is fresh: its home holds anything, so the record starts with a
+    zero-fill and then carries only the non-zero ranges (a new used list block is mostly zeros).
+    """
+    if old is None:
+        return [(ZERO_FILL, b"")] + delta(_ZERO, new, chunk)
+    out: list[list[int]] = []
+    for off in range(0, BLOCK_SIZE, chunk):
+        if old[off:off + chunk] != new[off:off + chunk]:
+            if out and out[-1][1] == off:
+                out[-1][1] = off + chunk
+            else:
+                out.append([off, off + chunk])
+    return [(lo, new[lo:hi]) for lo, hi in out]
+
+
+def encode(seq: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]]) -> list[bytes]:
+    """The blocks of one transaction (descriptor first)."""
+    stream = b"".join(DATA.pack(b, c) for b, c in data)
+    stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
+    first_room = PAYLOAD - DESC.size
+    nblocks = 1 + max(0, -(-(len(stream) - first_room) // PAYLOAD))
+    commit = crc32c(struct.pack("<QI", seq, nblocks) + stream)
+    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), commit) + stream[:first_room])]
+    for i in range(first_room, len(stream), PAYLOAD):
+        blocks.append(seal(T_TXN, stream[i:i + PAYLOAD]))
+    return blocks
+
+
+def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
+    _, nblocks, ndata, nrec, commit = desc
+    try:
+        payloads = [bytes(check(b, T_TXN, "journal")) for b in blocks]
+    except CorruptError:
+        return None
+    stream = payloads[0][DESC.size:] + b"".join(payloads[1:])
+    data = []
+    o = 0
+    for _ in range(ndata):
+        data.append(DATA.unpack_from(stream, o))
+        o += DATA.size
+    recs = []
+    for _ in range(nrec):
+        h, off, n = REC.unpack_from(stream, o)
+        o += REC.size
+        if (off + n > BLOCK_SIZE and off != ZERO_FILL) or o + n > len(stream):
+            return None
+        recs.append((h, off, stream[o:o + n]))
+        o += n
+    if crc32c(struct.pack("<QI", seq, nblocks) + stream[:o]) != commit:
+        return None
+    return Txn(seq, pos, nblocks, tuple(data), tuple(recs))
+
+
+class Journal:
+    """Position bookkeeping for the circular log; the device I/O is the caller's (protocols.py)."""
+
+    def __init__(self, sb: Superblock) -> None:
+        self.jsb_block = sb.journal_start
+        self.area = sb.journal_start + 1
+        self.size = sb.journal_blocks - 1
+        self.tail_pos = 0
+        self.tail_seq = 1
+        self.head_pos = 0
+        self.next_seq = 1
+        self.used = 0  # blocks from tail to head, including any skipped at a wrap
+
+    def load_super(self, dev: BlockDevice) -> None:
+        js = JournalSuper.unpack(dev.read(self.jsb_block), self.jsb_block)
+        if js.tail_pos >= self.size:
+            raise CorruptError(f"block {self.jsb_block}: journal tail {js.tail_pos} outside the journal")
+        self.tail_pos, self.tail_seq = js.tail_pos, js.tail_seq
+        self.head_pos, self.next_seq, self.used = js.tail_pos, js.tail_seq, 0
+
+    def super_image(self) -> bytes:
+        return JournalSuper(self.tail_seq, self.tail_pos).pack()
+
+    def place(self, nblocks: int) -> int | None:
+        """Where a transaction of nblocks goes next, or None when the log must be checkpointed."""
+        if nblocks > self.size:
+            raise NoSpaceError(f"transaction of {nblocks} blocks exceeds the journal ({self.size} blocks)")
+        pos, skip = self.head_pos, 0
+        if pos + nblocks > self.size:
+            pos, skip = 0, self.size - self.head_pos
+        if self.used + skip + nblocks > self.size:
+            return None
+        return pos
+
+    def advance(self, pos: int, nblocks: int) -> None:
+        skip = self.size - self.head_pos if pos != self.head_pos else 0
+        self.used += skip + nblocks
+        self.head_pos = pos + nblocks
+        if self.head_pos == self.size:
+            self.head_pos = 0
+        self.next_seq += 1
+
+    def retire(self) -> None:
+        """Everything up to the head is checkpointed: the live log is empty again."""
+        self.tail_pos, self.tail_seq, self.used = self.head_pos, self.next_seq, 0
+
+    def replay(self, dev: BlockDevice, verify_data=True) -> list[Txn]:
+        """Every committed transaction from the tail on, in order; stops at the first that is not.
+
+        A transaction counts only if all its blocks check and every data block it orders has the
+        crc it names.  Afterwards next_seq is past every sequence number found anywhere in the
+        area, so a torn transaction left behind can never be mistaken for a future one.
+        """
+        txns: list[Txn] = []
+        pos, seq = self.tail_pos, self.tail_seq
+        raw_area = dev.read(self.area, self.size)
+        headers = {}
+        high = seq - 1
+        for i in range(self.size):
+            blk = raw_area[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+            magic, t, _, _ = HEADER.unpack_from(blk)
+            if magic == MAGIC and t == T_TXN:
+                d = DESC.unpack_from(blk, HEADER.size)
+                headers[i] = (blk, d)
+        for i, (_, d) in headers.items():
+            high = max(high, d[0])
+        used = 0
+        while True:
+            txn = None
+            for p in ((pos, 0) if pos else (pos,)):
+                h = headers.get(p)
+                if not h or h[1][0] != seq or not 0 < h[1][1] <= self.size - p:
+                    continue
+                n = h[1][1]
+                blocks = [raw_area[(p + k) * BLOCK_SIZE:(p + k + 1) * BLOCK_SIZE] for k in range(n)]
+                txn = _decode(seq, p, blocks, h[1])
+                if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
+                    txn = None
+                if txn:
+                    used += (self.size - pos if p != pos else 0) + n
+                    break
+            if txn is None or used > self.size:
+                break
+            txns.append(txn)
+            pos, seq = txn.pos + txn.nblocks, seq + 1
+            if pos == self.size:
+                pos = 0
+        self.head_pos, self.used = pos, used if txns else 0
+        self.next_seq = max(high + 1, seq)
+        return txns

@@ -1,0 +1,492 @@
+"""The file store: seed A's objects on a raw device, one operation at a time.
+
+An operation (put, write, truncate, rm) edits the in-memory objects inside an `Op`, which records
+what it touched: data blocks to write, metadata blocks changed in place, metadata blocks newly
+allocated, blocks newly owned (for the used lists) and blocks no longer referenced.  The commit
+protocol (protocols.py) then decides how those changes reach the disk and when released blocks
+may be reused.  Data is never overwritten in place: every written file block goes to a fresh
+block, so a crash can only ever expose whole old or whole new blocks, and the crc32c kept in the
+block index map says which.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+from .blockmap import BlockMap
+from .device import BLOCK_SIZE, BlockDevice, Device
+from .errors import BlkError, CorruptError, NoSpaceError
+from .format import (MAX_NAME, OBJ, OBJ_PER_BLOCK, PAYLOAD, T_OBJMAP, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, check, crc32c, geometry, seal)
+from .freelist import Freelist
+from .usedlist import UsedList
+
+ZERO = bytes(BLOCK_SIZE)
+ZERO_CRC = crc32c(ZERO)
+
+
+@dataclass
+class FileState:
+    """A file as the store holds it in memory: its object map entry, origin fields, map and used list."""
+
+    fid: int
+    entry: ObjEntry
+    size: int
+    mtime_ns: int
+    gen: int
+    slot: int  # which origin slot holds the newest origin (0 = a, 1 = b)
+    map: BlockMap
+    ul: UsedList
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def origin_block(self) -> int:
+        return self.entry.origin_b if self.slot else self.entry.origin_a
+
+    def origin(self) -> Origin:
+        return Origin(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, self.ul.head,
+                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs))
+
+    def structure_blocks(self) -> set[int]:
+        """Blocks owned by the file's structure itself (origin slots, used list chain)."""
+        s = {self.entry.origin_a} | set(self.ul.chain)
+        if self.entry.origin_b:
+            s.add(self.entry.origin_b)
+        return s
+
+
+@dataclass
+class Op:
+    """What one operation changed; built by Store, written by the protocol."""
+
+    name: str
+    cow: bool
+    data: dict = field(default_factory=dict)  # block -> bytes (always fresh blocks)
+    roles: dict = field(default_factory=dict)  # block -> role text
+    meta: set = field(default_factory=set)  # metadata blocks changed in place (not fresh)
+    fresh: set = field(default_factory=set)  # metadata blocks allocated by this op
+    owned: dict = field(default_factory=dict)  # fid -> [blocks] newly owned
+    released: dict = field(default_factory=dict)  # fid -> [blocks] no longer referenced
+    origins: set = field(default_factory=set)  # fids whose origin changes
+    objmap: set = field(default_factory=set)  # object map blocks changed
+    created: set = field(default_factory=set)
+    deleted: list = field(default_factory=list)  # FileStates removed (their blocks all released)
+
+    def own(self, f: FileState, b: int) -> None:
+        self.owned.setdefault(f.fid, []).append(b)
+
+    def release(self, f: FileState, b: int) -> None:
+        if b in self.fresh:
+            self.fresh.discard(b)
+        self.data.pop(b, None)
+        self.released.setdefault(f.fid, []).append(b)
+
+
+class MapEdit:
+    """The block map's view of an operation: node allocation, copy-on-write, dirtiness."""
+
+    def __init__(self, store: "Store", op: Op, f: FileState) -> None:
+        self.store, self.op, self.f = store, op, f
+
+    def new_node(self, m: BlockMap) -> int:
+        b = self.store.freelist.alloc(1)[0]
+        m.nodes[b] = MapNode()
+        self.op.fresh.add(b)
+        self.op.own(self.f, b)
+        self.op.roles[b] = f"map node of file {self.f.fid}"
+        return b
+
+    def writable(self, m: BlockMap, b: int) -> int:
+        if not self.op.cow or b in self.op.fresh:
+            self.touch(b)
+            return b
+        nb = self.store.freelist.alloc(1)[0]
+        m.nodes[nb] = m.nodes.pop(b).copy()
+        self.op.fresh.add(nb)
+        self.op.own(self.f, nb)
+        self.op.roles[nb] = f"map node of file {self.f.fid}"
+        self.op.release(self.f, b)
+        return nb
+
+    def touch(self, node: int | None) -> None:
+        if node is None:
+            self.op.origins.add(self.f.fid)
+        elif node not in self.op.fresh:
+            self.op.meta.add(node)
+            self.op.roles[node] = f"map node of file {self.f.fid}"
+
+    def release_subtree(self, m: BlockMap, b: int, h: int) -> None:
+        for n in m.subtree_nodes(b, h):
+            m.nodes.pop(n, None)
+            self.op.meta.discard(n)
+            self.op.release(self.f, n)
+
+
+class Store:
+    """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
+
+    def __init__(self, dev: BlockDevice, sb: Superblock) -> None:
+        from .protocols import make_protocol
+
+        self.dev = dev
+        self.sb = sb
+        self.freelist = Freelist(sb.nblocks, sb.bitmap_start, sb.bitmap_blocks)
+        self.entries: list[ObjEntry] = [ObjEntry()] * sb.max_files
+        self.files: dict[int, FileState] = {}
+        self.names: dict[str, int] = {}
+        self.births = 0
+        self.protocol = make_protocol(self)
+        self.op_count = 0
+
+    # ------------------------------------------------------------------ open / mkfs
+    @classmethod
+    def mkfs(cls, dev: BlockDevice, protocol: str = "journal", barrier: str = "flush", **geo) -> "Store":
+        if dev.nblocks < 64:
+            raise BlkError(f"device too small: {dev.nblocks} blocks of {BLOCK_SIZE} bytes (need 64)")
+        sb = geometry(dev.nblocks, protocol, barrier, uuid=os.urandom(16), **geo)
+        if sb.data_start + 16 > sb.nblocks:
+            raise BlkError("device too small for the chosen geometry")
+        s = cls(dev, sb)
+        for b in range(sb.data_start):
+            s.freelist.mark_used(b)
+        blocks = {b: s.objmap_image(b) for b in range(sb.objmap_start, sb.objmap_start + sb.objmap_blocks)}
+        blocks.update({b: s.freelist.image(b) for b in s.freelist.homes()})
+        blocks.update(s.protocol.mkfs_blocks())
+        for b in sorted(blocks):
+            dev.write(b, blocks[b], role=s.role_of(b))
+        dev.flush()
+        dev.write(0, sb.pack(), role="superblock")
+        dev.flush()
+        s.freelist.dirty.clear()
+        return s
+
+    @classmethod
+    def open(cls, dev: BlockDevice, *, recover: bool = True) -> "Store":
+        """Read the store; run the protocol's recovery (written back unless `recover` is False)."""
+        if dev.nblocks < 1:
+            raise CorruptError("device is empty")
+        sb = Superblock.unpack(dev.read(0))
+        if sb.nblocks > dev.nblocks:
+            raise CorruptError(f"superblock says {sb.nblocks} blocks but the device has {dev.nblocks}")
+        s = cls(dev, sb)
+        s.protocol.recover(write=recover)
+        return s
+
+    @classmethod
+    def inspect(cls, dev: BlockDevice) -> tuple["Store", list[str]]:
+        """Load without writing and without giving up on broken files (for fsck)."""
+        sb = Superblock.unpack(dev.read(0))
+        s = cls(dev, sb)
+        return s, s.protocol.recover(write=False, strict=False)
+
+    def load(self, images: dict[int, bytes] | None = None, *, origin_choice=None) -> list[str]:
+        """(Re)build the in-memory store from disk, preferring `images` (replayed metadata).
+
+        Returns the problems that stop a file from loading (those files are left out); the
+        ordered protocol passes `origin_choice` to pick between origin slots.
+        """
+        images = images or {}
+        read = lambda b: images[b] if b in images else self.dev.read(b)  # noqa: E731
+        self.freelist.load(read)
+        problems = []
+        self.files, self.names, self.births = {}, {}, 0
+        for i in range(self.sb.objmap_blocks):
+            b = self.sb.objmap_start + i
+            p = check(read(b), T_OBJMAP, b)
+            for k in range(OBJ_PER_BLOCK):
+                fid = i * OBJ_PER_BLOCK + k
+                if fid < self.sb.max_files:
+                    self.entries[fid] = ObjEntry.unpack(p[k * OBJ.size:(k + 1) * OBJ.size], fid)
+        for fid, e in enumerate(self.entries):
+            self.births = max(self.births, e.birth)
+            if not e.in_use:
+                continue
+            try:
+                f = self.load_file(fid, e, read, origin_choice)
+            except CorruptError as err:
+                problems.append(f"file {fid} ({e.name!r}): {err}")
+                continue
+            if f is None:
+                problems.append(f"file {fid} ({e.name!r}): no valid origin")
+                continue
+            self.files[fid] = f
+            self.names[e.name] = fid
+        return problems
+
+    def load_file(self, fid: int, e: ObjEntry, read, origin_choice=None) -> FileState | None:
+        for b in (e.origin_a, e.origin_b):
+            if b and not self.sb.data_start <= b < self.sb.nblocks:
+                raise CorruptError(f"origin slot {b} outside the data area")
+        if origin_choice is not None:
+            chosen = origin_choice(fid, e, read)
+            if chosen is None:
+                return None
+            slot, o = chosen
+        else:
+            o, slot = Origin.unpack(read(e.origin_a), e.origin_a), 0
+        if o.file_id != fid or o.birth != e.birth:
+            raise CorruptError(f"block {e.origin_a}: origin belongs to another file")
+
+        def node(b):
+            self._check_ptr(b, "map node")
+            return MapNode.unpack(read(b), b)
+
+        def ulb(b):
+            self._check_ptr(b, "used list")
+            return UsedListBlock.unpack(read(b), b)
+
+        m = BlockMap.load(o, node)
+        ul = UsedList.load(o.usedlist, ulb)
+        return FileState(fid, e, o.size, o.mtime_ns, o.gen, slot, m, ul)
+
+    def _check_ptr(self, b: int, what: str) -> None:
+        if not self.sb.data_start <= b < self.sb.nblocks:
+            raise CorruptError(f"{what} pointer {b} outside the data area")
+
+    # ------------------------------------------------------------------ images and roles
+    def objmap_image(self, b: int) -> bytes:
+        i = b - self.sb.objmap_start
+        ents = self.entries[i * OBJ_PER_BLOCK:(i + 1) * OBJ_PER_BLOCK]
+        return seal(T_OBJMAP, b"".join(e.pack() for e in ents))
+
+    def objmap_home(self, fid: int) -> int:
+        return self.sb.objmap_start + fid // OBJ_PER_BLOCK
+
+    def meta_image(self, b: int, op: Op | None = None) -> bytes:
+        """The current in-memory image of metadata block b (any kind)."""
+        sb = self.sb
+        if sb.objmap_start <= b < sb.bitmap_start:
+            return self.objmap_image(b)
+        if sb.bitmap_start <= b < sb.data_start:
+            return self.freelist.image(b)
+        for f in self.files.values():
+            if b in f.map.nodes:
+                return f.map.nodes[b].pack()
+            if b in f.ul.blocks:
+                return f.ul.image(b)
+        raise KeyError(b)
+
+    def role_of(self, b: int) -> str:
+        sb = self.sb
+        if b == 0:
+            return "superblock"
+        if sb.journal_blocks and sb.journal_start <= b < sb.journal_start + sb.journal_blocks:
+            return "journal superblock" if b == sb.journal_start else "journal"
+        if sb.objmap_start <= b < sb.bitmap_start:
+            return f"object map block {b - sb.objmap_start}"
+        if sb.bitmap_start <= b < sb.data_start:
+            return f"bitmap block {b - sb.bitmap_start}"
+        return f"block {b}"
+
+    # ------------------------------------------------------------------ reading
+    def lookup(self, name: str) -> FileState:
+        fid = self.names.get(name)
+        if fid is None:
+            raise BlkError(f"no such file: {name!r}")
+        return self.files[fid]
+
+    def exists(self, name: str) -> bool:
+        return name in self.names
+
+    def listing(self) -> list[dict]:
+        return [{"name": f.name, "id": f.fid, "size": f.size, "mtime_ns": f.mtime_ns,
+                 "blocks": sum(1 for _ in f.map.data_entries())}
+                for f in sorted(self.files.values(), key=lambda f: f.name)]
+
+    def read(self, name: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
+        f = self.lookup(name)
+        return self.read_file(f, offset, length, verify=verify)
+
+    def read_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True) -> bytes:
+        end = f.size if length is None else min(f.size, offset + length)
+        if offset >= end:
+            return b""
+        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        out = bytearray()
+        idx = first
+        while idx <= last:
+            b, crc = f.map.lookup(idx)
+            if not b:
+                out += ZERO
+                idx += 1
+                continue
+            run = 1  # coalesce physically contiguous blocks into one read
+            while idx + run <= last and run < 256 and f.map.lookup(idx + run)[0] == b + run:
+                run += 1
+            buf = self.dev.read(b, run)
+            if verify:
+                for k in range(run):
+                    c = f.map.lookup(idx + k)[1]
+                    if crc32c(buf[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]) != c:
+                        raise CorruptError(f"file {f.name!r}: data block {b + k} (file block {idx + k}) "
+                                           f"fails its checksum")
+            out += buf
+            idx += run
+        lo = offset - first * BLOCK_SIZE
+        return bytes(out[lo:lo + end - offset])
+
+    # ------------------------------------------------------------------ operations
+    def _begin(self, name: str) -> Op:
+        return Op(name, cow=self.protocol.cow)
+
+    def _commit(self, op: Op) -> None:
+        self.protocol.commit(op)
+        self.op_count += 1
+
+    def create(self, name: str) -> None:
+        op = self._begin(f"create {name}")
+        self._create(op, name)
+        self._commit(op)
+
+    def _create(self, op: Op, name: str) -> FileState:
+        nm = name.encode()
+        if not nm or len(nm) > MAX_NAME or "/" in name or "\0" in name:
+            raise BlkError(f"bad file name {name!r} (1..{MAX_NAME} bytes, no '/' or NUL)")
+        if name in self.names:
+            raise BlkError(f"file exists: {name!r}")
+        fid = next((i for i, e in enumerate(self.entries) if not e.in_use and i not in self.files), None)
+        if fid is None:
+            raise NoSpaceError(f"object map full ({self.sb.max_files} files)")
+        nslots = 2 if self.protocol.origin_slots == 2 else 1
+        blocks = self.freelist.alloc(nslots + 1)
+        ul_head = blocks[-1]
+        self.births += 1
+        e = ObjEntry(blocks[0], blocks[1] if nslots == 2 else 0, self.births, name)
+        f = FileState(fid, e, 0, time.time_ns(), 0, 1 if nslots == 2 else 0, BlockMap(),
+                      UsedList(ul_head))
+        f.ul.blocks[ul_head] = UsedListBlock()
+        self.entries[fid] = e
+        self.files[fid] = f
+        self.names[name] = fid
+        op.created.add(fid)
+        op.fresh.update([ul_head] + blocks[:nslots])
+        op.roles[ul_head] = f"used list of file {fid}"
+        op.objmap.add(self.objmap_home(fid))
+        op.origins.add(fid)
+        return f
+
+    def put(self, name: str, data: bytes) -> None:
+        """Create or replace a whole file, as one atomic operation."""
+        op = self._begin(f"put {name}")
+        if name in self.names:
+            f = self.lookup(name)
+            self._truncate(op, f, 0)
+        else:
+            f = self._create(op, name)
+        self._write(op, f, 0, data)
+        self._commit(op)
+
+    def write(self, name: str, offset: int, data: bytes) -> None:
+        op = self._begin(f"write {name} @{offset}+{len(data)}")
+        self._write(op, self.lookup(name), offset, data)
+        self._commit(op)
+
+    def truncate(self, name: str, size: int) -> None:
+        if size < 0:
+            raise BlkError("size must not be negative")
+        op = self._begin(f"truncate {name} {size}")
+        self._truncate(op, self.lookup(name), size)
+        self._commit(op)
+
+    def remove(self, name: str) -> None:
+        op = self._begin(f"rm {name}")
+        f = self.lookup(name)
+        everything = [b for _, b, _ in f.map.data_entries()] + f.map.all_nodes() + sorted(f.structure_blocks())
+        op.deleted.append(f)
+        op.released[f.fid] = everything
+        del self.files[f.fid]
+        del self.names[f.name]
+        self.entries[f.fid] = ObjEntry()
+        op.objmap.add(self.objmap_home(f.fid))
+        self._commit(op)
+
+    def sync(self) -> None:
+        self.protocol.sync()
+
+    def close(self) -> None:
+        self.protocol.close()
+
+    def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
+        if offset < 0:
+            raise BlkError("offset must not be negative")
+        if not data:
+            return
+        end = offset + len(data)
+        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        n = last - first + 1
+        fresh = self.freelist.alloc(n)
+        edit = MapEdit(self, op, f)
+        mv = memoryview(data)
+        for k, idx in enumerate(range(first, last + 1)):
+            lo = max(offset, idx * BLOCK_SIZE)
+            hi = min(end, (idx + 1) * BLOCK_SIZE)
+            if hi - lo == BLOCK_SIZE:
+                content = bytes(mv[lo - offset:hi - offset])
+            else:
+                content = bytearray(self._block_content(f, idx, op))
+                content[lo - idx * BLOCK_SIZE:hi - idx * BLOCK_SIZE] = mv[lo - offset:hi - offset]
+                content = bytes(content)
+            b = fresh[k]
+            op.data[b] = content
+            op.roles[b] = f"data block {idx} of file {f.fid}"
+            op.own(f, b)
+            old = f.map.set(idx, b, crc32c(content), edit)
+            if old:
+                op.release(f, old)
+        f.size = max(f.size, end)
+        f.mtime_ns = time.time_ns()
+        op.origins.add(f.fid)
+
+    def _block_content(self, f: FileState, idx: int, op: Op) -> bytes:
+        """Current bytes of file block idx (zeros past EOF or in a hole)."""
+        if idx * BLOCK_SIZE >= f.size:
+            return ZERO
+        b, _ = f.map.lookup(idx)
+        if not b:
+            return ZERO
+        if b in op.data:
+            return op.data[b]
+        return self.dev.read(b)
+
+    def _truncate(self, op: Op, f: FileState, size: int) -> None:
+        edit = MapEdit(self, op, f)
+        keep = -(-size // BLOCK_SIZE)
+        if size < f.size:
+            for b in f.map.truncate(keep, edit):
+                op.release(f, b)
+            tail = size % BLOCK_SIZE
+            if tail:  # zero the rest of the last block so a later extension reads zeros
+                idx = size // BLOCK_SIZE
+                b, _ = f.map.lookup(idx)
+                if b:
+                    content = self._block_content(f, idx, op)[:tail] + bytes(BLOCK_SIZE - tail)
+                    nb = self.freelist.alloc(1)[0]
+                    op.data[nb] = content
+                    op.roles[nb] = f"data block {idx} of file {f.fid}"
+                    op.own(f, nb)
+                    op.release(f, f.map.set(idx, nb, crc32c(content), edit))
+        f.size = size
+        f.mtime_ns = time.time_ns()
+        op.origins.add(f.fid)
+
+    # ------------------------------------------------------------------ accounting
+    def owned_blocks(self) -> set[int]:
+        """Every block some file references or lists (for freelist rebuilds)."""
+        used = set(range(self.sb.data_start))
+        for f in self.files.values():
+            used |= f.structure_blocks() | f.ul.owned() | set(f.map.all_nodes())
+            used.update(b for _, b, _ in f.map.data_entries())
+        return used
+
+
+def open_device(path: str, *, create_size: int | None = None, readonly: bool = False) -> Device:
+    return Device(path, create_size=create_size, readonly=readonly)
+
+
+def replace_entry(e: ObjEntry, **kw) -> ObjEntry:
+    return replace(e, **kw)
