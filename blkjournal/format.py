@@ -287,3 +287,16 @@ def geometry(nblocks: int, protocol: str, barrier: str, *, max_files: int | None
     data_start = bitmap_start + bitmap_blocks
     return Superblock(nblocks, protocol, barrier, 1 if jb else 0, jb, objmap_start, objmap_blocks,
                       bitmap_start, bitmap_blocks, data_start, uuid)
+
+
+def is_own_store(path: str) -> bool:
+    """True if `path` starts with a valid blkjournal superblock (read without O_DIRECT: a probe)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(BLOCK_SIZE)
+        if len(raw) < BLOCK_SIZE:
+            return False
+        Superblock.unpack(raw)
+        return True
+    except (OSError, CorruptError):
+        return False

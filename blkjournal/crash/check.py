@@ -1,0 +1,101 @@
+"""The oracle: recover a crash state, fsck it, read every file, and compare with the model.
+
+A state is legal when recovery succeeds, fsck finds nothing, every file reads back with valid
+checksums, and the contents equal the model after some op k in the window [last op whose sync had
+completed, last op started] (DESIGN §4).  The "ordered" and "none" protocols declare a weaker,
+per-file model: each file (and each name's absence) must equal the model of that name after
+some k in the window, independently of the other files -- the guarantee ext4's data=ordered
+gives, since seed A orders one file's objects and never ties two files' origins together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import BlkError
+from ..fsck import fsck
+from ..store import Store
+
+GLOBAL, PER_FILE = "global", "per-file"
+
+
+def model_kind(protocol: str) -> str:
+    return GLOBAL if protocol == "journal" else PER_FILE
+
+
+@dataclass
+class Verdict:
+    legal: bool
+    reason: str = ""
+    matched: int | None = None  # the op index whose model the state equals (global model)
+    findings: list = field(default_factory=list)
+    contents: dict | None = None
+
+
+def window(point_ops_done: int, point_op_started: int, sync_done: int) -> range:
+    """Model indices k (state after k ops) a crash may legally show."""
+    return range(sync_done, point_op_started + 1)
+
+
+def recover_and_read(dev) -> tuple[dict[str, bytes] | None, str, list]:
+    """Run recovery on `dev` (an overlay), fsck, and read every file; (contents, error, findings)."""
+    try:
+        st = Store.open(dev, recover=True)
+    except BlkError as e:
+        return None, f"recovery failed: {e}", []
+    report = fsck(dev)
+    if not report.clean:
+        return None, f"fsck after recovery: {report.verdict()}", [f.code + ": " + f.message for f in report.findings]
+    out = {}
+    for f in list(st.files.values()):
+        try:
+            out[f.name] = st.read_file(f)
+        except BlkError as e:
+            return None, f"reading {f.name!r}: {e}", []
+    return out, "", []
+
+
+def judge(contents: dict[str, bytes], models: list[dict[str, bytes]], ks: range, kind: str) -> Verdict:
+    """Compare recovered contents with the model states models[k] for k in ks."""
+    for k in reversed(ks):
+        if models[k] == contents:
+            return Verdict(True, matched=k, contents=contents)
+    if kind == GLOBAL:
+        return Verdict(False, _difference(contents, models, ks), contents=contents)
+    names = set(contents) | {n for k in ks for n in models[k]}
+    for n in sorted(names):
+        got = contents.get(n)
+        if not any(models[k].get(n) == got for k in ks):
+            return Verdict(False, f"file {n!r}: " + _describe_file(got, [models[k].get(n) for k in ks], ks),
+                           contents=contents)
+    return Verdict(True, contents=contents)
+
+
+def _describe_file(got, wants, ks) -> str:
+    if got is None:
+        return f"missing, but it exists after every op {ks.start}..{ks.stop - 1}"
+    sizes = sorted({len(w) for w in wants if w is not None})
+    if not sizes:
+        return f"present ({len(got)} bytes) but absent after every op {ks.start}..{ks.stop - 1}"
+    if len(got) not in sizes:
+        return f"size {len(got)}, expected one of {sizes[:6]} (ops {ks.start}..{ks.stop - 1})"
+    near = min((w for w in wants if w is not None and len(w) == len(got)),
+               key=lambda w: sum(a != b for a, b in zip(w, got)))
+    bad = next(i for i, (a, b) in enumerate(zip(near, got)) if a != b)
+    return f"content differs from every legal version from byte {bad} (block {bad // 4096})"
+
+
+def _difference(contents, models, ks) -> str:
+    k = ks.stop - 1
+    want = models[k]
+    for n in sorted(set(contents) | set(want)):
+        if contents.get(n) != want.get(n):
+            return f"matches no op {ks.start}..{k}; e.g. " + _describe_file(contents.get(n), [m.get(n) for m in models[ks.start:ks.stop]], ks)
+    return f"matches no op {ks.start}..{k}"
+
+
+def check_state(dev, models, ks: range, kind: str) -> Verdict:
+    contents, err, findings = recover_and_read(dev)
+    if contents is None:
+        return Verdict(False, err, findings=findings)
+    return judge(contents, models, ks, kind)
