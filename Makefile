@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
 PY := .venv/bin/python
 STAMP := .venv/.installed
+SYSDEPS := .venv/.sysdeps
 
 .PHONY: demo test bench clean
 
@@ -10,10 +11,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Debian packages the VM tests and demo need (qemu-system-x86, busybox-static, nbdkit, dmsetup):
+# apt-get installs whichever are missing; quick when all are present.
+$(SYSDEPS): $(STAMP) blkjournal/vm/deps.py
+	$(PY) -m blkjournal.vm.deps
+	touch $(SYSDEPS)
+
+demo: $(STAMP) $(SYSDEPS)
 	$(PY) -m blkjournal.demo
 
-test: $(STAMP)
+test: $(STAMP) $(SYSDEPS)
 	$(PY) -m pytest -n 2 -q -rs
 
 bench: $(STAMP)

@@ -136,7 +136,9 @@ class ObjEntry:
     """One file: where its origin lives (two slots in "ordered", one in "journal") and its name.
 
     `birth` is a store-wide creation counter copied into the origin, so an origin slot that still
-    holds a deleted file's valid origin is never mistaken for this file's.
+    holds a deleted file's valid origin is never mistaken for this file's.  A freed entry keeps
+    its last birth (origin slots 0), so the counter -- the maximum over all entries -- never goes
+    back after a delete and a reopen.
     """
 
     origin_a: int = 0
@@ -255,14 +257,16 @@ BITS_PER_BITMAP = PAYLOAD * 8
 
 @dataclass(frozen=True)
 class JournalSuper:
-    """First block of the journal: where the live log starts (tail) and the sequence found there."""
+    """First block of the journal: where the live log starts (tail), the sequence number found
+    there, and the commit checksum of the transaction before it (the start of the hash chain)."""
 
-    FMT = struct.Struct("<QQ")
+    FMT = struct.Struct("<QQI")
     tail_seq: int
     tail_pos: int
+    tail_prev: int = 0
 
     def pack(self) -> bytes:
-        return seal(T_JSUPER, self.FMT.pack(self.tail_seq, self.tail_pos))
+        return seal(T_JSUPER, self.FMT.pack(self.tail_seq, self.tail_pos, self.tail_prev))
 
     @classmethod
     def unpack(cls, raw, where="?") -> "JournalSuper":

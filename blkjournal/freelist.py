@@ -21,13 +21,17 @@ class Freelist:
         self.hint = 0
         self.nfree = nblocks
         self.held: set[int] = set()  # free on disk, not yet reusable (see hold())
+        self.reclaim = None  # the protocol's way to make held blocks reusable (journal: checkpoint)
 
     # --- persistence ---
     def load(self, read) -> None:
         """Read the bitmap blocks through `read(block) -> bytes` (CorruptError on a bad block)."""
         for i in range(self.nbitmap):
             self.bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(self.start + i), T_BITMAP, self.start + i)
-        self.nfree = self.nblocks - sum(bin(b).count("1") for b in self.bits[: (self.nblocks + 7) // 8])
+        self.nfree = self.nblocks - self._count_used()
+
+    def _count_used(self) -> int:
+        return (int.from_bytes(self.bits, "little") & ((1 << self.nblocks) - 1)).bit_count()
 
     def image(self, home: int) -> bytes:
         i = home - self.start
@@ -81,10 +85,12 @@ class Freelist:
             if want[lo:hi] != self.bits[lo:hi]:
                 self.dirty.add(self.start + i)
         self.bits = want
-        self.nfree = self.nblocks - sum(bin(b).count("1") for b in self.bits[: (self.nblocks + 7) // 8])
+        self.nfree = self.nblocks - self._count_used()
 
     def alloc(self, n: int) -> list[int]:
         """n free blocks, as contiguous as the free space allows, marked used."""
+        if n > self.nfree - len(self.held) and self.held and self.reclaim is not None:
+            self.reclaim()  # space only held back by the live journal: checkpoint, then it is free
         if n > self.nfree - len(self.held):
             raise NoSpaceError(f"out of space: {n} blocks wanted, {self.nfree} free")
         out: list[int] = []

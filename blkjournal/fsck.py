@@ -79,6 +79,8 @@ class Report:
 
 def fsck(dev: BlockDevice) -> Report:
     """Check a store; CorruptError only when the superblock itself cannot be trusted."""
+    if dev.nblocks < 1:
+        raise CorruptError("device is smaller than one block: it holds no superblock")
     sb = Superblock.unpack(dev.read(0))
     if sb.nblocks > dev.nblocks:
         raise CorruptError(f"superblock says {sb.nblocks} blocks but the device has {dev.nblocks}")
@@ -91,6 +93,11 @@ def fsck(dev: BlockDevice) -> Report:
         try:
             st.protocol.journal.load_super(dev)
             txns = st.protocol.journal.replay(dev)
+            stop = _log_stops_at(dev, st.protocol.journal)
+            if stop:
+                r.notes.append(f"journal: the log ends at transaction {stop[1]} (block {stop[0]}), which "
+                               f"fails its checks: a torn tail after a crash, or a damaged block; "
+                               f"it and anything after it are not applied")
         except CorruptError as e:
             r.add(JOURNAL, str(e), [sb.journal_start])
             txns = []
@@ -138,8 +145,9 @@ def fsck(dev: BlockDevice) -> Report:
             p = check(read(b), T_OBJMAP, b)
             for k in range(OBJ_PER_BLOCK):
                 fid = i * OBJ_PER_BLOCK + k
-                if fid < sb.max_files:
-                    e = ObjEntry.unpack(p[k * OBJ.size:(k + 1) * OBJ.size], fid)
+                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
+                if fid < sb.max_files and any(raw):
+                    e = ObjEntry.unpack(raw, fid)
                     if e.in_use:
                         entries[fid] = e
         except CorruptError as e:
@@ -227,10 +235,31 @@ def fsck(dev: BlockDevice) -> Report:
         free_used = {b for b in in_use if b < sb.nblocks and not marked(b)}
         if free_used:
             r.add(IN_USE_BUT_FREE, f"{len(free_used)} blocks in use but marked free", free_used)
-        leaked = {b for b in range(sb.data_start, sb.nblocks) if marked(b) and b not in in_use}
+        # leaks: bits set in the bitmap for data-area blocks nobody owns (big-integer set algebra)
+        marked_int = int.from_bytes(bits, "little") & (((1 << sb.nblocks) - 1) ^ ((1 << sb.data_start) - 1))
+        owned_int = 0
+        for b in in_use:
+            owned_int |= 1 << b
+        stray_int = marked_int & ~owned_int
+        leaked = {i for i in range(sb.data_start, sb.nblocks) if stray_int >> i & 1} if stray_int else set()
         if leaked:
             r.add(LEAK, f"{len(leaked)} blocks marked used but owned by no file", leaked)
     return r
+
+
+def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
+    """(block, seq) if the journal ends where a block starts like its next transaction."""
+    from .format import HEADER, MAGIC, T_TXN
+    from .journal import DESC
+
+    for p in ((j.head_pos, 0) if j.head_pos else (0,)):
+        raw = dev.read(j.area + p)
+        magic, t, _, _ = HEADER.unpack_from(raw)
+        if magic == MAGIC and t == T_TXN:
+            d = DESC.unpack_from(raw, HEADER.size)
+            if d[0] == j.next_seq and d[4] == j.prev:
+                return j.area + p, d[0]
+    return None
 
 
 def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, claim) -> bool:
@@ -271,6 +300,7 @@ def repair(dev: BlockDevice) -> list[str]:
     done = list(getattr(st.protocol, "repairs", []))
     if getattr(st.protocol, "replayed", 0):
         done.append(f"replayed {st.protocol.replayed} committed journal transactions")
+    st.protocol.begin()  # before the rebuild: the journal's commit diffs against the state before it
     before = bytes(st.freelist.bits)
     st.freelist.rebuild(st.owned_blocks())
     if bytes(st.freelist.bits) != before:

@@ -28,7 +28,7 @@ from .device import BLOCK_SIZE, BlockDevice
 from .errors import CorruptError, NoSpaceError
 from .format import HEADER, MAGIC, PAYLOAD, T_TXN, JournalSuper, Superblock, check, crc32c, seal
 
-DESC = struct.Struct("<QIIII")  # seq, nblocks, ndata, nrecords, commit
+DESC = struct.Struct("<QIIIII")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit
 DATA = struct.Struct("<QI")  # data block, crc32c
 REC = struct.Struct("<QHH")  # home block, offset, length
 
@@ -42,6 +42,7 @@ class Txn:
     nblocks: int
     data: tuple  # ((block, crc), ...)
     records: tuple  # ((home, offset, bytes), ...)
+    commit: int = 0
 
 
 ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
@@ -66,21 +67,21 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     return [(lo, new[lo:hi]) for lo, hi in out]
 
 
-def encode(seq: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]]) -> list[bytes]:
-    """The blocks of one transaction (descriptor first)."""
+def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]]) -> tuple[list[bytes], int]:
+    """The blocks of one transaction (descriptor first) and its commit checksum."""
     stream = b"".join(DATA.pack(b, c) for b, c in data)
     stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
     first_room = PAYLOAD - DESC.size
     nblocks = 1 + max(0, -(-(len(stream) - first_room) // PAYLOAD))
-    commit = crc32c(struct.pack("<QI", seq, nblocks) + stream)
-    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), commit) + stream[:first_room])]
+    commit = crc32c(struct.pack("<QII", seq, nblocks, prev) + stream)
+    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit) + stream[:first_room])]
     for i in range(first_room, len(stream), PAYLOAD):
         blocks.append(seal(T_TXN, stream[i:i + PAYLOAD]))
-    return blocks
+    return blocks, commit
 
 
 def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
-    _, nblocks, ndata, nrec, commit = desc
+    _, nblocks, ndata, nrec, prev, commit = desc
     try:
         payloads = [bytes(check(b, T_TXN, "journal")) for b in blocks]
     except CorruptError:
@@ -99,13 +100,20 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
             return None
         recs.append((h, off, stream[o:o + n]))
         o += n
-    if crc32c(struct.pack("<QI", seq, nblocks) + stream[:o]) != commit:
+    if crc32c(struct.pack("<QII", seq, nblocks, prev) + stream[:o]) != commit:
         return None
-    return Txn(seq, pos, nblocks, tuple(data), tuple(recs))
+    return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
 
 
 class Journal:
-    """Position bookkeeping for the circular log; the device I/O is the caller's (protocols.py)."""
+    """Position bookkeeping for the circular log; the device I/O is the caller's (protocols.py).
+
+    Transactions form a hash chain: each descriptor carries the commit checksum of the one before
+    (the journal superblock holds the first link).  So a transaction left behind by an earlier
+    crash -- torn then, perhaps whole now that later writes landed around it -- can never be
+    taken as the continuation of the log: its link names a predecessor that is not the one
+    replayed.  Replay therefore reads only the chain, never the whole area.
+    """
 
     def __init__(self, sb: Superblock) -> None:
         self.jsb_block = sb.journal_start
@@ -113,19 +121,21 @@ class Journal:
         self.size = sb.journal_blocks - 1
         self.tail_pos = 0
         self.tail_seq = 1
+        self.tail_prev = 0
         self.head_pos = 0
         self.next_seq = 1
+        self.prev = 0  # commit checksum of the newest transaction
         self.used = 0  # blocks from tail to head, including any skipped at a wrap
 
     def load_super(self, dev: BlockDevice) -> None:
         js = JournalSuper.unpack(dev.read(self.jsb_block), self.jsb_block)
         if js.tail_pos >= self.size:
             raise CorruptError(f"block {self.jsb_block}: journal tail {js.tail_pos} outside the journal")
-        self.tail_pos, self.tail_seq = js.tail_pos, js.tail_seq
-        self.head_pos, self.next_seq, self.used = js.tail_pos, js.tail_seq, 0
+        self.tail_pos, self.tail_seq, self.tail_prev = js.tail_pos, js.tail_seq, js.tail_prev
+        self.head_pos, self.next_seq, self.prev, self.used = js.tail_pos, js.tail_seq, js.tail_prev, 0
 
     def super_image(self) -> bytes:
-        return JournalSuper(self.tail_seq, self.tail_pos).pack()
+        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev).pack()
 
     def place(self, nblocks: int) -> int | None:
         """Where a transaction of nblocks goes next, or None when the log must be checkpointed."""
@@ -138,59 +148,56 @@ class Journal:
             return None
         return pos
 
-    def advance(self, pos: int, nblocks: int) -> None:
+    def advance(self, pos: int, nblocks: int, commit: int) -> None:
         skip = self.size - self.head_pos if pos != self.head_pos else 0
         self.used += skip + nblocks
         self.head_pos = pos + nblocks
         if self.head_pos == self.size:
             self.head_pos = 0
         self.next_seq += 1
+        self.prev = commit
 
     def retire(self) -> None:
         """Everything up to the head is checkpointed: the live log is empty again."""
-        self.tail_pos, self.tail_seq, self.used = self.head_pos, self.next_seq, 0
+        self.tail_pos, self.tail_seq, self.tail_prev, self.used = self.head_pos, self.next_seq, self.prev, 0
 
     def replay(self, dev: BlockDevice, verify_data=True) -> list[Txn]:
         """Every committed transaction from the tail on, in order; stops at the first that is not.
 
-        A transaction counts only if all its blocks check and every data block it orders has the
-        crc it names.  Afterwards next_seq is past every sequence number found anywhere in the
-        area, so a torn transaction left behind can never be mistaken for a future one.
+        A transaction counts only if it sits where the log continues (at the head, or at block 0
+        after a wrap), carries the expected sequence number and link, all its blocks check,
+        `commit` matches, and every data block it orders has the crc it names.
         """
         txns: list[Txn] = []
-        pos, seq = self.tail_pos, self.tail_seq
-        raw_area = dev.read(self.area, self.size)
-        headers = {}
-        high = seq - 1
-        for i in range(self.size):
-            blk = raw_area[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
-            magic, t, _, _ = HEADER.unpack_from(blk)
-            if magic == MAGIC and t == T_TXN:
-                d = DESC.unpack_from(blk, HEADER.size)
-                headers[i] = (blk, d)
-        for i, (_, d) in headers.items():
-            high = max(high, d[0])
-        used = 0
-        while True:
+        pos, seq, prev, used = self.tail_pos, self.tail_seq, self.tail_prev, 0
+        while used < self.size:
             txn = None
             for p in ((pos, 0) if pos else (pos,)):
-                h = headers.get(p)
-                if not h or h[1][0] != seq or not 0 < h[1][1] <= self.size - p:
+                first = dev.read(self.area + p)
+                magic, t, _, _ = HEADER.unpack_from(first)
+                if magic != MAGIC or t != T_TXN:
                     continue
-                n = h[1][1]
-                blocks = [raw_area[(p + k) * BLOCK_SIZE:(p + k + 1) * BLOCK_SIZE] for k in range(n)]
-                txn = _decode(seq, p, blocks, h[1])
+                d = DESC.unpack_from(first, HEADER.size)
+                if d[0] != seq or d[4] != prev or not 0 < d[1] <= self.size - p:
+                    continue
+                n = d[1]
+                raw = first + (dev.read(self.area + p + 1, n - 1) if n > 1 else b"")
+                blocks = [raw[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE] for k in range(n)]
+                txn = _decode(seq, p, blocks, d)
                 if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
                     txn = None
                 if txn:
-                    used += (self.size - pos if p != pos else 0) + n
+                    skip = self.size - pos if p != pos else 0
+                    if used + skip + n > self.size:
+                        txn = None
+                    else:
+                        used += skip + n
                     break
-            if txn is None or used > self.size:
+            if txn is None:
                 break
             txns.append(txn)
-            pos, seq = txn.pos + txn.nblocks, seq + 1
+            pos, seq, prev = txn.pos + txn.nblocks, seq + 1, txn.commit
             if pos == self.size:
                 pos = 0
-        self.head_pos, self.used = pos, used if txns else 0
-        self.next_seq = max(high + 1, seq)
+        self.head_pos, self.next_seq, self.prev, self.used = pos, seq, prev, used
         return txns

@@ -30,9 +30,10 @@ def make_protocol(store):
     return OrderedProtocol(store, barriers=(p == "ordered"))
 
 
-def run_role(roles: dict, first: int, last: int) -> str:
+def run_role(roles: dict, first: int, last: int, why: str = "") -> str:
     a, b = roles.get(first, f"block {first}"), roles.get(last, f"block {last}")
-    return a if first == last else f"{a} .. {b}"
+    text = a if first == last else f"{a} .. {b}"
+    return f"{text} [{why}]" if why else text
 
 
 class Protocol:
@@ -43,9 +44,17 @@ class Protocol:
         self.store = store
         self.dev = store.dev
         self.fua = store.sb.barrier == "fua"
+        self.disabled: set[str] = set()  # barrier sites removed (crash explorer's --ablate)
 
-    def write_blocks(self, blocks: dict[int, bytes], roles: dict, *, fua: bool = False) -> None:
-        """Write blocks in ascending order, one device write per contiguous run."""
+    def on(self, site: str) -> bool:
+        """Is this barrier site in force?  Every barrier the protocol issues is named here."""
+        return site not in self.disabled
+
+    def sites(self) -> tuple[str, ...]:
+        return self.SITES_FUA if self.fua else self.SITES_FLUSH
+
+    def write_blocks(self, blocks: dict[int, bytes], roles: dict, *, fua: bool = False, why: str = "") -> None:
+        """Write blocks in ascending order, one device write per contiguous run; `why` names the op."""
         items = sorted(blocks.items())
         i = 0
         while i < len(items):
@@ -54,11 +63,14 @@ class Protocol:
                 j += 1
             first, last = items[i][0], items[j - 1][0]
             data = items[i][1] if j == i + 1 else b"".join(d for _, d in items[i:j])
-            self.dev.write(first, data, fua=fua, role=run_role(roles, first, last))
+            self.dev.write(first, data, fua=fua, role=run_role(roles, first, last, why))
             i = j
 
     def mkfs_blocks(self) -> dict[int, bytes]:
         return {}
+
+    def begin(self) -> None:
+        """An operation is about to change the in-memory state (called before it does)."""
 
     def own_and_release(self, op, alloc_listblock, remove: bool) -> tuple[set, set]:
         """Record op.owned in the used lists (and, if `remove`, drop op.released).
@@ -95,16 +107,30 @@ class Protocol:
 class JournalProtocol(Protocol):
     """Seed B's journal with ordered data, one flush per sync (see journal.py)."""
 
+    SITES_FLUSH = ("sync flush", "checkpoint flush before homes", "checkpoint flush after homes",
+                   "checkpoint flush after journal superblock")
+    SITES_FUA = ("FUA data", "FUA transaction", "FUA checkpoint homes", "FUA journal superblock")
+
     def __init__(self, store) -> None:
         super().__init__(store)
         self.journal = Journal(store.sb)
-        self.images: dict[int, bytes] = {}  # committed image of every metadata block
+        self._images: dict[int, bytes] | None = {}  # committed image of every metadata block (lazy)
         self.unckpt: dict[int, bytes] = {}  # committed to the journal, not yet written home
         self.held: list[int] = []  # freed by committed transactions: reusable after checkpoint
         self.unflushed = False
+        store.freelist.reclaim = self.checkpoint  # held blocks come back at a checkpoint
 
     def mkfs_blocks(self) -> dict[int, bytes]:
         return {self.journal.jsb_block: self.journal.super_image()}
+
+    def begin(self) -> None:
+        self.images  # the lazy committed images must be taken before the op edits the state
+
+    @property
+    def images(self) -> dict[int, bytes]:
+        if self._images is None:
+            self._images = self.metadata_images()
+        return self._images
 
     def metadata_images(self) -> dict[int, bytes]:
         st = self.store
@@ -119,7 +145,6 @@ class JournalProtocol(Protocol):
     def recover(self, write: bool = True, strict: bool = True) -> list[str]:
         st = self.store
         self.journal.load_super(self.dev)
-        old_seq = self.journal.tail_seq
         txns = self.journal.replay(self.dev)
         homes: dict[int, bytearray] = {}
         for t in txns:
@@ -137,9 +162,9 @@ class JournalProtocol(Protocol):
         problems = st.load({b: bytes(v) for b, v in homes.items()})
         if problems and strict:
             raise CorruptError(problems[0])
-        self.images = self.metadata_images()
+        self._images = None  # built on the first commit: a read-only open never needs them
         self.unckpt = {b: bytes(v) for b, v in homes.items()}
-        if write and (txns or self.journal.next_seq != old_seq):
+        if write and txns:
             self.unflushed = False
             self.checkpoint()
         return problems
@@ -181,15 +206,15 @@ class JournalProtocol(Protocol):
                 records.append((b, off, buf))
         data_crcs = [(b, _crc(d)) for b, d in sorted(op.data.items())]
         if op.data:
-            self.write_blocks(op.data, op.roles, fua=self.fua)
-        txn = encode(self.journal.next_seq, data_crcs, records)
+            self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
+        txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records)
         pos = self.journal.place(len(txn))
         if pos is None:
             self.checkpoint()
             pos = self.journal.place(len(txn))
-        self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua,
+        self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
                        role=f"journal txn {self.journal.next_seq} ({op.name})")
-        self.journal.advance(pos, len(txn))
+        self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
             self.images.pop(b, None)
@@ -200,16 +225,20 @@ class JournalProtocol(Protocol):
 
     def checkpoint(self) -> None:
         """Write committed metadata home, make it durable, then advance the journal tail."""
-        if self.unflushed:
+        if self.unflushed and self.on("checkpoint flush before homes"):
             self.dev.flush()
         roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
-        self.write_blocks(self.unckpt, roles, fua=self.fua)
-        if not self.fua:
+        self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
+        if not self.fua and self.on("checkpoint flush after homes"):
             self.dev.flush()
         self.journal.retire()
-        self.dev.write(self.journal.jsb_block, self.journal.super_image(), fua=self.fua,
-                       role="journal superblock (checkpoint)")
-        self.unflushed = not self.fua
+        self.dev.write(self.journal.jsb_block, self.journal.super_image(),
+                       fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
+        # The new tail must be durable before the log space behind it is reused: a replay from the
+        # old tail through transactions half overwritten by new ones would roll homes back.
+        if not self.fua and self.on("checkpoint flush after journal superblock"):
+            self.dev.flush()
+        self.unflushed = False
         self.unckpt.clear()
         for b in self.held:
             self.store.freelist.held.discard(b)
@@ -217,7 +246,8 @@ class JournalProtocol(Protocol):
 
     def sync(self) -> None:
         if self.unflushed:
-            self.dev.flush()
+            if self.on("sync flush"):
+                self.dev.flush()
             self.unflushed = False
 
     def close(self) -> None:
@@ -236,25 +266,31 @@ class OrderedProtocol(Protocol):
 
     cow = True
     origin_slots = 2
+    SITES_FLUSH = ("A0 used-list chain flush", "A used-list entries flush", "B data and map flush", "sync flush")
+    SITES_FUA = ("A0 used-list chain FUA", "A used-list entries FUA", "B data and map FUA", "C origin FUA")
 
     def __init__(self, store, barriers: bool = True) -> None:
         super().__init__(store)
         self.barriers = barriers
         self.epoch = 0  # barriers passed
+        self.written = False  # a write since the last barrier (else a sync has nothing to flush)
         self.pending: list[tuple[int, int, int]] = []  # (fid, block, epoch its unreferencing write was issued in)
 
-    def barrier(self) -> None:
+    def barrier(self, site: str = "") -> None:
         """Everything written so far is durable from here on (under "none": pretend so)."""
-        if self.barriers and not self.fua:
+        if self.barriers and not self.fua and self.on(site):
             self.dev.flush()
         self.epoch += 1
+        self.written = False
 
-    def phase(self, blocks: dict[int, bytes], roles: dict, *, durable: bool) -> None:
+    def phase(self, blocks: dict[int, bytes], roles: dict, *, durable: bool, site: str, why: str = "") -> None:
+        """Write a phase; a durable phase ends in a barrier: a flush, or FUA on every write."""
         if not blocks:
             return
-        self.write_blocks(blocks, roles, fua=self.fua and self.barriers)
+        self.write_blocks(blocks, roles, fua=self.fua and self.barriers and self.on(f"{site} FUA"), why=why)
+        self.written = True
         if durable:
-            self.barrier()
+            self.barrier(f"{site} flush")
 
     def commit(self, op) -> None:
         st = self.store
@@ -276,11 +312,14 @@ class OrderedProtocol(Protocol):
             else:
                 st.freelist.mark_free(b)  # its file's deletion is durable: no list holds it
         changed, new = self.own_and_release(op, alloc_listblock, remove=False)
+        new |= {st.files[fid].ul.head for fid in op.created if fid in st.files}  # even an empty file's
         changed |= changed_a
         for b in changed_a:
             op.roles.setdefault(b, f"used list block {b}")
-        self.phase({b: self._ul_image(b) for b in new}, op.roles, durable=True)
-        self.phase({b: self._ul_image(b) for b in changed - new}, op.roles, durable=True)
+        self.phase({b: self._ul_image(b) for b in new}, op.roles, durable=True, site="A0 used-list chain",
+                   why=op.name)
+        self.phase({b: self._ul_image(b) for b in changed - new}, op.roles, durable=True,
+                   site="A used-list entries", why=op.name)
         for b in unlisted:
             if self.epoch:  # the removal is durable now (or was written without a barrier: none)
                 st.freelist.mark_free(b)
@@ -301,10 +340,10 @@ class OrderedProtocol(Protocol):
         for b in op.objmap:
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
-        self.phase(blocks, op.roles, durable=bool(origins))
+        self.phase(blocks, op.roles, durable=bool(origins), site="B data and map", why=op.name)
         # Phase C: the new origins (and object map entries) -- the operation's commit point.
         tag = self.epoch
-        self.phase(origins, op.roles, durable=self.fua)
+        self.phase(origins, op.roles, durable=self.fua, site="C origin", why=op.name)
         for fid, blocks in op.released.items():
             self.pending.extend((fid, b, tag) for b in blocks)
 
@@ -318,11 +357,26 @@ class OrderedProtocol(Protocol):
         st = self.store
         bitmap = {b: st.freelist.image(b) for b in st.freelist.dirty}
         st.freelist.dirty.clear()
-        self.write_blocks(bitmap, {b: st.role_of(b) for b in bitmap})
-        self.barrier()
+        if bitmap:
+            self.write_blocks(bitmap, {b: st.role_of(b) for b in bitmap}, why="sync")
+            self.written = True
+        if self.written:  # a second sync with nothing new in between issues nothing
+            self.barrier("sync flush")
 
     def close(self) -> None:
-        pass
+        """A clean shutdown leaves no used-list entry that reaches nothing (fsck: no leak).
+
+        Released blocks leave the used lists only once the origin that dropped them is durable:
+        sync (now every release is), drop them (phase A of an empty operation), sync (the bitmap).
+        Without this the next open's recovery does the same.
+        """
+        if not self.pending:
+            return
+        from .store import Op
+
+        self.sync()
+        self.commit(Op("close: drop released blocks from the used lists", cow=True))
+        self.sync()
 
     # ---------------------------------------------------------------- recovery
     def choose_origin(self, fid: int, e: ObjEntry, read):
@@ -349,7 +403,7 @@ class OrderedProtocol(Protocol):
         for fid, e in enumerate(st.entries):
             if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
                                                         for p in problems):
-                st.entries[fid] = ObjEntry()  # a create that never became durable
+                st.entries[fid] = ObjEntry(birth=e.birth)  # a create that never became durable
                 writes[st.objmap_home(fid)] = None
                 self.repairs.append(f"dropped object map entry {fid} ({e.name!r}): no durable origin")
         problems = [p for p in problems if not p.endswith("no valid origin")]
@@ -378,5 +432,5 @@ class OrderedProtocol(Protocol):
             roles[b] = f"recovery: {st.role_of(b)}"
         if write and writes:
             self.write_blocks(writes, roles, fua=self.fua and self.barriers)
-            self.barrier()
+            self.barrier("recovery")
         return problems

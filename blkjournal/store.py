@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice, Device
 from .errors import BlkError, CorruptError, NoSpaceError
-from .format import (MAX_NAME, OBJ, OBJ_PER_BLOCK, PAYLOAD, T_OBJMAP, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c, geometry, seal)
+from .format import (FANOUT_BITS, MAX_NAME, OBJ, OBJ_PER_BLOCK, PAYLOAD, ROOT_SLOTS, T_OBJMAP, UL_SLOTS,
+                     MapNode, ObjEntry, Origin, Superblock, UsedListBlock, check, crc32c, geometry, seal)
 from .freelist import Freelist
 from .usedlist import UsedList
 
@@ -169,7 +169,7 @@ class Store:
     def open(cls, dev: BlockDevice, *, recover: bool = True) -> "Store":
         """Read the store; run the protocol's recovery (written back unless `recover` is False)."""
         if dev.nblocks < 1:
-            raise CorruptError("device is empty")
+            raise CorruptError("device is smaller than one block: it holds no superblock")
         sb = Superblock.unpack(dev.read(0))
         if sb.nblocks > dev.nblocks:
             raise CorruptError(f"superblock says {sb.nblocks} blocks but the device has {dev.nblocks}")
@@ -200,8 +200,9 @@ class Store:
             p = check(read(b), T_OBJMAP, b)
             for k in range(OBJ_PER_BLOCK):
                 fid = i * OBJ_PER_BLOCK + k
+                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
                 if fid < self.sb.max_files:
-                    self.entries[fid] = ObjEntry.unpack(p[k * OBJ.size:(k + 1) * OBJ.size], fid)
+                    self.entries[fid] = ObjEntry.unpack(raw, fid) if any(raw) else ObjEntry()
         for fid, e in enumerate(self.entries):
             self.births = max(self.births, e.birth)
             if not e.in_use:
@@ -332,14 +333,42 @@ class Store:
 
     # ------------------------------------------------------------------ operations
     def _begin(self, name: str) -> Op:
+        self.protocol.begin()
         return Op(name, cow=self.protocol.cow)
 
     def _commit(self, op: Op) -> None:
         self.protocol.commit(op)
         self.op_count += 1
 
+    def _reserve(self, n: int) -> None:
+        """Refuse an operation before it changes anything when it may need more than the free
+        blocks: running out half-way would leave the in-memory store ahead of the disk."""
+        fl = self.freelist
+        if n > fl.nfree - len(fl.held) and fl.held and fl.reclaim is not None:
+            fl.reclaim()
+        if n > fl.nfree - len(fl.held):
+            raise NoSpaceError(f"out of space: the operation may need {n} blocks, "
+                               f"{fl.nfree - len(fl.held)} are free")
+
+    @staticmethod
+    def _write_need(height: int, offset: int, length: int) -> int:
+        """A bound on the blocks a write allocates: data, map nodes (new, copied on write, or
+        added by growing the tree) and used-list chain blocks."""
+        if not length:
+            return 0
+        first, last = offset // BLOCK_SIZE, (offset + length - 1) // BLOCK_SIZE
+        h = height
+        while ROOT_SLOTS << (FANOUT_BITS * h) <= last:
+            h += 1
+        nodes = h - height
+        for j in range(1, h + 1):
+            nodes += (last >> (FANOUT_BITS * j)) - (first >> (FANOUT_BITS * j)) + 1
+        n = last - first + 1
+        return n + nodes + (n + nodes) // UL_SLOTS + 2
+
     def create(self, name: str) -> None:
         op = self._begin(f"create {name}")
+        self._reserve(3)
         self._create(op, name)
         self._commit(op)
 
@@ -373,6 +402,8 @@ class Store:
     def put(self, name: str, data: bytes) -> None:
         """Create or replace a whole file, as one atomic operation."""
         op = self._begin(f"put {name}")
+        old = self.files[self.names[name]] if name in self.names else None
+        self._reserve((0 if old else 3) + self._write_need(old.map.height if old else 0, 0, len(data)))
         if name in self.names:
             f = self.lookup(name)
             self._truncate(op, f, 0)
@@ -383,14 +414,20 @@ class Store:
 
     def write(self, name: str, offset: int, data: bytes) -> None:
         op = self._begin(f"write {name} @{offset}+{len(data)}")
-        self._write(op, self.lookup(name), offset, data)
+        f = self.lookup(name)
+        if offset >= 0:
+            self._reserve(self._write_need(f.map.height, offset, len(data)))
+        self._write(op, f, offset, data)
         self._commit(op)
 
     def truncate(self, name: str, size: int) -> None:
         if size < 0:
             raise BlkError("size must not be negative")
         op = self._begin(f"truncate {name} {size}")
-        self._truncate(op, self.lookup(name), size)
+        f = self.lookup(name)
+        if size < f.size and size % BLOCK_SIZE:  # the new last block is rewritten: data + its path
+            self._reserve(1 + 2 * f.map.height + 2)
+        self._truncate(op, f, size)
         self._commit(op)
 
     def remove(self, name: str) -> None:
@@ -401,7 +438,7 @@ class Store:
         op.released[f.fid] = everything
         del self.files[f.fid]
         del self.names[f.name]
-        self.entries[f.fid] = ObjEntry()
+        self.entries[f.fid] = ObjEntry(birth=f.entry.birth)  # a freed entry keeps the birth counter
         op.objmap.add(self.objmap_home(f.fid))
         self._commit(op)
 

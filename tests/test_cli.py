@@ -1,0 +1,251 @@
+"""Every store command through the CLI, with its exit codes (0 ok, 1 problems found, 2 bad input).
+
+Most runs call `blkjournal.cli.main` in-process exactly as the console script does (argv, stdin,
+stdout, stderr swapped in), which exercises main()'s error path without a process start each; a
+few run the installed `blkjournal` script in a real subprocess to prove the same holds there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from blkjournal.device import BLOCK_SIZE, Device
+from blkjournal.fsck import LEAK, fsck
+from blkjournal.store import Store
+
+BIN = os.path.join(os.path.dirname(sys.executable), "blkjournal")
+
+
+class Result:
+    def __init__(self, code: int, out: bytes, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def text(self) -> str:
+        return self.out.decode()
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, out={self.out[:200]!r}, err={self.err!r})"
+
+
+def cli(*args: str, stdin: bytes = b"") -> Result:
+    """Run `blkjournal ARGS` in-process through main(); returns exit code, stdout bytes, stderr."""
+    from blkjournal.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.StringIO()
+    saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
+    sys.argv = ["blkjournal", *args]
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    sys.stdout, sys.stderr = out, err
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
+    out.flush()
+    return Result(code, out.buffer.getvalue(), err.getvalue())
+
+
+def sh(*args: str, stdin: bytes = b"") -> Result:
+    """The installed console script in a real process."""
+    p = subprocess.run([BIN, *args], input=stdin, capture_output=True, timeout=60)
+    return Result(p.returncode, p.stdout, p.stderr.decode())
+
+
+def one_line_error(r: Result, code: int = 2) -> None:
+    assert r.code == code, r
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("blkjournal: "), r
+    assert "Traceback" not in r.err
+
+
+def sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.parametrize("protocol", ["journal", "ordered", "none"])
+def test_every_command(tmp_path, image, protocol):
+    r = cli("mkfs", image, "--size", "16M", "--protocol", protocol, "--barrier", "flush")
+    assert r.code == 0, r
+    assert "4096 blocks" in r.text and f"protocol {protocol}" in r.text
+
+    r = cli("info", image, "--json")
+    assert r.code == 0, r
+    info = json.loads(r.out)
+    assert info["superblock"]["protocol"] == protocol and info["superblock"]["nblocks"] == 4096
+    assert info["files"] == 0
+    r = cli("info", image)
+    assert r.code == 0 and "protocol" in r.text
+
+    src = tmp_path / "src.bin"
+    payload = os.urandom(3 * BLOCK_SIZE + 11)
+    src.write_bytes(payload)
+    assert cli("put", image, "from-file", "--from", str(src)).code == 0
+    assert cli("put", image, "from-stdin", "--from", "-", stdin=b"hello stdin").code == 0
+    assert cli("put", image, "default-stdin", stdin=b"").code == 0  # no --from: stdin, empty file
+
+    r = cli("get", image, "from-file")
+    assert r.code == 0 and r.out == payload
+    r = cli("get", image, "from-stdin", "--to", "-")
+    assert r.code == 0 and r.out == b"hello stdin"
+    dst = tmp_path / "dst.bin"
+    r = cli("get", image, "from-file", "--to", str(dst))
+    assert r.code == 0 and r.out == b"" and dst.read_bytes() == payload
+
+    r = cli("ls", image, "--json")
+    assert r.code == 0
+    rows = json.loads(r.out)
+    assert [(x["name"], x["size"]) for x in rows] == [("default-stdin", 0), ("from-file", len(payload)),
+                                                      ("from-stdin", 11)]
+    r = cli("ls", image)
+    assert r.code == 0 and r.text.split() == ["0", "default-stdin", str(len(payload)), "from-file", "11", "from-stdin"]
+
+    assert cli("write", image, "from-stdin", "--offset", "6", "--from", "-", stdin=b"world!").code == 0
+    assert cli("get", image, "from-stdin").out == b"hello world!"
+    assert cli("write", image, "from-stdin", "--offset", "8k", stdin=b"far").code == 0  # size suffix
+    assert cli("get", image, "from-stdin").out == b"hello world!" + bytes(8192 - 12) + b"far"
+
+    assert cli("truncate", image, "from-stdin", "5").code == 0
+    assert cli("get", image, "from-stdin").out == b"hello"
+    assert cli("truncate", image, "from-stdin", "1k").code == 0
+    assert cli("get", image, "from-stdin").out == b"hello" + bytes(1019)
+
+    assert cli("rm", image, "default-stdin").code == 0
+    assert [x["name"] for x in json.loads(cli("ls", image, "--json").out)] == ["from-file", "from-stdin"]
+    # every command above ended cleanly: the store is consistent as it lies, before any recovery
+    assert cli("put", image, "from-file", "--from", str(src)).code == 0  # an overwrite releases blocks
+    r = cli("fsck", image)
+    assert r.code == 0, r
+
+    assert cli("sync", image).code == 0
+    r = cli("recover", image)
+    assert r.code == 0 and "recovered, 2 files" in r.text
+
+    r = cli("fsck", image, "--json")
+    assert r.code == 0, r
+    rep = json.loads(r.out)
+    assert rep["clean"] and rep["files"] == 2 and rep["findings"] == [] and rep["verdict"] == "consistent"
+    r = cli("fsck", image)
+    assert r.code == 0 and "consistent" in r.text
+
+
+def test_errors_are_one_line_with_exit_2(image, tmp_path):
+    assert cli("mkfs", image, "--size", "8M").code == 0
+    before = sha(image)
+    one_line_error(cli("get", image, "missing"))
+    one_line_error(cli("rm", image, "missing"))
+    one_line_error(cli("truncate", image, "missing", "10"))
+    one_line_error(cli("write", image, "missing", "--offset", "0", stdin=b"x"))
+    one_line_error(cli("truncate", image, "x", "ten"))  # bad size
+    one_line_error(cli("put", image, "a/b", stdin=b"x"))  # bad name
+    one_line_error(cli("put", image, "x", "--from", str(tmp_path / "nope")))
+    one_line_error(cli("mkfs", image, "--size", "8M"))  # already a store
+    one_line_error(cli("mkfs", str(tmp_path / "new.img"), "--protocol", "bogus", "--size", "8M"))
+    one_line_error(cli("mkfs", str(tmp_path / "new.img"), "--barrier", "bogus", "--size", "8M"))
+    one_line_error(cli("mkfs", str(tmp_path / "never.img")))  # no --size for a new image
+    one_line_error(cli("mkfs", str(tmp_path / "tiny.img"), "--size", "64k"))  # too small
+    one_line_error(cli("ls", str(tmp_path / "nope.img")))
+    one_line_error(cli("ls", str(tmp_path)))  # a directory
+    assert sha(image) == before
+    assert not os.path.exists(tmp_path / "new.img") or os.path.getsize(tmp_path / "new.img") == 8 << 20
+    r = cli("get", image)  # usage error from click: exit 2, no traceback
+    assert r.code == 2 and "Traceback" not in r.err
+    r = cli("frobnicate")
+    assert r.code == 2 and "Traceback" not in r.err
+
+
+def test_out_of_space_is_exit_2_and_changes_nothing(image):
+    assert cli("mkfs", image, "--size", "1M").code == 0  # 256 blocks
+    assert cli("put", image, "small", stdin=b"x" * 100).code == 0
+    assert cli("recover", image).code == 0  # checkpoint the journal: opening now writes nothing
+    before = sha(image)
+    one_line_error(cli("put", image, "huge", stdin=os.urandom(300 * BLOCK_SIZE)))
+    assert sha(image) == before
+    assert cli("get", image, "small").out == b"x" * 100
+    assert cli("fsck", image).code == 0
+
+
+def _leaky_ordered(image: str) -> None:
+    """An ordered image whose last operations left used-list entries reaching nothing (what a
+    crash or a process that never reopened leaves: recovery, or fsck --repair, drops them)."""
+    dev = Device(image, create_size=8 << 20)
+    s = Store.mkfs(dev, "ordered", "flush")
+    s.put("f", os.urandom(2 * BLOCK_SIZE))
+    s.put("f", os.urandom(3 * BLOCK_SIZE))  # releases the first two blocks: lazily removed
+    s.sync()
+    dev.close()
+    with Device(image, readonly=True) as d:
+        assert LEAK in fsck(d).codes()
+
+
+def test_fsck_repair_on_a_leaky_ordered_image(image):
+    _leaky_ordered(image)
+    with Device(image, readonly=True) as d:
+        want = Store.open(d, recover=False).read("f")
+    before = sha(image)
+    r = cli("fsck", image)
+    assert r.code == 1 and "leak" in r.text and "space leak" in r.text
+    r = cli("fsck", image, "--json")
+    assert r.code == 1
+    rep = json.loads(r.out)
+    assert not rep["clean"] and {f["code"] for f in rep["findings"]} == {LEAK}
+    assert sha(image) == before  # plain fsck is read-only
+    r = cli("fsck", image, "--repair", "--json")
+    assert r.code == 1  # problems were found (and fixed), like e2fsck's "errors corrected"
+    rep = json.loads(r.out)
+    assert rep["repairs"] and rep["after_repair"]["clean"]
+    r = cli("fsck", image)
+    assert r.code == 0, r
+    assert cli("get", image, "f").out == want
+
+
+def test_recover_reports_what_it_did(image):
+    _leaky_ordered(image)
+    r = cli("recover", image)
+    assert r.code == 0 and "dropped 2 used-list entries" in r.text and "recovered, 1 files" in r.text
+    assert cli("fsck", image).code == 0
+
+
+def test_journal_recover_replays(image):
+    dev = Device(image, create_size=8 << 20)
+    s = Store.mkfs(dev, "journal", "flush")
+    s.put("a", b"1")
+    s.put("b", b"2")
+    s.sync()
+    dev.close()
+    r = cli("fsck", image, "--json")
+    assert r.code == 0 and json.loads(r.out)["journal_transactions_replayed"] == 2
+    r = cli("recover", image)
+    assert r.code == 0 and "replayed 2 committed journal transactions" in r.text
+    r = cli("fsck", image, "--json")
+    assert r.code == 0 and json.loads(r.out)["journal_transactions_replayed"] == 0
+
+
+def test_real_process(image, tmp_path):
+    """The console script itself: binary stdin/stdout, exit codes, one-line errors."""
+    assert cli("mkfs", image, "--size", "8M", "--protocol", "ordered").code == 0
+    payload = bytes(range(256)) * 40
+    assert sh("put", image, "bin", "--from", "-", stdin=payload).code == 0
+    r = sh("get", image, "bin")
+    assert r.code == 0 and r.out == payload
+    one_line_error(sh("get", image, "nope"))
+    with open(image, "r+b") as f:  # break the superblock
+        f.seek(100)
+        f.write(b"\xff")
+    before = sha(image)
+    for cmd in (["ls", image], ["fsck", image]):
+        r = sh(*cmd, stdin=b"x")
+        one_line_error(r)
+        assert "superblock" in r.err
+    assert sha(image) == before

@@ -1,0 +1,193 @@
+"""Seed B's six crash cases, built by hand, and fsck's verdict on each.
+
+Seed B's example: write a new block to a file.  It updates the DATA BLOCK, the data BITMAP and the
+INODE.  Here, under protocol `none` (no barriers, so any subset can reach the disk), "append one
+block to a file" + sync writes exactly:
+    the file's used-list block  -- the allocation record (seed B's "bitmap", per file)
+    the data block              -- a fresh block; its crc32c goes into the map entry
+    the new origin              -- in the other origin slot (seed B's "inode")
+    the global bitmap block     -- at sync (seed B's "bitmap", global)
+We record those writes, then lay only some of them over a copy of the image as it was before the
+append, and ask fsck.  Each case maps to a finding (DESIGN §3): case 6 is visible only because
+data blocks are checksummed in the map.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from blkjournal.device import BLOCK_SIZE, Device
+from blkjournal.format import T_BITMAP, T_ORIGIN, T_USEDLIST, block_type
+from blkjournal.fsck import DATA_CHECKSUM, IN_USE_BUT_FREE, LEAK, UNLISTED, fsck
+from blkjournal.store import Store
+
+
+class RecordingDevice(Device):
+    """A Device that also keeps every block it writes, in order."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.log: list[tuple[int, bytes, str]] = []
+
+    def write(self, block, data, *, fua=False, role=""):
+        super().write(block, data, fua=fua, role=role)
+        for i in range(len(data) // BLOCK_SIZE):
+            self.log.append((block + i, bytes(data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]), role))
+
+
+OLD = bytes([0x11]) * BLOCK_SIZE
+NEW = bytes([0x5A]) * BLOCK_SIZE
+
+
+@pytest.fixture(scope="module")
+def append(tmp_path_factory):
+    """(image before the append, {kind: (block, bytes)} the append + sync wrote)."""
+    d = tmp_path_factory.mktemp("seedb")
+    base = str(d / "before.img")
+    dev = Device(base, create_size=4 << 20)
+    s = Store.mkfs(dev, "none", "flush")
+    s.put("f", OLD)
+    s.sync()
+    dev.close()
+    after = str(d / "after.img")
+    shutil.copyfile(base, after)
+    rec = RecordingDevice(after)
+    s = Store.open(rec)
+    assert rec.log == []  # a clean store: opening it writes nothing
+    s.write("f", BLOCK_SIZE, NEW)  # append one block
+    s.sync()
+    f = s.lookup("f")
+    data_block, _ = f.map.lookup(1)
+    rec.close()
+    writes = {}
+    for block, data, role in rec.log:
+        kind = {T_USEDLIST: "usedlist", T_ORIGIN: "inode", T_BITMAP: "bitmap"}.get(block_type(data))
+        if kind is None and block == data_block and data == NEW:
+            kind = "data"
+        assert kind is not None and kind not in writes, f"unexpected write to block {block} ({role})"
+        writes[kind] = (block, data)
+    assert sorted(writes) == ["bitmap", "data", "inode", "usedlist"]
+    return base, writes
+
+
+def crash(tmp_path, append, *kinds: str) -> Device:
+    """The pre-append image with only the writes of `kinds` applied, opened read-only."""
+    base, writes = append
+    img = str(tmp_path / "crash.img")
+    shutil.copyfile(base, img)
+    with open(img, "r+b") as f:
+        for k in kinds:
+            block, data = writes[k]
+            f.seek(block * BLOCK_SIZE)
+            f.write(data)
+    return Device(img, readonly=True)
+
+
+def verdict(tmp_path, append, *kinds):
+    with crash(tmp_path, append, *kinds) as dev:
+        r = fsck(dev)
+    return r.codes(), r
+
+
+def after_recovery(tmp_path):
+    """Run the protocol's recovery on the crash image, then fsck again."""
+    img = str(tmp_path / "crash.img")
+    with Device(img) as dev:
+        Store.open(dev)
+    with Device(img, readonly=True) as dev:
+        r = fsck(dev)
+        content = Store.open(dev, recover=False).read("f", verify=False)
+    return r.codes(), content
+
+
+# seed B's "bitmap": the per-file allocation record, the global bitmap, or both
+BITMAPS = [("usedlist",), ("bitmap",), ("usedlist", "bitmap")]
+
+
+def test_case0_nothing_written_is_the_old_file(tmp_path, append):
+    codes, r = verdict(tmp_path, append)
+    assert codes == set() and r.verdict() == "consistent"
+
+
+def test_case1_data_block_only_is_consistent_data_lost(tmp_path, append):
+    codes, r = verdict(tmp_path, append, "data")
+    assert codes == set(), r.to_json()
+    assert r.verdict() == "consistent"
+    codes, content = after_recovery(tmp_path)
+    assert codes == set() and content == OLD  # as if the write never happened
+
+
+@pytest.mark.parametrize("bitmap", BITMAPS, ids="+".join)
+def test_case2_bitmap_only_is_a_space_leak(tmp_path, append, bitmap):
+    codes, r = verdict(tmp_path, append, *bitmap)
+    assert LEAK in codes, r.to_json()
+    assert "space leak" in r.verdict()
+    # a used-list entry alone also claims a block the bitmap calls free
+    assert codes == ({LEAK, IN_USE_BUT_FREE} if bitmap == ("usedlist",) else {LEAK}), r.to_json()
+    assert DATA_CHECKSUM not in codes
+    codes, content = after_recovery(tmp_path)
+    assert codes == set() and content == OLD  # recovery frees the leaked block
+
+
+def test_case3_inode_only_is_in_use_but_free_and_garbage(tmp_path, append):
+    codes, r = verdict(tmp_path, append, "inode")
+    assert codes == {IN_USE_BUT_FREE, UNLISTED, DATA_CHECKSUM}, r.to_json()
+    assert "double-allocation risk" in r.verdict() and "garbage data" in r.verdict()
+    # recovery can fix the accounting but not the data: `none` loses here
+    codes, content = after_recovery(tmp_path)
+    assert codes == {DATA_CHECKSUM}
+    assert content[:BLOCK_SIZE] == OLD and content[BLOCK_SIZE:] != NEW
+
+
+@pytest.mark.parametrize("bitmap", BITMAPS, ids="+".join)
+def test_case4_data_and_bitmap_is_a_space_leak(tmp_path, append, bitmap):
+    codes, r = verdict(tmp_path, append, "data", *bitmap)
+    assert LEAK in codes and DATA_CHECKSUM not in codes, r.to_json()
+    assert codes == ({LEAK, IN_USE_BUT_FREE} if bitmap == ("usedlist",) else {LEAK}), r.to_json()
+    codes, content = after_recovery(tmp_path)
+    assert codes == set() and content == OLD
+
+
+def test_case5_data_and_inode_is_in_use_but_free(tmp_path, append):
+    codes, r = verdict(tmp_path, append, "data", "inode")
+    assert codes == {IN_USE_BUT_FREE, UNLISTED}, r.to_json()
+    assert r.verdict() == "inconsistent: block in use but free (double-allocation risk)"
+    codes, content = after_recovery(tmp_path)
+    assert codes == set() and content == OLD + NEW  # recovery lists the block and marks it used
+
+
+def test_case6_bitmap_and_inode_is_garbage_data(tmp_path, append):
+    codes, r = verdict(tmp_path, append, "usedlist", "bitmap", "inode")
+    assert codes == {DATA_CHECKSUM}, r.to_json()  # the metadata agrees; only the checksum tells
+    assert r.verdict().startswith("garbage data")
+    codes, content = after_recovery(tmp_path)
+    assert codes == {DATA_CHECKSUM} and content[BLOCK_SIZE:] != NEW
+
+
+@pytest.mark.parametrize("partial", [("usedlist", "inode"), ("bitmap", "inode")], ids="+".join)
+def test_case6_with_half_the_bitmap_adds_the_missing_half(tmp_path, append, partial):
+    codes, r = verdict(tmp_path, append, *partial)
+    assert DATA_CHECKSUM in codes
+    assert codes - {DATA_CHECKSUM} == ({IN_USE_BUT_FREE} if "usedlist" in partial else {UNLISTED}), r.to_json()
+
+
+def test_all_four_writes_is_the_new_file(tmp_path, append):
+    codes, r = verdict(tmp_path, append, "usedlist", "data", "inode", "bitmap")
+    assert codes == set(), r.to_json()
+    with crash(tmp_path, append, "usedlist", "data", "inode", "bitmap") as dev:
+        assert Store.open(dev, recover=False).read("f") == OLD + NEW
+
+
+def test_reads_refuse_garbage(tmp_path, append):
+    """Case 6 through the read path: a checksum error, never the wrong bytes."""
+    from blkjournal.errors import CorruptError
+
+    with crash(tmp_path, append, "usedlist", "bitmap", "inode") as dev:
+        s = Store.open(dev, recover=False)
+        assert s.read("f", 0, BLOCK_SIZE) == OLD
+        with pytest.raises(CorruptError, match="fails its checksum"):
+            s.read("f")
+    assert os.path.exists(append[0])
