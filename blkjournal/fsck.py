@@ -231,7 +231,12 @@ def fsck(dev: BlockDevice) -> Report:
             else:
                 r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
 
-    if bitmap_ok:
+    if bitmap_ok and ordered:
+        # Under ordered/none the used lists are the allocation record and the bitmap a hint that
+        # recovery rebuilds; a stale hint is worth a note, not a finding.
+        if any(not marked(b) for b in in_use if b < sb.nblocks):
+            r.notes.append("bitmap hint is stale (recovery rebuilds it from the used lists)")
+    elif bitmap_ok:
         free_used = {b for b in in_use if b < sb.nblocks and not marked(b)}
         if free_used:
             r.add(IN_USE_BUT_FREE, f"{len(free_used)} blocks in use but marked free", free_used)

@@ -39,6 +39,7 @@ def run_role(roles: dict, first: int, last: int, why: str = "") -> str:
 class Protocol:
     cow = False
     origin_slots = 1
+    trusts_bitmap = True  # False: recovery rebuilds the freelist and never reads the bitmap
 
     def __init__(self, store) -> None:
         self.store = store
@@ -213,7 +214,7 @@ class JournalProtocol(Protocol):
             self.checkpoint()
             pos = self.journal.place(len(txn))
         self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
-                       role=f"journal txn {self.journal.next_seq} ({op.name})")
+                       role=f"journal txn {self.journal.next_seq} [{op.name}]")
         self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
@@ -266,6 +267,7 @@ class OrderedProtocol(Protocol):
 
     cow = True
     origin_slots = 2
+    trusts_bitmap = False
     SITES_FLUSH = ("A0 used-list chain flush", "A used-list entries flush", "B data and map flush", "sync flush")
     SITES_FUA = ("A0 used-list chain FUA", "A used-list entries FUA", "B data and map FUA", "C origin FUA")
 
@@ -423,7 +425,7 @@ class OrderedProtocol(Protocol):
                     writes[b] = None
                 self.repairs.append(f"file {f.fid}: listed {len(missing)} referenced blocks missing from its used list")
         st.freelist.rebuild(st.owned_blocks())
-        for b in st.freelist.dirty:
+        for b in st.freelist.homes():  # the on-disk bitmap is only a hint: rewrite it whole
             writes[b] = None
         st.freelist.dirty.clear()
         for b in writes:

@@ -192,7 +192,8 @@ class Store:
         """
         images = images or {}
         read = lambda b: images[b] if b in images else self.dev.read(b)  # noqa: E731
-        self.freelist.load(read)
+        if self.protocol.trusts_bitmap:
+            self.freelist.load(read)
         problems = []
         self.files, self.names, self.births = {}, {}, 0
         for i in range(self.sb.objmap_blocks):

@@ -243,7 +243,9 @@ def _search_segment(si: int) -> dict:
         tr = Tracer(st.overlay())
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
-        touched = [pos for pos in rel if pos not in decided and blocks_of[pos] & tr.first_read]
+        present_later = [q for q, c in decided.items() if c == 1]
+        touched = [pos for pos in reversed(rel) if pos not in decided and blocks_of[pos] & tr.first_read
+                   and not any(q > pos and _covers(free[q], free[pos]) for q in present_later)]
         for i, pos in enumerate(touched):
             d = dict(decided)
             for q in touched[:i]:
@@ -274,6 +276,11 @@ def _search_segment(si: int) -> dict:
                                         + [q for q in touched], "size": size})
     out["uncovered_nodes"] = len(stack)
     return out
+
+
+def _covers(later, earlier) -> bool:
+    """A later write that persisted whole hides every sector of an earlier one."""
+    return later.s0 <= earlier.s0 and earlier.s0 + earlier.n <= later.s0 + later.n
 
 
 def _space_size(space, p: int) -> int:
