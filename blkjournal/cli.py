@@ -229,10 +229,105 @@ def fsck_(dev: str, repair: bool = typer.Option(False, "--repair", help="fix wha
         raise typer.Exit(1)
 
 
+def _explore_options(res, json_f, junit_f, html_f) -> None:
+    from .crash.report import print_summary, write_html, write_json, write_junit
+
+    print_summary(res)
+    if json_f:
+        write_json(res, json_f)
+    if junit_f:
+        write_junit(res, junit_f)
+    if html_f:
+        write_html(res, res.space, html_f)
+
+
+def _parse_shard(shard: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise BlkError(f"bad --shard {shard!r} (want i/N, e.g. 0/2)") from None
+    return i, n
+
+
+@app.command()
+def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to record on (default: a temp image)"),
+              image_size: str = typer.Option("4M", help="size of the image the workload runs on"),
+              protocol: str = typer.Option("journal", help="|".join(PROTOCOLS)),
+              barrier: str = typer.Option("flush", help="|".join(BARRIERS)),
+              ops: int = typer.Option(200, help="operations in the random workload"),
+              seed: int = typer.Option(0, help="workload and sampling seed"),
+              workload: str = typer.Option("random", help="random | append (seed B's example)"),
+              jobs: int = typer.Option(os.cpu_count() or 1, help="worker processes"),
+              bound: int = typer.Option(4096, help="checks per crash-point segment before giving up exhaustiveness"),
+              torn: bool = typer.Option(False, "--torn", help="also tear multi-sector writes"),
+              shard: str = typer.Option("0/1", help="i/N: explore the i-th of N shards"),
+              sector_size: int = typer.Option(512, help="logical sector size of the recorded device"),
+              ablate: bool = typer.Option(False, "--ablate", help="remove each barrier site in turn"),
+              json_f: Optional[str] = typer.Option(None, "--json", help="write the report as JSON"),
+              junit_f: Optional[str] = typer.Option(None, "--junit", help="write JUnit XML"),
+              html_f: Optional[str] = typer.Option(None, "--html", help="write an HTML timeline"),
+              keep_failing: Optional[str] = typer.Option(None, help="write each failing state as an image here"),
+              save_log: Optional[str] = typer.Option(None, help="keep the recorded dm-log-writes log here")):
+    """Record a workload, enumerate every crash state, recover and check each.  Exit 1 if any is illegal."""
+    import tempfile
+
+    from .crash.explore import ablation, crashtest as run_crashtest
+    from .crash.report import print_ablation
+
+    if protocol not in PROTOCOLS or barrier not in BARRIERS:
+        raise BlkError(f"unknown protocol/barrier {protocol}/{barrier}")
+    if jobs < 1 or ops < 1 or bound < 1:
+        raise BlkError("--jobs, --ops and --bound must be at least 1")
+    size = parse_size(image_size)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BLKJOURNAL_TMP", "/var/tmp")) as work:
+        kw = dict(protocol=protocol, barrier=barrier, nops=ops, seed=seed, workload=workload, image_size=size,
+                  sector_size=sector_size, jobs=jobs, bound=bound, torn=torn, progress=True)
+        if ablate:
+            rows = ablation(work, **kw)
+            print_ablation(rows)
+            if json_f:
+                with open(json_f, "w") as f:
+                    json.dump(rows, f, indent=2)
+            return
+        if dev is not None:
+            work = os.path.dirname(os.path.abspath(dev)) or "."
+        res, _ = run_crashtest(work, shard=_parse_shard(shard), keep_failing=keep_failing, save_log=save_log,
+                               image=dev, **kw)
+        _explore_options(res, json_f, junit_f, html_f)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@app.command("check-log")
+def check_log(log: str, protocol: Optional[str] = typer.Option(None, help="|".join(PROTOCOLS) +
+                                                             " (default: from LOG.workload.json)"),
+              jobs: int = typer.Option(os.cpu_count() or 1), bound: int = typer.Option(4096),
+              torn: bool = typer.Option(False, "--torn"), shard: str = typer.Option("0/1"),
+              json_f: Optional[str] = typer.Option(None, "--json"), junit_f: Optional[str] = typer.Option(None, "--junit"),
+              html_f: Optional[str] = typer.Option(None, "--html"), keep_failing: Optional[str] = typer.Option(None)):
+    """Explore a log recorded elsewhere (e.g. by the kernel's dm-log-writes in the VM)."""
+    from .crash.explore import explore_log
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise BlkError(f"unknown protocol {protocol!r}")
+    res = explore_log(log, protocol=protocol, jobs=jobs, bound=bound, torn=torn, shard=_parse_shard(shard),
+                      keep_failing=keep_failing, progress=True)
+    _explore_options(res, json_f, junit_f, html_f)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
 def _mount_subapps() -> None:
+    from .crash.cli import log_app, replay_cmd
     from .devices_cli import devices
+    from .hwcheck.cli import hwcheck_app
+    from .vm.cli import vm_app
 
     app.command("devices")(devices)
+    app.command("replay")(replay_cmd)
+    app.add_typer(log_app, name="log")
+    app.add_typer(hwcheck_app, name="hwcheck")
+    app.add_typer(vm_app, name="vm")
 
 
 _mount_subapps()

@@ -269,7 +269,7 @@ class OrderedProtocol(Protocol):
     cow = True
     origin_slots = 2
     trusts_bitmap = False
-    SITES_FLUSH = ("A0 used-list chain flush", "A used-list entries flush", "B data and map flush", "sync flush")
+    SITES_FLUSH = ("A0 used-list chain flush", "B data and map flush", "sync flush")
     SITES_FUA = ("A0 used-list chain FUA", "A used-list entries FUA", "B data and map FUA", "C origin FUA")
 
     def __init__(self, store, barriers: bool = True) -> None:
@@ -279,6 +279,7 @@ class OrderedProtocol(Protocol):
         self.epoch = 0  # barriers passed
         self.written = False  # a write since the last barrier (else a sync has nothing to flush)
         self.pending: list[tuple[int, int, int]] = []  # (fid, block, epoch its unreferencing write was issued in)
+        self.unlisting: list[tuple[int, int]] = []  # (block, epoch its used-list removal was written in)
 
     def barrier(self, site: str = "") -> None:
         """Everything written so far is durable from here on (under "none": pretend so)."""
@@ -288,7 +289,8 @@ class OrderedProtocol(Protocol):
         self.written = False
 
     def phase(self, blocks: dict[int, bytes], roles: dict, *, durable: bool, site: str, why: str = "") -> None:
-        """Write a phase; a durable phase ends in a barrier: a flush, or FUA on every write."""
+        """Write a phase.  Under fua every write of a durable phase is a FUA write; under flush a
+        durable phase ends in a flush.  `none` holds the writes back for `drain`."""
         if not blocks:
             return
         self.written = True
@@ -297,8 +299,8 @@ class OrderedProtocol(Protocol):
             # block order at its end: the same writes, in an order a real queue may well use.
             self.elevator.update({b: (d, run_role(roles, b, b, why)) for b, d in blocks.items()})
         else:
-            self.write_blocks(blocks, roles, fua=self.fua and self.on(f"{site} FUA"), why=why)
-        if durable:
+            self.write_blocks(blocks, roles, fua=durable and self.fua and self.on(f"{site} FUA"), why=why)
+        if durable and (self.fua or not self.barriers or site.startswith(("A0", "B"))):
             self.barrier(f"{site} flush")
 
     def drain(self) -> None:
@@ -316,29 +318,35 @@ class OrderedProtocol(Protocol):
             op.fresh.add(b)
             return b
 
-        # Phase A: used lists.  Drop entries whose unreferencing is durable; record new blocks.
+        # Releases: a block leaves its used list once the origin that dropped it is durable, and
+        # becomes allocatable once that removal is durable too.
+        for b, tag in self.unlisting:
+            if self.epoch > tag:
+                st.freelist.mark_free(b)
+        self.unlisting = [(b, tag) for b, tag in self.unlisting if self.epoch <= tag]
         ready = [(fid, b) for fid, b, tag in self.pending if self.epoch > tag]
         self.pending = [p for p in self.pending if self.epoch <= p[2]]
-        unlisted, changed_a = [], set()
+        changed_a = set()
         for fid, b in ready:
             f = st.files.get(fid)
             if f is not None and f.ul.where.get(b):
                 changed_a |= f.ul.remove([b])
-                unlisted.append(b)
+                self.unlisting.append((b, self.epoch))
             else:
                 st.freelist.mark_free(b)  # its file's deletion is durable: no list holds it
         changed, new = self.own_and_release(op, alloc_listblock, remove=False)
-        new |= {st.files[fid].ul.head for fid in op.created if fid in st.files}  # even an empty file's
-        changed |= changed_a
+        heads = {st.files[fid].ul.head for fid in op.created if fid in st.files}
+        changed |= changed_a | heads
         for b in changed_a:
             op.roles.setdefault(b, f"used list block {b}")
-        self.phase({b: self._ul_image(b) for b in new}, op.roles, durable=True, site="A0 used-list chain",
+        # Phase A0: used-list blocks newly linked into an existing chain, durable before the link.
+        links = new - heads
+        self.phase({b: self._ul_image(b) for b in links}, op.roles, durable=True, site="A0 used-list chain",
                    why=op.name)
-        self.phase({b: self._ul_image(b) for b in changed - new}, op.roles, durable=True,
+        # Phase A: the used-list entries (and a new file's head).  Under flush no barrier of its
+        # own: B's flush orders them before the origin, which is all that matters (docs/protocols.md).
+        self.phase({b: self._ul_image(b) for b in changed - links}, op.roles, durable=True,
                    site="A used-list entries", why=op.name)
-        for b in unlisted:
-            if self.epoch:  # the removal is durable now (or was written without a barrier: none)
-                st.freelist.mark_free(b)
         # Phase B: data and the new map nodes it hangs from.
         blocks = dict(op.data)
         for b in op.fresh | op.meta:
@@ -356,11 +364,13 @@ class OrderedProtocol(Protocol):
         for b in op.objmap:
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
+        if origins and self.written and not self.fua and not blocks:
+            blocks = {}  # nothing of B's own, but A's entries still need the barrier before C
+            self.barrier("B data and map flush")
         self.phase(blocks, op.roles, durable=bool(origins), site="B data and map", why=op.name)
         # Phase C: the new origins (and object map entries) -- the operation's commit point.
         tag = self.epoch
         self.phase(origins, op.roles, durable=self.fua, site="C origin", why=op.name)
-        self.drain()
         self.drain()
         for fid, blocks in op.released.items():
             self.pending.extend((fid, b, tag) for b in blocks)

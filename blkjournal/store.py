@@ -426,8 +426,9 @@ class Store:
             raise BlkError("size must not be negative")
         op = self._begin(f"truncate {name} {size}")
         f = self.lookup(name)
-        if size < f.size and size % BLOCK_SIZE:  # the new last block is rewritten: data + its path
-            self._reserve(1 + 2 * f.map.height + 2)
+        if size < f.size:  # a partial last block is rewritten; copy-on-write copies the nodes at the cut
+            n = (1 if size % BLOCK_SIZE else 0) + (2 * f.map.height if self.protocol.cow else 0)
+            self._reserve(n + 1 if n else 0)  # (+1: a used-list chain block for their entries)
         self._truncate(op, f, size)
         self._commit(op)
 
@@ -445,6 +446,16 @@ class Store:
 
     def sync(self) -> None:
         self.protocol.sync()
+
+    @staticmethod
+    def site_names(protocol: str, barrier: str) -> tuple[str, ...]:
+        """The named barrier sites of a protocol (what --ablate removes one at a time)."""
+        from .protocols import JournalProtocol, OrderedProtocol
+
+        if protocol == "none":
+            return ()
+        cls = JournalProtocol if protocol == "journal" else OrderedProtocol
+        return cls.SITES_FUA if barrier == "fua" else cls.SITES_FLUSH
 
     def close(self) -> None:
         self.protocol.close()

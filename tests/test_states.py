@@ -413,7 +413,7 @@ def test_cli_replay(tmp_path):
 @pytest.mark.parametrize("args, msg", [
     (["--entry", "99"], "no entry 99"),
     (["--mark", "nope"], "no mark 'nope'"),
-    (["--entry", "1", "--mark", "x"], "not both"),
+    (["--entry", "1", "--mark", "x"], "give one of"),
 ])
 def test_cli_replay_bad_input(tmp_path, args, msg):
     log = record(tmp_path, WORKED)

@@ -354,6 +354,8 @@ def test_out_of_space_is_atomic(image, protocol):
                 model[name].write(off, data)
             elif kind < 0.9:
                 size = rng.randrange(model[name].size + 1)
+                if rng.random() < 0.5:
+                    size -= size % BS  # a cut on a block boundary: no data block, only map nodes
                 s.truncate(name, size)
                 model[name].truncate(size)
             else:
@@ -374,5 +376,46 @@ def test_out_of_space_is_atomic(image, protocol):
     dev.close()
     dev = Device(image)
     assert_matches(Store.open(dev), model)
+    assert fsck(dev).clean
+    dev.close()
+
+
+@pytest.mark.parametrize("protocol", ["journal", "ordered"])
+@pytest.mark.parametrize("op", ["truncate on a block boundary", "truncate mid-block", "write", "put"])
+def test_no_space_left_half_way(image, protocol, op):
+    """One free block left, and an operation that needs more of them part-way through (a
+    copy-on-write of a second map level, say): refused before it changes anything."""
+    from blkjournal.errors import NoSpaceError
+
+    dev = Device(image, create_size=IMAGE_SIZE)
+    s = Store.mkfs(dev, protocol, "flush")
+    m = MFile()
+    for off in (0, 300 * BS, 40000 * BS):  # map height 2
+        s.write("f", off, content(off, 2 * BS)) if s.exists("f") else s.put("f", content(off, 2 * BS))
+        m.write(off, content(off, 2 * BS))
+    s.sync()
+    fl = s.freelist
+    fake = fl.alloc(fl.nfree - len(fl.held) - 1)  # the device is full but for one block (in memory only)
+    if (op, protocol) == ("truncate on a block boundary", "journal"):
+        s.truncate("f", 300 * BS + BS)  # allocates nothing (no copy-on-write): a full store can shrink
+        m.truncate(300 * BS + BS)
+    else:
+        with pytest.raises(NoSpaceError):
+            if op == "truncate on a block boundary":
+                s.truncate("f", 300 * BS + BS)
+            elif op == "truncate mid-block":
+                s.truncate("f", 300 * BS + 100)
+            elif op == "write":
+                s.write("f", 300 * BS + 7, b"x" * 3 * BS)
+            else:
+                s.put("f", b"y" * 2 * BS)
+    assert_matches(s, {"f": m})
+    for b in fake:
+        fl.mark_free(b)
+    s.truncate("f", m.size)  # an operation that commits the bitmap again, without the pretence
+    s.close()
+    dev.close()
+    dev = Device(image)
+    assert_matches(Store.open(dev), {"f": m})
     assert fsck(dev).clean
     dev.close()

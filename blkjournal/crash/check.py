@@ -81,7 +81,9 @@ def _describe_file(got, wants, ks) -> str:
         return f"size {len(got)}, expected one of {sizes[:6]} (ops {ks.start}..{ks.stop - 1})"
     near = min((w for w in wants if w is not None and len(w) == len(got)),
                key=lambda w: sum(a != b for a, b in zip(w, got)))
-    bad = next(i for i, (a, b) in enumerate(zip(near, got)) if a != b)
+    bad = next((i for i, (a, b) in enumerate(zip(near, got)) if a != b), None)
+    if bad is None:
+        return "matches a legal version of itself, but not together with the other files' contents"
     return f"content differs from every legal version from byte {bad} (block {bad // 4096})"
 
 

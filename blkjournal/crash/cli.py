@@ -72,7 +72,10 @@ def replay_cmd(log: str = typer.Argument(..., help="dm-log-writes log file."),
                entry: Optional[int] = typer.Option(None, "--entry", help="Replay entries 0..K (inclusive)."),
                mark: Optional[str] = typer.Option(None, "--mark", help="Replay up to and including this mark."),
                base: Optional[str] = typer.Option(None, "--base", help="Image the run started from "
-                                                  "(default: zeros, sized to the highest sector written).")
+                                                  "(default: zeros, sized to the highest sector written)."),
+               state: Optional[str] = typer.Option(None, "--state", help="A crash state id from a crashtest "
+                                                   "report (e.g. P12-1a): write that crash state instead."),
+               torn: bool = typer.Option(False, "--torn", help="The state id is from a --torn exploration.")
                ) -> None:
     """Write the image a prefix of the log leaves on the device (log order, like fstests replay-log).
 
@@ -80,8 +83,15 @@ def replay_cmd(log: str = typer.Argument(..., help="dm-log-writes log file."),
     FUA-written when M was set; the crash states in between are the crash explorer's job.
     """
     try:
-        if entry is not None and mark is not None:
-            raise BlkError("give --entry or --mark, not both")
+        if sum(x is not None for x in (entry, mark, state)) > 1:
+            raise BlkError("give one of --entry, --mark, --state")
+        if state is not None:
+            from .states import load
+
+            ov = load(log, base=base, torn=torn).state(state).overlay()
+            ov.materialize(out)
+            typer.echo(f"{out}: crash state {state} of {log} ({ov.nblocks} blocks)")
+            return
         lg = read_log(log)
         if not lg.entries:
             raise BlkError(f"{log}: the log has no entries")

@@ -18,9 +18,12 @@ def explain(space, failure: dict) -> list[str]:
     for pos in failure["present"]:
         op = free[pos].op
         lines.append(f"durable: {op.role or op.describe()}")
-    for pos in failure["absent"]:
+    absent = failure["absent"]
+    for pos in absent[:8]:
         op = free[pos].op
         lines.append(f"lost: {op.role or op.describe()}")
+    if len(absent) > 8:
+        lines.append(f"lost: ... and {len(absent) - 8} more writes")
     rest = len(free) - len(failure["present"]) - len(failure["absent"])
     if rest:
         lines.append(f"({rest} other unflushed writes do not matter: recovery never reads what they wrote)")

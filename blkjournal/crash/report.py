@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+
+from rich.markup import escape
 from xml.etree import ElementTree as ET
 
 
@@ -17,13 +19,27 @@ def print_summary(res, out=None) -> None:
               f"{res.states_checked} unique states checked ({sps:.0f}/s), coverage {res.coverage:.3f}, "
               + ("[green]0 illegal[/]" if res.ok else f"[red]{res.illegal} illegal[/]"))
     for note in res.notes:
-        con.print(f"  note: {note}")
+        con.print(f"  note: {escape(note)}")
     for f in res.failures[:5]:
-        con.print(f"  [red]illegal[/] state {f.state} at crash point {f.point}: {f.reason}")
+        con.print(f"  [red]illegal[/] state {f.state} at crash point {f.point}: {escape(f.reason)}")
         for line in f.explanation:
-            con.print(f"      {line}")
+            con.print(f"      {escape(line)}")
     if len(res.failures) > 5:
         con.print(f"  ... {len(res.failures) - 5} more illegal states (see --json)")
+
+
+def print_ablation(rows, out=None) -> None:
+    from rich.console import Console
+
+    con = Console(file=out, highlight=False)
+    for r in rows:
+        if r["caught"]:
+            con.print(f"[green]caught[/]   {r['site']}: {r['illegal']} illegal states ({r['workload']} "
+                      f"workload, seed {r['seed']}): "
+                      f"{escape(r['example'][0])}")
+        else:
+            con.print(f"[yellow]not caught[/] {r['site']}: unnecessary, or a gap in the workloads "
+                      f"(see docs/protocols.md)")
 
 
 def write_json(res, path: str) -> None:

@@ -94,7 +94,14 @@ def append_workload() -> list[Operation]:
             Operation("write", "file", BLOCK_SIZE, BLOCK_SIZE, 2), Operation("sync")]
 
 
-NAMED = {"append": append_workload}
+def grow_workload() -> list[Operation]:
+    """A file whose used list outgrows its first block (509 entries), then shrinks again."""
+    return [Operation("put", "big", 0, 520 * BLOCK_SIZE, 3), Operation("sync"),
+            Operation("write", "big", 520 * BLOCK_SIZE, 2 * BLOCK_SIZE, 4), Operation("sync"),
+            Operation("truncate", "big", 0, 100 * BLOCK_SIZE), Operation("sync")]
+
+
+NAMED = {"append": append_workload, "grow": grow_workload}
 
 
 def model_states(ops: list[Operation]) -> list[dict[str, bytes]]:

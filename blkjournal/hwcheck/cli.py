@@ -124,3 +124,49 @@ def listen(
     with _stop_on_signals() as stop:
         stats = listener.serve(duration=duration, stop=stop)
     typer.echo(f"stopped: {stats.connections} connections, {stats.lines} lines, {stats.refused} refused")
+
+
+class VmDisk(str, Enum):
+    lying = "lying"
+    honest = "honest"
+
+
+@hwcheck_app.command()
+def vmtrial(
+    disk: list[VmDisk] = typer.Option(..., "--disk", help="lying: nbdkit fuamode=discard (acks flushes, drops "
+                                      "them); honest: fuamode=pass. Repeat for both."),
+    barrier: list[Barrier] = typer.Option(..., "--barrier", help="The writer's barrier; repeat for several. "
+                                          "none is a control (expected: lies, on either disk)."),
+    trials: int = typer.Option(5, "--trials", help="Trials per (disk, barrier) pair; all trials share one boot "
+                               "(at most 24 in all)."),
+    cut_after: float = typer.Option(1.0, "--cut-after", help="Seconds from the first ack to kill -9 of nbdkit."),
+    jitter: float = typer.Option(0.5, "--jitter", help="Plus a random 0..JITTER seconds per trial."),
+    region: str = typer.Option("0:8M", "--region", help="The writer's --region; each image is this large."),
+    duration: float = typer.Option(20.0, "--duration", help="The writer's --duration: its own stop if no cut comes."),
+    threads: int = typer.Option(1, "--threads", help="Writer threads per trial."),
+    batch: int = typer.Option(1, "--batch", help="Records per flush (--barrier flush)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the jitter."),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="Keep images, acks logs, console and nbdkit "
+                                          "logs here (a disk-backed directory); default a temporary one."),
+    json_out: bool = typer.Option(False, "--json", help="Print the trials as JSON (progress goes to stderr)."),
+) -> None:
+    """Power-cut trials in a qemu guest: nbdkit lying/honest disks, `hwcheck write` in the guest,
+    kill -9 of nbdkit after the first ack, verify here. Exit 0 when every trial was a real cut with
+    the expected verdict (lying: lies; honest: honest, every acked write intact), 1 otherwise."""
+    from .vmtrial import TrialOptions, matrix, run_trials
+
+    try:
+        specs = matrix([d.value for d in disk], [b.value for b in barrier], trials)
+        opts = TrialOptions(cut_after=cut_after, jitter=jitter, region=region, duration=duration, threads=threads,
+                            batch=batch, seed=seed)
+        say = (lambda m: typer.echo(m, err=True)) if json_out else (lambda m: typer.echo(m))
+        batch_result = run_trials(specs, workdir=workdir, opts=opts, say=say)
+    except BlkError as e:
+        _fail(e)
+    if json_out:
+        typer.echo(json.dumps(batch_result.to_json(), indent=1))
+    else:
+        good = sum(t.ok for t in batch_result.trials)
+        typer.echo(f"{good} of {len(batch_result.trials)} trials as expected; boot {batch_result.boot_s:.1f} s, "
+                   f"total {batch_result.total_s:.1f} s")
+    raise typer.Exit(0 if batch_result.ok else 1)

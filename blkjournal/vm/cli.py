@@ -91,5 +91,102 @@ def selftest(sector_size: int = typer.Option(512, help="Logical block size of th
         raise typer.Exit(0 if result.exit_code == 0 else 1)
 
 
+PROTOCOLS = ("journal", "ordered", "none")
+BARRIERS = ("flush", "fua")
+
+
+def _check_choice(what: str, value: str, choices) -> None:
+    if value not in choices:
+        _fail(BlkError(f"unknown {what} {value!r} (one of: {', '.join(map(str, choices))})"))
+
+
+@vm_app.command()
+def record(protocol: str = typer.Option(..., "--protocol", help="journal | ordered | none"),
+           barrier: str = typer.Option("flush", "--barrier", help="flush | fua"),
+           ops: int = typer.Option(40, "--ops", help="Number of random workload ops."),
+           seed: int = typer.Option(0, "--seed", help="Workload seed (the same ops the host explorer would run)."),
+           sector_size: int = typer.Option(512, "--sector-size", help="Logical block size of the guest disks."),
+           out: str = typer.Option(..., "--out", help="Where the kernel's log goes; LOG.workload.json and "
+                                                        "LOG.roles (the sidecar) are written beside it."),
+           size: int = typer.Option(4 << 20, "--size", help="Data device size in bytes."),
+           check: bool = typer.Option(True, "--check/--no-check", help="Explore the log afterwards "
+                                                                          "(what `blkjournal check-log LOG` does)."),
+           bound: int = typer.Option(4096, help="Crash states checked per segment at most."),
+           jobs: int = typer.Option(os.cpu_count() or 1, help="Processes for the exploration."),
+           timeout: float = typer.Option(300, help="Seconds before the guest counts as hung."),
+           verbose: bool = typer.Option(False, "-v", help="Copy the guest console to stderr.")) -> None:
+    """Record a workload through the kernel's dm-log-writes in the guest, then check every crash state."""
+    from blkjournal.vm.qemu import SECTOR_SIZES
+    from blkjournal.vm.record import record_command
+
+    _check_choice("protocol", protocol, PROTOCOLS)
+    _check_choice("barrier", barrier, BARRIERS)
+    _check_choice("sector size", sector_size, SECTOR_SIZES)
+    if ops < 1:
+        _fail(BlkError("--ops must be at least 1"))
+    try:
+        rec, res, vm_seconds = record_command(protocol, barrier, ops, seed, sector_size, out, size=size,
+                                              timeout=timeout, bound=bound, jobs=jobs, explore=check,
+                                              echo=sys.stderr if verbose else None)
+    except BlkError as e:
+        _fail(e)
+    typer.echo(f"{out}: {rec.entries} entries logged by the kernel's dm-log-writes ({protocol}/{barrier}, "
+               f"seed {seed}, {ops} ops, sector size {sector_size}); VM {vm_seconds:.1f} s, workload in the "
+               f"guest {rec.guest_seconds:.1f} s; sidecar {out}.roles checked entry by entry against the log",
+               err=True)
+    if res is None:
+        return
+    from blkjournal.crash.report import print_summary
+
+    print_summary(res)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@vm_app.command()
+def flakey(protocol: List[str] = typer.Option(..., "--protocol", help="journal | ordered | none; repeat to "
+                                                                      "run several in the same boot."),
+           barrier: str = typer.Option("flush", "--barrier", help="flush | fua"),
+           cuts: int = typer.Option(10, "--cuts", help="Power cuts per protocol (all in one boot)."),
+           seed: int = typer.Option(0, "--seed", help="Seed of the workload and of the cut points."),
+           ops: int = typer.Option(40, "--ops", help="Number of random workload ops."),
+           after: int = typer.Option(3, "--after", help="Ops the workload runs on after the cut (dropped)."),
+           sector_size: int = typer.Option(512, "--sector-size", help="Logical block size of the guest disk."),
+           size: int = typer.Option(4 << 20, "--size", help="Data device size per cut in bytes."),
+           json_out: Optional[str] = typer.Option(None, "--json", help="Write every cut's result here."),
+           timeout: float = typer.Option(300, help="Seconds before the guest counts as hung."),
+           verbose: bool = typer.Option(False, "-v", help="Copy the guest console to stderr.")) -> None:
+    """Power cuts inside operations through dm-flakey in the guest; recover, fsck and judge each.
+
+    Exit 1 if any cut leaves an illegal state.
+    """
+    from blkjournal.vm.flakey import Config, flakey_in_vm, format_table
+    from blkjournal.vm.qemu import SECTOR_SIZES
+
+    for p in protocol:
+        _check_choice("protocol", p, PROTOCOLS)
+    _check_choice("barrier", barrier, BARRIERS)
+    _check_choice("sector size", sector_size, SECTOR_SIZES)
+    if ops < 1 or cuts < 1 or after < 0:
+        _fail(BlkError("--ops and --cuts must be at least 1, --after at least 0"))
+    try:
+        rows, vm_seconds = flakey_in_vm([Config(p, barrier) for p in dict.fromkeys(protocol)], cuts=cuts,
+                                        seed=seed, nops=ops, size=size, sector_size=sector_size, after=after,
+                                        timeout=timeout, echo=sys.stderr if verbose else None)
+    except BlkError as e:
+        _fail(e)
+    typer.echo(format_table(rows))
+    for p in dict.fromkeys(protocol):
+        mine = [r for r in rows if r["protocol"] == p]
+        ok = sum(r["legal"] for r in mine)
+        typer.echo(f"{p}/{barrier}: {ok}/{len(mine)} cuts survived (seed {seed}, {ops} ops)")
+    typer.echo(f"one boot, {vm_seconds:.1f} s", err=True)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"seed": seed, "ops": ops, "barrier": barrier, "cuts": rows}, f, indent=1)
+    if not all(r["legal"] for r in rows):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     vm_app()

@@ -28,6 +28,8 @@ from pathlib import Path
 SCENARIOS: dict[str, str] = {
     "selftest": "blkjournal.vm.guest:selftest",
     "env": "blkjournal.vm.guest:show_env",
+    "record": "blkjournal.vm.record:record",
+    "flakey": "blkjournal.vm.flakey:flakey",
 }
 
 
