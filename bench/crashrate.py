@@ -8,6 +8,7 @@ states those classes cover; both rates are reported, and the target is judged on
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -19,12 +20,19 @@ def crash_rate(protocol: str, barrier: str, jobs: int, parent: str) -> dict:
     from blkjournal.crash.explore import crashtest
 
     with tempfile.TemporaryDirectory(prefix="crash-", dir=parent) as d:
+        c0 = os.times()
         t0 = time.perf_counter()
         res, _ = crashtest(d, protocol=protocol, barrier=barrier, nops=STANDARD_NOPS, seed=STANDARD_SEED, jobs=jobs)
         wall = time.perf_counter() - t0
+        c1 = os.times()
+    # CPU seconds used (this process and the explorer's worker processes, reaped by then) per wall
+    # second: 1.0 = one CPU busy throughout; 2 jobs can only scale if this can reach ~2.
+    cpu = (c1.user - c0.user) + (c1.system - c0.system) + (c1.children_user - c0.children_user) \
+        + (c1.children_system - c0.children_system)
     secs = res.seconds or wall
     return {"checked_s": res.states_checked / secs, "checked_s_per_job": res.states_checked / secs / jobs,
             "enumerated_s": res.states_enumerated / secs, "states_checked": res.states_checked,
             "states_enumerated": res.states_enumerated, "seconds": secs, "wall_incl_record": wall,
             "ms_per_check": secs / max(res.states_checked, 1) * 1e3, "ok": res.ok,
-            "coverage": res.coverage}
+            "coverage": res.coverage, "cpus_busy": cpu / wall,
+            "checked_per_cpu_s": res.states_checked / cpu if cpu else None}

@@ -141,6 +141,16 @@ def syncfs(path: str) -> None:
         os.close(fd)
 
 
+def runqueue_wait() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (/proc/thread-self/schedstat,
+    2nd field): on an oversubscribed host this is where a CPU-heavy loop loses time."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def blockstat(dev: str) -> dict[str, int]:
     """/sys/block/NAME/stat: 5th field write requests, 7th sectors written, 16th flushes completed."""
     with open(f"/sys/block/{os.path.basename(dev)}/stat") as f:

@@ -24,7 +24,7 @@ import time
 from blkjournal.device import BLOCK_SIZE, BlockDevice, Counters, Device
 from blkjournal.store import Store
 
-from .env import blockstat, stat_delta, syncfs
+from .env import blockstat, runqueue_wait, stat_delta, syncfs
 
 MiB = 1 << 20
 SECTOR = 512
@@ -93,12 +93,12 @@ class Appender:
 
     def __init__(self) -> None:
         self.n = 0
-        self.secs = 0.0
-        self.cpu = 0.0
+        self.secs = self.cpu = self.wait = 0.0
         self.blk = {"write_reqs": 0, "sectors_written": 0, "flushes": 0}
 
     def start(self) -> None:
-        self.n, self.secs, self.cpu = 0, 0.0, 0.0
+        self.n = 0
+        self.secs = self.cpu = self.wait = 0.0
         self.blk = dict.fromkeys(self.blk, 0)
 
     def op(self, i: int) -> None:
@@ -106,19 +106,24 @@ class Appender:
 
     def batch(self, k: int) -> None:
         s0 = blockstat(self.blk_dev)
+        w0 = runqueue_wait()
         c0 = time.process_time()
         t0 = time.perf_counter()
         for i in range(self.n, self.n + k):
             self.op(i)
         self.secs += time.perf_counter() - t0
         self.cpu += time.process_time() - c0
+        self.wait += runqueue_wait() - w0
         for key, v in stat_delta(s0, blockstat(self.blk_dev)).items():
             self.blk[key] += v
         self.n += k
 
     def sample(self) -> dict:
         n = self.n
+        # wall = on CPU + waiting for a CPU + blocked (in I/O, mostly)
         return {"ops_s": n / self.secs, "cpu_us_op": self.cpu / n * 1e6, "wall_us_op": self.secs / n * 1e6,
+                "runwait_us_op": self.wait / n * 1e6,
+                "blocked_us_op": (self.secs - self.cpu - self.wait) / n * 1e6,
                 **_per_sync(self.blk, n, n * BLOCK_SIZE)}
 
     def finish(self) -> dict:
@@ -202,7 +207,8 @@ class Ext4Appender(Appender):
         os.unlink(self.path)
         syncfs(self.mnt)
         s = self.sample()
-        del s["cpu_us_op"]  # ext4's work is in the kernel: process CPU time says nothing comparable
+        for k in ("cpu_us_op", "blocked_us_op"):  # ext4's work is in the kernel, partly in other threads
+            del s[k]
         return s
 
 
@@ -270,12 +276,14 @@ def store_put(dev_path: str, protocol: str, data: bytes, raw_payload: bytes, *, 
             r1 = raw.whole(size)
             dev.counters.reset()
             s0 = blockstat(dev_path)
+            w0 = runqueue_wait()
             c0 = time.process_time()
             t0 = time.perf_counter()
             st.put("big", data)
             st.sync()
             dt = time.perf_counter() - t0
             cpu = time.process_time() - c0
+            wait = runqueue_wait() - w0
             blk = stat_delta(s0, blockstat(dev_path))
             c = dev.counters.snapshot()
             r2 = raw.whole(size)
@@ -285,7 +293,7 @@ def store_put(dev_path: str, protocol: str, data: bytes, raw_payload: bytes, *, 
         raw.close()
     rawt = (r1 + r2) / 2
     return {"mb_s": size / dt / 1e6, "raw_mb_s": size / rawt / 1e6, "seconds": dt, "raw_seconds": rawt,
-            "cpu_s": cpu, "dev_writes": c["writes"], "dev_flushes": c["flushes"], "dev_wa": c["bytes_written"] / size,
+            "cpu_s": cpu, "runwait_s": wait, "dev_writes": c["writes"], "dev_flushes": c["flushes"], "dev_wa": c["bytes_written"] / size,
             "blk_wa": blk["sectors_written"] * SECTOR / size, "blk_flushes": blk["flushes"], **extra}
 
 

@@ -7,7 +7,7 @@ slice per protocol/barrier configuration plus a raw region.  Then three phases, 
 
     append   synced 4 KiB appends: 6 protocol/barrier configurations, raw pwrite+fdatasync, raw
              2×pwrite+fdatasync (the journal's I/O pattern), ext4 + fsync, all open at once and
-             taking turns 10 appends at a time; fio after each round
+             taking turns 5 appends at a time; fio after each round
     seq      a 256 MiB file on A: put (journal, ordered), each bracketed by raw 1 MiB O_DIRECT
              writes of the same size; 1 MiB writes (journal) taking turns with raw 1 MiB writes;
              after the journal put, random 4 KiB reads taking turns with raw reads; fio
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import os
 import signal
 import subprocess
@@ -51,6 +52,32 @@ RAW_REGION_SIZE = 64 * MiB
 APPEND_DEVICE_SIZE = RAW_REGION + RAW_REGION_SIZE
 
 
+class Budget:
+    """Rounds beyond the minimum run only while the phase's share of the time budget allows."""
+
+    MIN_ROUNDS = 3
+
+    def __init__(self, seconds: float, notes: list[str]) -> None:
+        self.seconds, self.notes = seconds, notes
+
+    def phase(self, name: str, share: float, rounds: int):
+        allot, t0 = self.seconds * share, time.perf_counter()
+
+        def more(done: int) -> bool:
+            """May round number `done` (0-based) start?"""
+            if done >= rounds:
+                return False
+            if done < self.MIN_ROUNDS:
+                return True
+            spent = time.perf_counter() - t0
+            if spent + spent / done > allot:
+                self.notes.append(f"{name}: {done} of {rounds} rounds, to stay within the time budget")
+                env.log(f"{name}: stopping after {done} rounds (time budget)")
+                return False
+            return True
+        return more
+
+
 def rotate(tasks: list, r: int) -> list:
     k = r % len(tasks)
     return tasks[k:] + tasks[:k]
@@ -72,12 +99,12 @@ class Runner:
             return None
         self.S.add(task, rnd, s)
         main = " ".join(f"{k}={v:,.1f}" for k, v in s.items() if k in ("ops_s", "mb_s", "checked_s", "raw_mb_s",
-                                                                          "raw_ops_s"))
+                                                                          "raw_ops_s", "cpus_busy"))
         env.log(f"  r{rnd} {task:<24} {main:<40} ({time.perf_counter() - t0:.1f} s)")
         return s
 
 
-def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, rounds: int, n: int, k: int,
+def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, more, n: int, k: int,
                  payload: bytes) -> None:
     """All configurations open at once, taking turns k appends at a time (turn order rotating),
     so every configuration and baseline of a round sees the same minutes of this noisy host."""
@@ -91,7 +118,8 @@ def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, round
         apps["append:raw"], apps["append:raw2"] = raw
         apps["append:ext4"] = measure.Ext4Appender(mnt, B, payload)
         names = list(apps)
-        for r in range(-1, rounds):  # round -1 warms up every path and is not recorded
+        # round -1 warms up every path and is not recorded
+        for r in itertools.chain([-1], itertools.takewhile(more, itertools.count())):
             m = n if r >= 0 else 2 * k
             t0 = time.perf_counter()
             try:
@@ -121,7 +149,7 @@ def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, round
         dev.close()
 
 
-def phase_seq(R: Runner, A: str, fio: str | None, rounds: int, nreads: int, data: bytes) -> None:
+def phase_seq(R: Runner, A: str, fio: str | None, more, nreads: int, data: bytes) -> None:
     def reads_after_put(r):
         """Random 4 KiB reads of the fresh file, store and raw taking turns (each its own random
         blocks of the file), after one untimed pass over the whole extent so that both find the
@@ -138,7 +166,7 @@ def phase_seq(R: Runner, A: str, fio: str | None, rounds: int, nreads: int, data
         return after
 
     raw_payload = data[:MiB]
-    for r in range(rounds):
+    for r in itertools.takewhile(more, itertools.count()):
         tasks = [("seq:put:journal", measure.store_put, (A, "journal", data, raw_payload), {"after": reads_after_put(r)}),
                  ("seq:w1m:journal", measure.store_writes_interleaved, (A, "journal", data, raw_payload), {}),
                  ("seq:put:ordered", measure.store_put, (A, "ordered", data, raw_payload), {})]
@@ -148,9 +176,9 @@ def phase_seq(R: Runner, A: str, fio: str | None, rounds: int, nreads: int, data
             R.run(task, r, fn, *a, **kw)
 
 
-def phase_crash(R: Runner, runs: int, parent: str) -> None:
+def phase_crash(R: Runner, more, parent: str) -> None:
     tasks = [(f"crash:{p}/{b}:j{j}", p, b, j) for p, b in report.CRASH_CONFIGS for j in report.CRASH_JOBS]
-    for r in range(runs):
+    for r in itertools.takewhile(more, itertools.count()):
         for task, p, b, j in rotate(tasks, r):
             R.run(task, r, crash_rate, p, b, j, parent)
 
@@ -170,12 +198,15 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5, help="rounds of synced appends (default 5)")
-    ap.add_argument("--appends", type=int, default=200, help="synced appends per measurement (default 200)")
-    ap.add_argument("--turn", type=int, default=10, help="appends per turn when configurations take turns (default 10)")
-    ap.add_argument("--seq-rounds", type=int, default=3, help="rounds of the 256 MiB write and reads (default 3)")
-    ap.add_argument("--reads", type=int, default=2000, help="random reads per measurement (default 2000)")
-    ap.add_argument("--crash-runs", type=int, default=3, help="runs per crash configuration (default 3)")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds of synced appends (default 7)")
+    ap.add_argument("--appends", type=int, default=300, help="synced appends per configuration and round (default 300)")
+    ap.add_argument("--turn", type=int, default=5, help="appends per turn when configurations take turns (default 5)")
+    ap.add_argument("--seq-rounds", type=int, default=5, help="rounds of the 256 MiB write and reads (default 5)")
+    ap.add_argument("--reads", type=int, default=3000, help="random reads per measurement (default 3000)")
+    ap.add_argument("--crash-runs", type=int, default=5, help="runs per crash configuration (default 5)")
+    ap.add_argument("--budget", type=float, default=540,
+                    help="seconds the whole run should take at most (default 540): rounds beyond 3 are dropped "
+                         "when a phase would overrun its share (append 40%%, seq 35%%, crash 20%%)")
     ap.add_argument("--only", choices=("append", "seq", "crash"), action="append",
                     help="run only these phases (repeatable); results then hold only their figures")
     ap.add_argument("--out", default=HERE, help="directory for results.json and results.md (default bench/)")
@@ -199,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["notes"].append("fio could not be installed: its baselines are missing")
     S = Samples()
     R = Runner(S, meta["notes"])
+    budget = Budget(args.budget, meta["notes"])
     with contextlib.ExitStack() as stack:
         wd = env.workdir(stack)
         env.log(f"work directory {wd}; writing the backing files")
@@ -216,25 +248,29 @@ def main(argv: list[str] | None = None) -> int:
         if "append" in phases:
             t = time.perf_counter()
             env.log("phase append: synced 4 KiB appends")
-            phase_append(R, S_dev, mnt, B, fio, args.rounds, args.appends, args.turn, payload)
+            phase_append(R, S_dev, mnt, B, fio, budget.phase("append", 0.40, args.rounds), args.appends, args.turn,
+                         payload)
             env.log(f"phase append done in {time.perf_counter() - t:.0f} s")
         if "seq" in phases:
             t = time.perf_counter()
             env.log("phase seq: 256 MiB sequential write, random 4 KiB reads")
             data = os.urandom(SEQ_SIZE)
-            phase_seq(R, A, fio, args.seq_rounds, args.reads, data)
+            phase_seq(R, A, fio, budget.phase("seq", 0.35, args.seq_rounds), args.reads, data)
             del data
             env.log(f"phase seq done in {time.perf_counter() - t:.0f} s")
         if "crash" in phases:
             t = time.perf_counter()
             env.log("phase crash: states checked per second")
-            phase_crash(R, args.crash_runs, wd)
+            phase_crash(R, budget.phase("crash", 0.20, args.crash_runs), wd)
             env.log(f"phase crash done in {time.perf_counter() - t:.0f} s")
+    done = lambda task: len(S.by_task.get(task, {}))  # noqa: E731
+    meta["rounds"] = {"append": done("append:raw"), "seq": done("seq:put:journal"),
+                      "crash": done("crash:journal/flush:j1")}
     meta["seconds"] = time.perf_counter() - t_start
     meta["host_end"] = env.host_facts()
     figs = report.figures(bool(fio))
     E = report.evaluate(figs, S)
-    T = report.targets(E)
+    T = report.targets(E, load=meta["host"]["loadavg"][0])
     os.makedirs(args.out, exist_ok=True)
     pj, pm = os.path.join(args.out, "results.json"), os.path.join(args.out, "results.md")
     report.write(pj, pm, figs, S, E, T, meta)

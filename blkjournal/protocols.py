@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError
-from .format import ObjEntry, Origin
+from .format import ObjEntry, Origin, crc32c
 from .journal import ZERO_FILL, Journal, delta, encode
 
 MAX_RUN = 1024  # blocks per device write (4 MiB)
@@ -257,8 +257,6 @@ class JournalProtocol(Protocol):
 
 
 def _crc(data: bytes) -> int:
-    from .format import crc32c
-
     return crc32c(data)
 
 

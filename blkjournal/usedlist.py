@@ -22,6 +22,7 @@ class UsedList:
     def _reindex(self) -> None:
         self.chain, self.where = [], {}
         self.scan = 0  # chain index below which every slot is taken
+        self.hint = 0  # slot in chain[scan] below which every slot is taken
         b = self.head
         seen = set()
         while b and b not in seen and b in self.blocks:
@@ -68,10 +69,12 @@ class UsedList:
                 lb = self.chain[self.scan]
                 slots = self.blocks[lb].slots
                 try:
-                    i = slots.index(0)
+                    i = slots.index(0, self.hint)
                 except ValueError:
                     self.scan += 1
+                    self.hint = 0
                     continue
+                self.hint = i + 1
                 slots[i] = b
                 self.where[b] = (lb, i)
                 changed.add(lb)
@@ -84,7 +87,9 @@ class UsedList:
             lb, i = self.where.pop(b)
             self.blocks[lb].slots[i] = 0
             changed.add(lb)
-            self.scan = min(self.scan, self.chain.index(lb))
+            ci = self.chain.index(lb)
+            if ci < self.scan or (ci == self.scan and i < self.hint):
+                self.scan, self.hint = ci, i
         return changed
 
     def image(self, lb: int) -> bytes:
