@@ -95,9 +95,9 @@ def append_workload() -> list[Operation]:
 
 
 def grow_workload() -> list[Operation]:
-    """A file whose used list outgrows its first block (509 entries), then shrinks again."""
-    return [Operation("put", "big", 0, 520 * BLOCK_SIZE, 3), Operation("sync"),
-            Operation("write", "big", 520 * BLOCK_SIZE, 2 * BLOCK_SIZE, 4), Operation("sync"),
+    """A file whose durable used list outgrows its first block (509 entries), then shrinks again."""
+    return [Operation("put", "big", 0, 500 * BLOCK_SIZE, 3), Operation("sync"),
+            Operation("write", "big", 500 * BLOCK_SIZE, 20 * BLOCK_SIZE, 4), Operation("sync"),
             Operation("truncate", "big", 0, 100 * BLOCK_SIZE), Operation("sync")]
 
 
