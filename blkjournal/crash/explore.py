@@ -296,7 +296,8 @@ def _space_size(space, p: int) -> int:
 def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operation] | None = None,
                 bound: int = DEFAULT_BOUND, torn: bool = False, seed: int = 0, jobs: int = 1,
                 shard: tuple[int, int] = (0, 1), keep_failing: str | None = None,
-                progress: bool = False, barrier: str | None = None, max_failures: int = 50) -> Result:
+                progress: bool = False, barrier: str | None = None, max_failures: int = 50,
+                first_failure: bool = False) -> Result:
     """Enumerate, check and judge every crash state of a recorded run."""
     t0 = time.monotonic()
     log = read_log(log_path)
@@ -322,7 +323,7 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     if ops is None:
         res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
     _init_ctx(space, segments, ops, protocol, bound)
-    outs = _run_checks(len(segments), jobs, progress)
+    outs = _run_checks(len(segments), jobs, progress, first_failure)
     legal = covered = 0
     bad_points: dict[int, str] = {}
     fails = []
@@ -363,7 +364,14 @@ def _after_end(p) -> bool:
     return p.last_mark == "dm-log-writes-end"
 
 
-def _run_checks(n: int, jobs: int, progress: bool) -> list[dict]:
+def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) -> list[dict]:
+    if first_failure:  # "is anything illegal?": stop at the first segment that says yes
+        out = []
+        for i in range(n):
+            out.append(_search_segment(i))
+            if out[-1]["failures"]:
+                break
+        return out
     if jobs <= 1 or n < 4:
         # a generator, not map(): an exception escaping a check must never end the loop silently
         it = (_search_segment(i) for i in range(n))
@@ -424,7 +432,7 @@ def ablation(workdir: str, *, protocol: str, barrier: str = "flush", seeds: int 
             if workload == "grow":  # a file of 520 blocks needs room beside its copy-on-write
                 args["image_size"] = max(args.get("image_size", 0), 8 << 20)
             res, _ = crashtest(workdir, protocol=protocol, barrier=barrier, seed=seed, ablate=site,
-                               workload=workload, **args)
+                               workload=workload, first_failure=True, **args)
             if not res.ok:
                 f = res.failures[0]
                 row.update(caught=True, workload=workload, seed=seed, illegal=res.illegal,
