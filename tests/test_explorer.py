@@ -133,6 +133,6 @@ def test_cli_reports_and_replay(tmp_path):
 def test_every_barrier_site_is_caught_by_ablation(tmp_path, protocol, barrier):
     from blkjournal.crash.explore import ablation
 
-    rows = ablation(str(tmp_path), protocol=protocol, barrier=barrier, seeds=6, nops=200, image_size=2 << 20)
+    rows = ablation(str(tmp_path), protocol=protocol, barrier=barrier, seeds=4, nops=200, image_size=2 << 20)
     missed = [r["site"] for r in rows if not r["caught"]]
     assert not missed, missed

@@ -411,7 +411,7 @@ def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int 
     return res, counters
 
 
-def ablation(workdir: str, *, protocol: str, barrier: str = "flush", seeds: int = 3, **kw) -> list[dict]:
+def ablation(workdir: str, *, protocol: str, barrier: str = "flush", seeds: int = 4, **kw) -> list[dict]:
     """Remove each barrier site in turn; is the removal caught (some state illegal) on some seed?
 
     A site whose removal is never caught is either unnecessary or a gap in the workloads; the

@@ -101,7 +101,13 @@ def grow_workload() -> list[Operation]:
             Operation("truncate", "big", 0, 100 * BLOCK_SIZE), Operation("sync")]
 
 
-NAMED = {"append": append_workload, "grow": grow_workload}
+def unsynced_workload() -> list[Operation]:
+    """Long runs of operations between syncs: the journal fills and checkpoints with transactions
+    that are not yet durable (the case the checkpoint's first flush exists for)."""
+    return random_workload(7, 160, sync_every=0.03)
+
+
+NAMED = {"append": append_workload, "grow": grow_workload, "unsynced": unsynced_workload}
 
 
 def model_states(ops: list[Operation]) -> list[dict[str, bytes]]:
