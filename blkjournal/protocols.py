@@ -73,13 +73,19 @@ class Protocol:
     def begin(self) -> None:
         """An operation is about to change the in-memory state (called before it does)."""
 
-    def own_and_release(self, op, alloc_listblock, remove: bool) -> tuple[set, set]:
+    def own_and_release(self, op, remove: bool) -> tuple[set, set]:
         """Record op.owned in the used lists (and, if `remove`, drop op.released).
 
         Returns (used-list blocks changed in place, used-list blocks newly chained).
         """
         st = self.store
         changed, new = set(), set()
+
+        def alloc_listblock() -> int:
+            b = st.freelist.alloc(1)[0]
+            op.fresh.add(b)
+            return b
+
         for fid, blocks in op.owned.items():
             f = st.files.get(fid)
             if f is None:
@@ -173,12 +179,7 @@ class JournalProtocol(Protocol):
     def commit(self, op) -> None:
         st = self.store
 
-        def alloc_listblock():
-            b = st.freelist.alloc(1)[0]
-            op.fresh.add(b)
-            return b
-
-        changed, new = self.own_and_release(op, alloc_listblock, remove=True)
+        changed, new = self.own_and_release(op, remove=True)
         released = [b for blocks in op.released.values() for b in blocks]
         for b in released:
             st.freelist.hold(b)
@@ -311,11 +312,6 @@ class OrderedProtocol(Protocol):
     def commit(self, op) -> None:
         st = self.store
 
-        def alloc_listblock():
-            b = st.freelist.alloc(1)[0]
-            op.fresh.add(b)
-            return b
-
         # Releases: a block leaves its used list once the origin that dropped it is durable, and
         # becomes allocatable once that removal is durable too.
         for b, tag in self.unlisting:
@@ -332,7 +328,7 @@ class OrderedProtocol(Protocol):
                 self.unlisting.append((b, self.epoch))
             else:
                 st.freelist.mark_free(b)  # its file's deletion is durable: no list holds it
-        changed, new = self.own_and_release(op, alloc_listblock, remove=False)
+        changed, new = self.own_and_release(op, remove=False)
         heads = {st.files[fid].ul.head for fid in op.created if fid in st.files}
         changed |= changed_a | heads
         for b in changed_a:

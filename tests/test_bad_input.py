@@ -25,32 +25,7 @@ from blkjournal.store import Store
 BIN = os.path.join(os.path.dirname(sys.executable), "blkjournal")
 
 
-def cli(*args: str, stdin: bytes = b""):
-    """`blkjournal ARGS` through main(), in-process: (exit code, stdout bytes, stderr text)."""
-    from blkjournal.cli import main
-
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    err = io.StringIO()
-    saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
-    sys.argv = ["blkjournal", *args]
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    sys.stdout, sys.stderr = out, err
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
-    return code, out.buffer.getvalue(), err.getvalue()
-
-
-def sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from cliutil import cli, sha  # noqa: E402
 
 
 def refused(result, *words: str) -> str:

@@ -20,46 +20,7 @@ from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.fsck import LEAK, fsck
 from blkjournal.store import Store
 
-BIN = os.path.join(os.path.dirname(sys.executable), "blkjournal")
-
-
-class Result:
-    def __init__(self, code: int, out: bytes, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def text(self) -> str:
-        return self.out.decode()
-
-    def __repr__(self) -> str:
-        return f"Result(code={self.code}, out={self.out[:200]!r}, err={self.err!r})"
-
-
-def cli(*args: str, stdin: bytes = b"") -> Result:
-    """Run `blkjournal ARGS` in-process through main(); returns exit code, stdout bytes, stderr."""
-    from blkjournal.cli import main
-
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    err = io.StringIO()
-    saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
-    sys.argv = ["blkjournal", *args]
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    sys.stdout, sys.stderr = out, err
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
-    out.flush()
-    return Result(code, out.buffer.getvalue(), err.getvalue())
-
-
-def sh(*args: str, stdin: bytes = b"") -> Result:
-    """The installed console script in a real process."""
-    p = subprocess.run([BIN, *args], input=stdin, capture_output=True, timeout=60)
-    return Result(p.returncode, p.stdout, p.stderr.decode())
+from cliutil import BIN, Result, cli, sh, sha  # noqa: E402
 
 
 def one_line_error(r: Result, code: int = 2) -> None:
@@ -67,11 +28,6 @@ def one_line_error(r: Result, code: int = 2) -> None:
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("blkjournal: "), r
     assert "Traceback" not in r.err
-
-
-def sha(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 @pytest.mark.parametrize("protocol", ["journal", "ordered", "none"])

@@ -19,23 +19,7 @@ from blkjournal.store import Store
 pytestmark = pytest.mark.loop
 
 
-def cli(*args: str, stdin: bytes = b""):
-    from blkjournal.cli import main
-
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    err = io.StringIO()
-    saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
-    sys.argv = ["blkjournal", *args]
-    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    sys.stdout, sys.stderr = out, err
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv, sys.stdin, sys.stdout, sys.stderr = saved
-    return code, out.buffer.getvalue(), err.getvalue()
+from cliutil import cli  # noqa: E402
 
 
 def backing_file(loop: str) -> str:
