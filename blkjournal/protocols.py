@@ -206,7 +206,7 @@ class JournalProtocol(Protocol):
             old = None if b in op.fresh else self.images.get(b)
             for off, buf in delta(old, blocks[b]):
                 records.append((b, off, buf))
-        data_crcs = [(b, _crc(d)) for b, d in sorted(op.data.items())]
+        data_crcs = [(b, op.crcs[b] if b in op.crcs else crc32c(d)) for b, d in sorted(op.data.items())]
         if op.data:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records)
@@ -255,10 +255,6 @@ class JournalProtocol(Protocol):
     def close(self) -> None:
         """A clean shutdown: everything committed is durable (the log is replayed at open)."""
         self.sync()
-
-
-def _crc(data: bytes) -> int:
-    return crc32c(data)
 
 
 # ====================================================================== ordered / none

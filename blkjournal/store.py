@@ -67,6 +67,7 @@ class Op:
     name: str
     cow: bool
     data: dict = field(default_factory=dict)  # block -> bytes (always fresh blocks)
+    crcs: dict = field(default_factory=dict)  # block -> crc32c of data[block], computed once
     roles: dict = field(default_factory=dict)  # block -> role text
     meta: set = field(default_factory=set)  # metadata blocks changed in place (not fresh)
     fresh: set = field(default_factory=set)  # metadata blocks allocated by this op
@@ -484,7 +485,8 @@ class Store:
             op.data[b] = content
             op.roles[b] = f"data block {idx} of file {f.fid}"
             op.own(f, b)
-            old = f.map.set(idx, b, crc32c(content), edit)
+            op.crcs[b] = crc = crc32c(content)
+            old = f.map.set(idx, b, crc, edit)
             if old:
                 op.release(f, old)
         f.size = max(f.size, end)
@@ -518,7 +520,8 @@ class Store:
                     op.data[nb] = content
                     op.roles[nb] = f"data block {idx} of file {f.fid}"
                     op.own(f, nb)
-                    op.release(f, f.map.set(idx, nb, crc32c(content), edit))
+                    op.crcs[nb] = crc = crc32c(content)
+                    op.release(f, f.map.set(idx, nb, crc, edit))
         f.size = size
         f.mtime_ns = time.time_ns()
         op.origins.add(f.fid)
