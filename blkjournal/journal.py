@@ -58,12 +58,17 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     if old is None:
         return [(ZERO_FILL, b"")] + delta(_ZERO, new, chunk)
     out: list[list[int]] = []
-    for off in range(0, BLOCK_SIZE, chunk):
-        if old[off:off + chunk] != new[off:off + chunk]:
-            if out and out[-1][1] == off:
-                out[-1][1] = off + chunk
-            else:
-                out.append([off, off + chunk])
+    if old == new:
+        return []
+    for big in range(0, BLOCK_SIZE, 512):  # skip equal 512-byte stretches at C speed
+        if old[big:big + 512] == new[big:big + 512]:
+            continue
+        for off in range(big, big + 512, chunk):
+            if old[off:off + chunk] != new[off:off + chunk]:
+                if out and out[-1][1] == off:
+                    out[-1][1] = off + chunk
+                else:
+                    out.append([off, off + chunk])
     return [(lo, new[lo:hi]) for lo, hi in out]
 
 
