@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 
-from . import __version__
 from .device import Device
 from .errors import BlkError
 from .format import BARRIERS, PROTOCOLS, is_own_store

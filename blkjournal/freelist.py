@@ -8,7 +8,7 @@ protocol's business (journaled under "journal", written at sync and rebuilt by r
 from __future__ import annotations
 
 from .errors import NoSpaceError
-from .format import BITS_PER_BITMAP, PAYLOAD, T_BITMAP, check, seal
+from .format import PAYLOAD, T_BITMAP, check, seal
 
 
 class Freelist:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .blockmap import BlockMap
-from .device import BLOCK_SIZE, BlockDevice, Device
+from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, NoSpaceError
-from .format import (FANOUT_BITS, MAX_NAME, OBJ, OBJ_PER_BLOCK, PAYLOAD, ROOT_SLOTS, T_OBJMAP, UL_SLOTS,
+from .format import (FANOUT_BITS, MAX_NAME, OBJ, OBJ_PER_BLOCK, ROOT_SLOTS, T_OBJMAP, UL_SLOTS,
                      MapNode, ObjEntry, Origin, Superblock, UsedListBlock, check, crc32c, geometry, seal)
 from .freelist import Freelist
 from .usedlist import UsedList
@@ -535,10 +535,3 @@ class Store:
             used.update(b for _, b, _ in f.map.data_entries())
         return used
 
-
-def open_device(path: str, *, create_size: int | None = None, readonly: bool = False) -> Device:
-    return Device(path, create_size=create_size, readonly=readonly)
-
-
-def replace_entry(e: ObjEntry, **kw) -> ObjEntry:
-    return replace(e, **kw)

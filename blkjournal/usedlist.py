@@ -8,7 +8,7 @@ The chain's own blocks and the head are owned by the list itself, not listed in 
 
 from __future__ import annotations
 
-from .format import UL_SLOTS, UsedListBlock
+from .format import UsedListBlock
 
 
 class UsedList:

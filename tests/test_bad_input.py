@@ -8,8 +8,6 @@ be opened, exit 1 from fsck for what it can name, and the device's sha256 unchan
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import subprocess

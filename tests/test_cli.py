@@ -7,12 +7,8 @@ few run the installed `blkjournal` script in a real subprocess to prove the same
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -20,7 +16,7 @@ from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.fsck import LEAK, fsck
 from blkjournal.store import Store
 
-from cliutil import BIN, Result, cli, sh, sha  # noqa: E402
+from cliutil import Result, cli, sh, sha  # noqa: E402
 
 
 def one_line_error(r: Result, code: int = 2) -> None:

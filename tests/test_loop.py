@@ -6,9 +6,7 @@ the library and through the CLI -- with the bytes checked in the loop device's b
 
 from __future__ import annotations
 
-import io
 import os
-import sys
 
 import pytest
 

@@ -10,7 +10,7 @@ gives, since seed A orders one file's objects and never ties two files' origins 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import BlkError
 from ..fsck import fsck
@@ -28,13 +28,7 @@ class Verdict:
     legal: bool
     reason: str = ""
     matched: int | None = None  # the op index whose model the state equals (global model)
-    findings: list = field(default_factory=list)
     contents: dict | None = None
-
-
-def window(point_ops_done: int, point_op_started: int, sync_done: int) -> range:
-    """Model indices k (state after k ops) a crash may legally show."""
-    return range(sync_done, point_op_started + 1)
 
 
 def recover_and_read(dev) -> tuple[dict[str, bytes] | None, str, list]:
@@ -95,9 +89,3 @@ def _difference(contents, models, ks) -> str:
             return f"matches no op {ks.start}..{k}; e.g. " + _describe_file(contents.get(n), [m.get(n) for m in models[ks.start:ks.stop]], ks)
     return f"matches no op {ks.start}..{k}"
 
-
-def check_state(dev, models, ks: range, kind: str) -> Verdict:
-    contents, err, findings = recover_and_read(dev)
-    if contents is None:
-        return Verdict(False, err, findings=findings)
-    return judge(contents, models, ks, kind)

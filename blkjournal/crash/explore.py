@@ -25,7 +25,7 @@ from .minimize import explain
 from .logwrites import read_log
 from .recorder import RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace
-from .workload import NAMED, Operation, mark_text, model_states, parse_mark, random_workload, run
+from .workload import NAMED, Operation, model_states, parse_mark, random_workload, run
 
 MKFS_MARK = "mkfs"
 

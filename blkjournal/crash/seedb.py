@@ -20,7 +20,7 @@ from itertools import combinations
 
 from ..fsck import fsck
 from .check import judge, model_kind, recover_and_read
-from .explore import MKFS_MARK, record
+from .explore import record
 from .logwrites import read_log
 from .recorder import read_sidecar, sidecar_path
 from .states import CrashSpace
