@@ -448,7 +448,9 @@ def demo(workdir: str) -> int:
 
     rc = 0
     for protocol, nops in (("journal", 60), ("none", 30)):
+        if protocol == "none":
+            print("\nThe same kind of workload without barriers (`none`), which the explorer must catch:")
         res, _ = crashtest(workdir, protocol=protocol, nops=nops, seed=1, jobs=2, progress=True)
-        print_summary(res)
+        print_summary(res, limit=2)
         rc |= 0 if (res.ok or protocol == "none") else 1
     return rc

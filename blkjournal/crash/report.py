@@ -9,23 +9,23 @@ from rich.markup import escape
 from xml.etree import ElementTree as ET
 
 
-def print_summary(res, out=None) -> None:
+def print_summary(res, out=None, limit: int = 5) -> None:
     from rich.console import Console
 
     con = Console(file=out, highlight=False)
     sps = res.states_checked / res.seconds if res.seconds else 0
     con.print(f"[bold]{res.protocol}[/] / {res.barrier}, seed {res.seed}, {res.ops} ops: "
-              f"{res.crash_points} crash points, {res.states_enumerated} states enumerated, "
-              f"{res.states_checked} unique states checked ({sps:.0f}/s), coverage {res.coverage:.3f}, "
+              f"{res.crash_points} crash points, {res.states_enumerated} legal crash states, "
+              f"checked as {res.states_checked} equivalence classes ({sps:.0f}/s), coverage {res.coverage:.3f}, "
               + ("[green]0 illegal[/]" if res.ok else f"[red]{res.illegal} illegal[/]"))
     for note in res.notes:
         con.print(f"  note: {escape(note)}")
-    for f in res.failures[:5]:
+    for f in res.failures[:limit]:
         con.print(f"  [red]illegal[/] state {f.state} at crash point {f.point}: {escape(f.reason)}")
         for line in f.explanation:
             con.print(f"      {escape(line)}")
-    if len(res.failures) > 5:
-        con.print(f"  ... {len(res.failures) - 5} more illegal states (see --json)")
+    if res.illegal > limit:
+        con.print(f"  ... {res.illegal - limit} more illegal states (see --json)")
 
 
 def print_ablation(rows, out=None) -> None:
