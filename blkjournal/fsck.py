@@ -27,6 +27,7 @@ UNLISTED = "unlisted"  # referenced, but not in the file's used list: recovery w
 OWNED_TWICE = "owned-twice"
 LEAK = "leak"  # allocated (bitmap or used list) but unreachable
 JOURNAL = "journal"
+_EMPTY_ENTRY = bytes(OBJ.size)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def fsck(dev: BlockDevice) -> Report:
             for k in range(OBJ_PER_BLOCK):
                 fid = i * OBJ_PER_BLOCK + k
                 raw = p[k * OBJ.size:(k + 1) * OBJ.size]
-                if fid < sb.max_files and any(raw):
+                if fid < sb.max_files and raw != _EMPTY_ENTRY:
                     e = ObjEntry.unpack(raw, fid)
                     if e.in_use:
                         entries[fid] = e

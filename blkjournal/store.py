@@ -25,6 +25,7 @@ from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
 ZERO_CRC = crc32c(ZERO)
+_EMPTY_ENTRY = bytes(OBJ.size)  # an object map entry never used
 
 
 @dataclass
@@ -204,7 +205,7 @@ class Store:
                 fid = i * OBJ_PER_BLOCK + k
                 raw = p[k * OBJ.size:(k + 1) * OBJ.size]
                 if fid < self.sb.max_files:
-                    self.entries[fid] = ObjEntry.unpack(raw, fid) if any(raw) else ObjEntry()
+                    self.entries[fid] = ObjEntry.unpack(raw, fid) if raw != _EMPTY_ENTRY else ObjEntry()
         for fid, e in enumerate(self.entries):
             self.births = max(self.births, e.birth)
             if not e.in_use:

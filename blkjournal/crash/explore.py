@@ -132,8 +132,10 @@ class Tracer(BlockDevice):
     none of those blocks cannot change the outcome -- the basis of the equivalence classes below.
     """
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, shared: dict | None = None, varying: set | None = None) -> None:
         self.inner = inner
+        self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
+        self.varying = varying if varying is not None else set()
         self.nblocks = inner.nblocks
         self.logical_block_size = inner.logical_block_size
         self.counters = inner.counters
@@ -148,6 +150,13 @@ class Tracer(BlockDevice):
             if v is None:
                 if b not in self.written:
                     self.first_read.add(b)
+                    if b not in self.varying:  # forced or base content: read it once per segment
+                        v = self.shared.get(b)
+                        if v is None:
+                            v = self.shared[b] = self.inner.read(b)
+                        self.cache[b] = v
+                        out.append(v)
+                        continue
                 v = self.cache[b] = self.inner.read(b)
             out.append(v)
         return out[0] if count == 1 else b"".join(out)
@@ -236,12 +245,14 @@ def _search_segment(si: int) -> dict:
     windows = {p: _window(space.points[p], nops) for p in seg} if models is not None else {}
     out = {"segment": si, "points": seg, "checks": 0, "covered": 0, "failures": [],
            "legal_space": sum(_space_size(space, p) for p in seg)}
+    shared: dict[int, bytes] = {}
+    varying = set().union(*(blocks_of[pos] for pos in rel)) if rel else set()
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
         combo = tuple(sorted((pos, c) for pos, c in decided.items() if c))
         st = space.state_from_combo(pi, combo)
-        tr = Tracer(st.overlay())
+        tr = Tracer(st.overlay(), shared, varying)
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
         present_later = [q for q, c in decided.items() if c == 1]
