@@ -293,6 +293,15 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
         res, _ = run_crashtest(work, shard=_parse_shard(shard), keep_failing=keep_failing, save_log=save_log,
                                image=dev, **kw)
         _explore_options(res, json_f, junit_f, html_f)
+        if workload == "append":
+            from .crash.seedb import append_states
+
+            typer.echo("\nSeed B's crash cases among the states right after the append (earlier writes durable):")
+            for row in sorted(append_states(work, protocol, barrier), key=lambda r: (r["case"] is None, r["case"] or 0)):
+                name = f"case {row['case']}" if row["case"] else "-"
+                typer.echo(f"  {name:7} written {'+'.join(row['written']) or 'nothing':28} "
+                           f"seed: {row['seed_verdict'] or 'not a crash case':34} fsck: {row['fsck']}; "
+                           f"after recovery: {row['after_recovery']}")
     if not res.ok:
         raise typer.Exit(1)
 
