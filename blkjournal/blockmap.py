@@ -29,39 +29,31 @@ class BlockMap:
     def load(cls, origin, read_node) -> "BlockMap":
         """Read every node reachable from the origin with `read_node(b) -> MapNode`."""
         m = cls(origin.height, origin.root_blocks, origin.root_crcs)
+        m.read_nodes(read_node)
+        return m
+
+    def read_nodes(self, read_node) -> None:
+        """Fill self.nodes from the root down; `read_node(b)` may return None to skip a subtree."""
 
         def walk(b: int, h: int) -> None:
-            if b in m.nodes:
+            if b in self.nodes:
                 return
-            node = m.nodes[b] = read_node(b)
+            node = read_node(b)
+            if node is None:
+                return
+            self.nodes[b] = node
             if h > 1:
                 for c in node.blocks:
                     if c:
                         walk(c, h - 1)
 
-        if m.height:
-            for b in m.root_blocks:
+        if self.height:
+            for b in self.root_blocks:
                 if b:
-                    walk(b, m.height)
-        return m
+                    walk(b, self.height)
 
     def capacity(self, height: int | None = None) -> int:
         return ROOT_SLOTS << (FANOUT_BITS * (self.height if height is None else height))
-
-    def _path(self, idx: int):
-        """Yield (container, slot) from the root down to the data entry for file block idx."""
-        shift = FANOUT_BITS * self.height
-        yield None, idx >> shift
-        blocks = self.root_blocks
-        slot = idx >> shift
-        for _ in range(self.height):
-            child = blocks[slot]
-            if not child:
-                return
-            shift -= FANOUT_BITS
-            slot = (idx >> shift) & (FANOUT - 1)
-            yield child, slot
-            blocks = self.nodes[child].blocks
 
     def lookup(self, idx: int) -> tuple[int, int]:
         """(data block, crc) for file block idx; (0, 0) for a hole."""

@@ -272,29 +272,22 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
     """Load every map node of a file into m.nodes; False (with findings) if the tree is broken."""
     ok = True
 
-    def walk(b: int, h: int) -> None:
+    def node(b: int) -> MapNode | None:
         nonlocal ok
         if not in_data(b):
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): map node pointer {b} outside the data area", [b])
             ok = False
-            return
+            return None
         try:
-            node = MapNode.unpack(read(b), b)
+            n = MapNode.unpack(read(b), b)
         except CorruptError as err:
             r.add(CHECKSUM, f"file {fid} ({e.name!r}) block index map: {err}", [b])
             ok = False
-            return
-        m.nodes[b] = node
+            return None
         claim(b, fid, "map node")
-        if h > 1:
-            for c in node.blocks:
-                if c:
-                    walk(c, h - 1)
+        return n
 
-    if m.height:
-        for b in m.root_blocks:
-            if b:
-                walk(b, m.height)
+    m.read_nodes(node)
     return ok
 
 
