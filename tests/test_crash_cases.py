@@ -24,19 +24,9 @@ from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.format import T_BITMAP, T_ORIGIN, T_USEDLIST, block_type
 from blkjournal.fsck import DATA_CHECKSUM, LEAK, UNLISTED, fsck
 from blkjournal.store import Store
+from devutil import WriteLogDevice
 
 
-class RecordingDevice(Device):
-    """A Device that also keeps every block it writes, in order."""
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.log: list[tuple[int, bytes, str]] = []
-
-    def write(self, block, data, *, fua=False, role=""):
-        super().write(block, data, fua=fua, role=role)
-        for i in range(len(data) // BLOCK_SIZE):
-            self.log.append((block + i, bytes(data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]), role))
 
 
 OLD = bytes([0x11]) * BLOCK_SIZE
@@ -48,7 +38,7 @@ def append(tmp_path_factory):
     """(image before the append, {kind: (block, bytes)} the append + sync wrote)."""
     d = tmp_path_factory.mktemp("seedb")
     work = str(d / "work.img")
-    rec = RecordingDevice(work, create_size=4 << 20)
+    rec = WriteLogDevice(work, create_size=4 << 20)
     s = Store.mkfs(rec, "none", "flush")
     s.put("f", OLD)
     s.sync()

@@ -17,21 +17,11 @@ from blkjournal.format import T_JSUPER, T_TXN, block_type
 from blkjournal.fsck import fsck
 from blkjournal.journal import Journal
 from blkjournal.store import Store
+from devutil import WriteLogDevice
 
 BS = BLOCK_SIZE
 
 
-class RecordingDevice(Device):
-    """A Device that also keeps every block it writes, in order, and counts flushes."""
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.log: list[tuple[int, bytes, str]] = []
-
-    def write(self, block, data, *, fua=False, role=""):
-        super().write(block, data, fua=fua, role=role)
-        for i in range(len(data) // BS):
-            self.log.append((block + i, bytes(data[i * BS:(i + 1) * BS]), role))
 
 
 def rnd(seed: int, n: int) -> bytes:
@@ -60,7 +50,7 @@ def overlay(base: str, out: str, writes) -> None:
 
 
 # --------------------------------------------------------------------------- wrap + checkpoint
-def jsb_writes(dev: RecordingDevice) -> int:
+def jsb_writes(dev: WriteLogDevice) -> int:
     return sum(1 for _, data, _ in dev.log if block_type(data) == T_JSUPER)
 
 
@@ -68,7 +58,7 @@ def jsb_writes(dev: RecordingDevice) -> int:
 def test_journal_wraps_and_checkpoints(image, barrier):
     """A 64-block journal and a few hundred operations: the log fills, checkpoints and wraps many
     times; reopening with a live log that itself wraps around the end replays it correctly."""
-    dev = RecordingDevice(image, create_size=16 << 20)
+    dev = WriteLogDevice(image, create_size=16 << 20)
     s = Store.mkfs(dev, "journal", barrier, journal_blocks=64)
     j = s.protocol.journal
     assert j.size == 63
@@ -101,7 +91,7 @@ def test_journal_wraps_and_checkpoints(image, barrier):
         if i % 61 == 30:  # a reopen checkpoints wherever the head is: the tail leaves block 0
             checkpoints += jsb_writes(dev)
             dev.close()
-            dev = RecordingDevice(image)
+            dev = WriteLogDevice(image)
             s = Store.open(dev)
             j = s.protocol.journal
         # reopen (no sync, no checkpoint first) whenever the live log runs across the end
@@ -118,7 +108,7 @@ def test_journal_wraps_and_checkpoints(image, barrier):
             reopened_wrapped += 1
             checkpoints += jsb_writes(dev)
             dev.close()
-            dev = RecordingDevice(image)
+            dev = WriteLogDevice(image)
             s = Store.open(dev)
             assert s.protocol.replayed == len(txns)
             j = s.protocol.journal
@@ -140,7 +130,7 @@ def torn(request, tmp_path_factory):
     dev = Device(work, create_size=8 << 20)
     Store.mkfs(dev, "journal", request.param)
     dev.close()
-    dev = RecordingDevice(work)
+    dev = WriteLogDevice(work)
     s = Store.open(dev)
     s.put("a", rnd(1, 5000))
     s.put("b", rnd(2, 3 * BS))
@@ -253,7 +243,7 @@ def replay(tmp_path_factory):
     dev.close()
     work = str(d / "work.img")
     shutil.copyfile(base, work)
-    dev = RecordingDevice(work)
+    dev = WriteLogDevice(work)
     s = Store.open(dev)
     assert s.protocol.replayed == 9
     writes = [(b, x) for b, x, _ in dev.log]
