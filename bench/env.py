@@ -58,15 +58,7 @@ def workdir(stack: contextlib.ExitStack, parent: str = "/var/tmp") -> str:
 def zero_file(path: str, size: int) -> None:
     """A backing file whose every block is allocated and written, so no measurement pays for the
     host file system allocating (or converting unwritten extents) under the loop device."""
-    chunk = bytes(8 << 20)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, len(chunk))
-            f.write(chunk[:n])
-            left -= n
-        f.flush()
-        os.fsync(f.fileno())
+    sparse_file(path, size, [(0, size)])
 
 
 def sparse_file(path: str, size: int, regions: list[tuple[int, int]]) -> None:
