@@ -250,12 +250,14 @@ def _parse_shard(shard: str) -> tuple[int, int]:
 
 @app.command()
 def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to record on (default: a temp image)"),
-              image_size: str = typer.Option("4M", help="size of the image the workload runs on"),
+              image_size: str = typer.Option("", help="size of the image the workload runs on "
+                                             "(default: the workload's own, 4M for random)"),
               protocol: str = typer.Option("journal", help="|".join(PROTOCOLS)),
               barrier: str = typer.Option("flush", help="|".join(BARRIERS)),
               ops: int = typer.Option(200, help="operations in the random workload"),
               seed: int = typer.Option(0, help="workload and sampling seed"),
-              workload: str = typer.Option("random", help="random | append (seed B's example)"),
+              workload: str = typer.Option("random", help="random | append (seed B's example) | grow | unsynced | "
+                                         "pressure | wrap | big (docs: README)"),
               jobs: int = typer.Option(os.cpu_count() or 1, help="worker processes"),
               bound: int = typer.Option(4096, help="checks per crash-point segment before giving up exhaustiveness"),
               torn: bool = typer.Option(False, "--torn", help="also tear multi-sector writes"),
@@ -277,7 +279,7 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
         raise BlkError(f"unknown protocol/barrier {protocol}/{barrier}")
     if jobs < 1 or ops < 1 or bound < 1:
         raise BlkError("--jobs, --ops and --bound must be at least 1")
-    size = parse_size(image_size)
+    size = parse_size(image_size) if image_size else None
     with tempfile.TemporaryDirectory(dir=os.environ.get("BLKJOURNAL_TMP", "/var/tmp")) as work:
         kw = dict(protocol=protocol, barrier=barrier, nops=ops, seed=seed, workload=workload, image_size=size,
                   sector_size=sector_size, jobs=jobs, bound=bound, torn=torn, progress=True)

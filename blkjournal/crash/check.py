@@ -32,21 +32,29 @@ class Verdict:
 
 
 def recover_and_read(dev) -> tuple[dict[str, bytes] | None, str, list]:
-    """Run recovery on `dev` (an overlay), fsck, and read every file; (contents, error, findings)."""
+    """Run recovery on `dev` (an overlay), fsck, and read every file; (contents, error, findings).
+
+    Every failure is a verdict on the crash state, never an aborted run: a BlkError names what
+    recovery, fsck or a read refused; any other exception (a decoder tripping over bytes a crash
+    left, fsck raising on a superblock recovery broke) is reported the same way, with its type,
+    so an illegal state can never hide behind a traceback.
+    """
+    stage = "recovery"
     try:
         st = Store.open(dev, recover=True)
-    except BlkError as e:
-        return None, f"recovery failed: {e}", []
-    report = fsck(dev)
-    if not report.clean:
-        return None, f"fsck after recovery: {report.verdict()}", [f.code + ": " + f.message for f in report.findings]
-    out = {}
-    for f in list(st.files.values()):
-        try:
+        stage = "fsck after recovery"
+        report = fsck(dev)
+        if not report.clean:
+            return None, f"fsck after recovery: {report.verdict()}", [f.code + ": " + f.message for f in report.findings]
+        out = {}
+        for f in list(st.files.values()):
+            stage = f"reading {f.name!r}"
             out[f.name] = st.read_file(f)
-        except BlkError as e:
-            return None, f"reading {f.name!r}: {e}", []
-    return out, "", []
+        return out, "", []
+    except BlkError as e:
+        return None, (f"recovery failed: {e}" if stage == "recovery" else f"{stage}: {e}"), []
+    except Exception as e:  # noqa: BLE001 -- see the docstring: an exception is an illegal state
+        return None, f"{stage} raised {type(e).__name__}: {e}", []
 
 
 def judge(contents: dict[str, bytes], models: list[dict[str, bytes]], ks: range, kind: str) -> Verdict:

@@ -22,12 +22,12 @@ from ..errors import BlkError
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .minimize import explain
+from .multicrash import DEFAULT_STATES, second_phases
 from .logwrites import read_log
 from .recorder import RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace
-from .workload import NAMED, Operation, model_states, parse_mark, random_workload, run
+from .workload import IMAGE_SIZE, MKFS_MARK, NAMED, RECOVERY_MARK, SEEDED, Operation, model_states, parse_mark, random_workload, run
 
-MKFS_MARK = "mkfs"
 
 
 def workload_path(log_path: str) -> str:
@@ -56,6 +56,10 @@ def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
         return random_workload(seed, nops)
     if workload not in NAMED:
         raise BlkError(f"unknown workload {workload!r} (random, {', '.join(NAMED)})")
+    if workload in ("pressure", "wrap"):
+        return NAMED[workload](seed, nops)
+    if workload in SEEDED:
+        return NAMED[workload](seed)
     return NAMED[workload]()
 
 
@@ -183,20 +187,22 @@ _CTX: dict = {}
 
 def _window(point, nops: int) -> range:
     """Model indices legal at a crash point: from the last completed sync to the op in progress."""
+    if point.last_mark == RECOVERY_MARK:  # a second phase, crashing during recovery: the state it recovers
+        return range(0, 1)
     k = parse_mark(point.last_mark) if point.last_mark else None
     done = 0 if k is None else k + 1  # ops completed
     lo = _CTX["sync_done"][done]
     return range(lo, min(done + 1, nops) + 1)
 
 
-def _init_ctx(space, segments, ops, protocol, bound) -> None:
+def _init_ctx(space, segments, ops, protocol, bound, initial=None) -> None:
     _CTX.clear()
     _CTX.update(space=space, segments=segments, nops=len(ops) if ops is not None else 0,
                 kind=model_kind(protocol), bound=bound)
     if ops is None:
         _CTX["models"] = None
         return
-    _CTX["models"] = model_states(ops)
+    _CTX["models"] = model_states(ops, initial)
     sd, last = [0], 0  # sync_done[d] = model index of the last sync among the first d ops
     for j, op in enumerate(ops):
         if op.kind == "sync":
@@ -308,8 +314,13 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
                 bound: int = DEFAULT_BOUND, torn: bool = False, seed: int = 0, jobs: int = 1,
                 shard: tuple[int, int] = (0, 1), keep_failing: str | None = None,
                 progress: bool = False, barrier: str | None = None, max_failures: int = 50,
-                first_failure: bool = False) -> Result:
-    """Enumerate, check and judge every crash state of a recorded run."""
+                first_failure: bool = False, base: str | None = None,
+                initial: dict[str, bytes] | None = None) -> Result:
+    """Enumerate, check and judge every crash state of a recorded run.
+
+    `base`: the image the run started from (default zeros); `initial`: the model's contents
+    before the first op (a second phase starts from what recovery read back, multicrash.py).
+    """
     t0 = time.monotonic()
     log = read_log(log_path)
     sc = read_sidecar(sidecar_path(log_path)) if os.path.exists(sidecar_path(log_path)) else None
@@ -320,9 +331,9 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     if protocol is None:
         raise BlkError(f"{log_path}: no workload file beside the log: give --protocol")
     barrier = barrier or (w or {}).get("barrier", "?")
-    space = CrashSpace(log, sc, torn=torn, bound=bound, seed=seed,
-                       nblocks=None if sc is not None else (w or {}).get("nblocks"))
-    start = next((p.index for p in space.points if p.last_mark == MKFS_MARK), None)
+    space = CrashSpace(log, sc, torn=torn, bound=bound, seed=seed, base=base,
+                       nblocks=None if sc is not None or base is not None else (w or {}).get("nblocks"))
+    start = next((p.index for p in space.points if p.last_mark in (MKFS_MARK, RECOVERY_MARK)), None)
     if start is None:
         raise BlkError(f"{log_path}: no '{MKFS_MARK}' mark: not a blkjournal crash-test log")
     points = [p.index for p in space.points if p.index >= start and not _after_end(p)]
@@ -333,7 +344,7 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes))
     if ops is None:
         res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
-    _init_ctx(space, segments, ops, protocol, bound)
+    _init_ctx(space, segments, ops, protocol, bound, initial)
     outs = _run_checks(len(segments), jobs, progress, first_failure)
     legal = covered = 0
     bad_points: dict[int, str] = {}
@@ -409,17 +420,44 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
 
 
 def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int = 200, seed: int = 0,
-              workload: str = "random", image_size: int = 4 << 20, sector_size: int = 512,
+              workload: str = "random", image_size: int | None = None, sector_size: int = 512,
               save_log: str | None = None, ablate: str | None = None, image: str | None = None,
-              **kw) -> tuple[Result, dict]:
-    """Record a workload on a fresh image in `workdir` and explore it."""
+              multi_crash: int = DEFAULT_STATES, **kw) -> tuple[Result, dict]:
+    """Record a workload on a fresh image in `workdir` and explore it.
+
+    `multi_crash` first-phase crash states are each continued by a second phase (recovery and
+    more operations, recorded and explored: multicrash.py); its failures join the result.
+    """
     ops = make_ops(workload, seed, nops)
+    if image_size is None:
+        image_size = IMAGE_SIZE.get(workload, 4 << 20)
     log = save_log or os.path.join(workdir, f"run-{protocol}-{barrier}-{seed}.log")
     counters = record(image or os.path.join(workdir, "crashtest.img"), log, protocol, barrier, ops,
                       size=image_size, sector_size=sector_size, ablate=ablate)
     res = explore_log(log, protocol=protocol, ops=ops, seed=seed, barrier=barrier, **kw)
     res.seed = seed
+    if multi_crash and not (kw.get("first_failure") and not res.ok):
+        phase_kw = {k: v for k, v in kw.items() if k in ("bound", "torn", "jobs", "first_failure", "max_failures")}
+        for r in second_phases(workdir, res, ops, explore_log, save_workload, protocol=protocol, barrier=barrier, seed=seed, n=multi_crash,
+                               **phase_kw):
+            merge_phase(res, r)
     return res, counters
+
+
+def merge_phase(res: Result, r: Result) -> None:
+    """Fold a second phase's Result into the first's: counts add up, failures say where they came from."""
+    res.states_enumerated += r.states_enumerated
+    covered = res.coverage * (res.states_enumerated - r.states_enumerated) + r.coverage * r.states_enumerated
+    res.coverage = covered / res.states_enumerated if res.states_enumerated else 1.0
+    res.states_checked += r.states_checked
+    res.crash_points += r.crash_points
+    res.illegal += r.illegal
+    res.illegal_states += r.illegal_states
+    for f in r.failures:
+        f.label = f"second phase from {r.phase2_of}: {f.label}"
+        res.failures.append(f)
+    res.notes += r.notes
+    res.seconds += r.seconds
 
 
 def ablation(workdir: str, *, protocol: str, barrier: str = "flush", seeds: int = 4, **kw) -> list[dict]:
@@ -440,8 +478,8 @@ def ablation(workdir: str, *, protocol: str, barrier: str = "flush", seeds: int 
         row = {"site": site, "caught": False, "workload": None, "seed": None, "illegal": 0, "example": None}
         for workload, seed in runs:
             args = dict(kw)
-            if workload == "grow":  # a file of 520 blocks needs room beside its copy-on-write
-                args["image_size"] = max(args.get("image_size", 0), 8 << 20)
+            if workload in IMAGE_SIZE:  # e.g. grow's file of 520 blocks needs room beside its copy-on-write
+                args["image_size"] = IMAGE_SIZE[workload]
             res, _ = crashtest(workdir, protocol=protocol, barrier=barrier, seed=seed, ablate=site,
                                workload=workload, first_failure=True, **args)
             if not res.ok:

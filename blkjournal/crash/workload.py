@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from ..device import BLOCK_SIZE
 
 KINDS = ("create", "put", "write", "truncate", "delete", "sync")
+MKFS_MARK = "mkfs"  # set after mkfs (or, in a second phase, after recovery): the workload starts here
+RECOVERY_MARK = "recovery"  # set before a second phase's recovery (multicrash.py)
 
 
 @dataclass(frozen=True)
@@ -44,16 +46,17 @@ class Operation:
 
 
 def random_workload(seed: int, nops: int, *, nfiles: int = 4, max_offset: int = 96 * 1024,
-                    sync_every: float = 0.25) -> list[Operation]:
+                    sync_every: float = 0.25, existing: tuple[str, ...] = ()) -> list[Operation]:
     """nops seeded random operations over a few files; always ends with a sync.
 
     Writes cover whole blocks, partial blocks and block-straddling ranges, and sometimes land far
-    past EOF (holes); truncates go up and down, often mid-block.
+    past EOF (holes); truncates go up and down, often mid-block.  `existing` names files already
+    in the store (a second phase after a crash works on what recovery left).
     """
     rnd = random.Random(seed)
-    live: set[str] = set()
+    live: set[str] = set(existing)
     ops: list[Operation] = []
-    names = [f"f{i}" for i in range(nfiles)]
+    names = [f"f{i}" for i in range(nfiles)] + sorted(set(existing) - {f"f{i}" for i in range(nfiles)})
     while len(ops) < nops - 1:
         r = rnd.random()
         if r < sync_every:
@@ -107,12 +110,135 @@ def unsynced_workload() -> list[Operation]:
     return random_workload(7, 160, sync_every=0.03)
 
 
-NAMED = {"append": append_workload, "grow": grow_workload, "unsynced": unsynced_workload}
+def pressure_workload(seed: int = 0, nops: int = 60) -> list[Operation]:
+    """Allocator pressure on a 1 MiB image (~185 data blocks): fill, free and refill.
+
+    Files of 8..24 blocks are written, overwritten, truncated and deleted while up to ~70 blocks
+    are live, so the next-fit allocator wraps round within a few syncs and hands out blocks that
+    an operation a moment ago released -- the reuse that must wait until the release is durable
+    (jbd2/ext3's "block reuse before the release is durable").
+    """
+    rnd = random.Random(f"pressure:{seed}")
+    ops: list[Operation] = []
+    sizes: dict[str, int] = {}  # live files -> size in blocks (rounded up)
+    names = [f"p{i}" for i in range(5)]
+    budget = 70
+    while len(ops) < nops - 1:
+        live = sum(sizes.values())
+        r = rnd.random()
+        if r < 0.2:
+            ops.append(Operation("sync"))
+            continue
+        free = [n for n in names if n not in sizes]
+        if free and (not sizes or r < 0.45):
+            nb = rnd.randrange(8, 25)
+            if live + nb <= budget:
+                name = rnd.choice(free)
+                ops.append(Operation("put", name, 0, nb * BLOCK_SIZE - rnd.choice([0, 0, 100]), rnd.getrandbits(32)))
+                sizes[name] = nb
+                continue
+        if not sizes:
+            continue
+        name = rnd.choice(sorted(sizes))
+        r2 = rnd.random()
+        if r2 < 0.3 or live > budget - 8:
+            ops.append(Operation("delete", name))
+            del sizes[name]
+        elif r2 < 0.6:  # overwrite most of it: every block moves, the old ones are released
+            n = sizes[name]
+            off = rnd.randrange(0, 2) * BLOCK_SIZE + rnd.choice([0, 0, 300])
+            size = min(n * BLOCK_SIZE - off, rnd.randrange(4, 17) * BLOCK_SIZE)
+            ops.append(Operation("write", name, off, size, rnd.getrandbits(32)))
+        elif r2 < 0.8:  # truncate down mid-block (a partial last block), then perhaps extend again
+            n = sizes[name]
+            cut = rnd.randrange(0, n * BLOCK_SIZE)
+            ops.append(Operation("truncate", name, 0, cut))
+            sizes[name] = -(-cut // BLOCK_SIZE)
+            if rnd.random() < 0.5 and sizes[name] + 4 + live <= budget:
+                ops.append(Operation("write", name, cut + rnd.randrange(0, 3 * BLOCK_SIZE), rnd.randrange(1, 3 * BLOCK_SIZE),
+                                     rnd.getrandbits(32)))
+                sizes[name] = -(-(ops[-1].offset + ops[-1].size) // BLOCK_SIZE)
+        else:  # a partial-block overwrite
+            n = sizes[name]
+            ops.append(Operation("write", name, rnd.randrange(0, n * BLOCK_SIZE), rnd.randrange(1, BLOCK_SIZE),
+                                 rnd.getrandbits(32)))
+            sizes[name] = max(n, -(-(ops[-1].offset + ops[-1].size) // BLOCK_SIZE))
+    return ops[:nops - 1] + [Operation("sync")]
 
 
-def model_states(ops: list[Operation]) -> list[dict[str, bytes]]:
-    """The logical state before any op (index 0) and after each op (index k+1)."""
-    state: dict[str, bytes] = {}
+def wrap_workload(seed: int = 0, nops: int = 300) -> list[Operation]:
+    """Many small operations, few syncs, on a 2 MiB image: its 63-block journal wraps many times
+    (checkpoints with unsynced transactions in the log, transactions placed at the wrap, stale
+    transactions from the previous lap behind the head).  Every ~30 ops a 150..170-block file is
+    rewritten whole: a transaction of several journal blocks, which over an earlier lap can sit
+    on sealed blocks of older transactions -- only its commit checksum tells them apart."""
+    rnd = random.Random(f"wrap:{seed}")
+    ops: list[Operation] = []
+    live: dict[str, int] = {}
+    names = [f"w{i}" for i in range(6)]
+    while len(ops) < nops - 1:
+        r = rnd.random()
+        if len(ops) % 30 == 29:
+            ops.append(Operation("put", "W", 0, rnd.randrange(150, 171) * BLOCK_SIZE, rnd.getrandbits(32)))
+        elif r < 0.05:
+            ops.append(Operation("sync"))
+        elif r < 0.2 or not live:
+            name = rnd.choice(names)
+            if name in live:
+                ops.append(Operation("delete", name))
+                del live[name]
+            else:
+                n = rnd.choice([0, 100, BLOCK_SIZE, 2 * BLOCK_SIZE + 5])
+                ops.append(Operation("put", name, 0, n, rnd.getrandbits(32)))
+                live[name] = n
+        else:
+            name = rnd.choice(sorted(live))
+            if rnd.random() < 0.8:
+                off = rnd.randrange(0, 6 * BLOCK_SIZE)
+                ops.append(Operation("write", name, off, rnd.choice([1, 200, BLOCK_SIZE]), rnd.getrandbits(32)))
+                live[name] = max(live[name], ops[-1].offset + ops[-1].size)
+            else:
+                cut = rnd.randrange(0, max(1, live[name]))
+                ops.append(Operation("truncate", name, 0, cut))
+                live[name] = cut
+    ops.append(Operation("sync"))
+    return ops
+
+
+def big_workload(seed: int = 0) -> list[Operation]:
+    """Files past the origin's 128 map slots (map height 1, then 2 through a far sparse write),
+    used lists of hundreds of entries (well past one 512-byte sector), multi-block journal
+    transactions, partial-block overwrites and truncate down then extend -- several files
+    changed between syncs."""
+    rnd = random.Random(f"big:{seed}")
+    d = lambda: rnd.getrandbits(32)  # noqa: E731
+    far = (128 << 8) + 40  # file block index needing map height 2
+    return [Operation("put", "a", 0, 200 * BLOCK_SIZE + 123, d()), Operation("put", "s", 0, 3 * BLOCK_SIZE, d()),
+            Operation("sync"),
+            Operation("write", "a", 150 * BLOCK_SIZE + 700, 2 * BLOCK_SIZE, d()),  # partial blocks at height 1
+            Operation("write", "s", far * BLOCK_SIZE, 300, d()),  # sparse: map height 2
+            Operation("truncate", "a", 0, 130 * BLOCK_SIZE + 77),
+            Operation("sync"),
+            Operation("write", "a", 170 * BLOCK_SIZE, BLOCK_SIZE + 1, d()),  # extend past the cut: zeros between
+            Operation("write", "s", 5 * BLOCK_SIZE + 1, 10, d()),
+            Operation("put", "b", 0, 140 * BLOCK_SIZE, d()),
+            Operation("sync"),
+            Operation("delete", "a"),
+            Operation("truncate", "s", 0, 2 * BLOCK_SIZE + 9),
+            Operation("write", "b", 0, 90 * BLOCK_SIZE, d()),
+            Operation("sync")]
+
+
+NAMED = {"append": append_workload, "grow": grow_workload, "unsynced": unsynced_workload,
+         "pressure": pressure_workload, "wrap": wrap_workload, "big": big_workload}
+# image size each named workload wants (the default for the rest is 4 MiB)
+IMAGE_SIZE = {"grow": 8 << 20, "pressure": 1 << 20, "wrap": 2 << 20, "big": 4 << 20}
+SEEDED = ("pressure", "wrap", "big")  # named workloads that take the seed
+
+
+def model_states(ops: list[Operation], initial: dict[str, bytes] | None = None) -> list[dict[str, bytes]]:
+    """The logical state before any op (index 0: `initial`, default empty) and after each op (index k+1)."""
+    state: dict[str, bytes] = dict(initial or {})
     out = [dict(state)]
     for op in ops:
         if op.kind == "create":
@@ -172,3 +298,11 @@ def parse_mark(text: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+# The fixed, seeded mix the mutation suite (`make mutate`) searches with, cheapest first:
+# (workload, seed, ops (0: the workload's own), extra crashtest options).
+MIX = (("random", 0, 200, {}), ("random", 1, 200, {}), ("pressure", 0, 60, {}), ("pressure", 1, 60, {}),
+       ("wrap", 0, 300, {}), ("random", 2, 200, {}), ("random", 3, 200, {}), ("big", 0, 0, {}),
+       ("grow", 0, 0, {}), ("unsynced", 0, 0, {}), ("pressure", 2, 60, {}), ("wrap", 1, 300, {}),
+       ("random", 0, 40, {"torn": True}), ("random", 1, 40, {"torn": True}))

@@ -1,0 +1,113 @@
+"""Real systems die twice: crash -> recover (and crash during it) -> more operations -> crash.
+
+A second phase starts from a crash state of the first run, *unrecovered*: that image is the
+base of a new recording, which runs the protocol's recovery through the recorder (a mark
+"recovery" before it, "mkfs" after) and then a seeded random workload over the files recovery
+left.  The new log is explored like any other, so crashes during recovery and after the later
+operations are enumerated exactly, as equivalence classes, against the model that starts from
+what the uninterrupted recovery read back (DESIGN §4).  Bugs only this finds: a freelist that
+recovery rebuilt wrongly (the later operations hand a block out twice), a stale transaction
+resurrected, a leak recovery creates, a recovery that is not idempotent.
+
+Which states: at evenly spaced crash points that have unsynced operations behind them, the
+state with only the forced writes (everything the cache could lose, lost), and the one with
+every write persisted -- deterministic, so a run is reproducible by its seed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ..device import BLOCK_SIZE, Device
+from ..errors import BlkError, NoSpaceError
+from ..store import Store
+from .check import recover_and_read
+from .recorder import RecordingDevice
+from .workload import MKFS_MARK, RECOVERY_MARK, Operation, apply, mark_text, parse_mark, random_workload
+
+DEFAULT_STATES = 2  # first-phase crash states each run continues from
+PHASE2_OPS = 20
+
+
+def pick_states(space, points: list[int], sync_done: list[int], n: int) -> list:
+    """n crash states (forced-only and all-persisted alternately) at evenly spaced points."""
+    cands = []
+    for pi in points:
+        k = parse_mark(space.points[pi].last_mark or "")
+        if k is not None and sync_done[k + 1] < k + 1 and space.free_writes(pi):
+            cands.append(pi)
+    if not cands or n <= 0:
+        return []
+    out = []
+    for i in range(n):
+        pi = cands[(i * 2 + 1) * len(cands) // (2 * n)]
+        free = space.free_writes(pi)
+        combo = () if i % 2 == 0 else tuple((pos, 1) for pos, w in enumerate(free) if w.dead > pi)
+        out.append(space.state_from_combo(pi, combo))
+    return out
+
+
+def record_phase2(base_img: str, log_path: str, seed: int, existing: tuple[str, ...], nops: int) -> list:
+    """Recovery + a random workload on `base_img` (a crash state) through the recorder; the ops run.
+
+    An operation the store refuses for lack of space changes nothing (store._reserve), so it is
+    left out of the workload rather than ending the phase.
+    """
+    dev = Device(base_img)
+    rec = RecordingDevice(dev, log_path)
+    done = []
+    try:
+        rec.mark(RECOVERY_MARK)
+        st = Store.open(rec, recover=True)
+        rec.mark(MKFS_MARK)
+        # allocator pressure first: a file taking ~3/4 of the truly free space (what the files
+        # own says, not the bitmap), so a freelist that recovery got wrong hands out a live block
+        free = st.sb.nblocks - len(st.owned_blocks())
+        fill = [Operation("put", "phase2-fill", 0, max(0, free * 3 // 4 - 8) * BLOCK_SIZE, seed)] if free > 16 else []
+        for op in fill + random_workload(seed, nops, existing=existing):
+            try:
+                apply(st, op)
+            except NoSpaceError:
+                continue
+            rec.mark(mark_text(len(done), op))
+            done.append(op)
+    finally:
+        rec.close()
+    return done
+
+
+def second_phases(workdir: str, res, ops: list, explore_log, save_workload, *, protocol: str, barrier: str,
+                  seed: int, n: int = DEFAULT_STATES, nops: int = PHASE2_OPS, **kw) -> list:
+    """Explore n second phases of a finished first-phase Result; returns their Results.
+
+    `explore_log` and `save_workload` are explore.py's (passed in: explore.py imports this module).
+    """
+    space = res.space
+    points = [p for p, _, _ in res.points]
+    sd, last = [0], 0  # sync_done[d]: ops up to the last sync among the first d ops
+    for j, op in enumerate(ops):
+        last = j + 1 if op.kind == "sync" else last
+        sd.append(last)
+    out = []
+    for i, st in enumerate(pick_states(space, points, sd, n)):
+        contents, err, _ = recover_and_read(st.overlay())
+        if contents is None:
+            continue  # the first phase reports this state
+        base = os.path.join(workdir, f"phase2-{i}.base.img")
+        st.overlay().materialize(base)
+        work = os.path.join(workdir, f"phase2-{i}.img")
+        shutil.copyfile(base, work)
+        log = os.path.join(workdir, f"phase2-{i}.log")
+        try:
+            ops = record_phase2(work, log, seed * 1000 + i, tuple(sorted(contents)), nops)
+        except BlkError as e:  # the recovery the first phase accepted fails when run for real
+            raise BlkError(f"second phase from {st.id}: {e}") from None
+        save_workload(log, protocol, barrier, ops, phase2_of=st.id)
+        r = explore_log(log, protocol=protocol, ops=ops, seed=seed, barrier=barrier, base=base,
+                           initial=contents, **kw)
+        r.notes.append(f"second phase from first-phase state {st.id} ({st.point.label}), recovered then "
+                       f"{len(ops)} ops")
+        r.phase2_of = st.id
+        out.append(r)
+    return out

@@ -1,0 +1,21 @@
+"""jbd2 "recovery trusts an unchecked descriptor": a transaction is replayed without its commit checksum.
+
+Each journal block is sealed on its own, so a transaction whose descriptor landed while a later
+block still holds a (valid, sealed) block of an older lap of the log looks whole block by block;
+only the commit checksum over the whole transaction tells.  Here replay skips it and installs
+records parsed from a stale block.
+"""
+
+from . import Mutant
+
+MUTANT = Mutant(
+    "journal-replay-unchecked-descriptor", __doc__.splitlines()[0],
+    "blkjournal.journal:_decode",
+    (("""
+if crc32c(struct.pack("<QII", seq, nblocks, prev) + stream[:o]) != commit:
+    return None
+""", """
+if False:
+    return None
+"""),),
+    protocols=("journal",))

@@ -1,0 +1,13 @@
+"""fsck stops reporting used-list entries that reference nothing (an orphan leak unseen).
+"""
+
+from . import Mutant
+
+MUTANT = Mutant(
+    "fsck-no-usedlist-leak", __doc__.splitlines()[0],
+    "blkjournal.fsck:fsck",
+    (("""
+stray = {x for x in listed - reach if in_data(x)}
+""", """
+stray = set()
+"""),), kind="fsck")
