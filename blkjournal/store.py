@@ -311,28 +311,29 @@ class Store:
         if offset >= end:
             return b""
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        out = bytearray()
-        idx = first
-        while idx <= last:
-            b, crc = f.map.lookup(idx)
-            if not b:
-                out += ZERO
-                idx += 1
+        out = bytearray((last - first + 1) * BLOCK_SIZE)  # holes read as zeros: only mapped blocks are read
+        runs: list[list] = []  # [first index, first block, [crcs]]: physically contiguous mapped blocks
+        for idx, b, crc in f.map.data_entries():
+            if idx < first:
                 continue
-            run = 1  # coalesce physically contiguous blocks into one read
-            while idx + run <= last and run < 256 and f.map.lookup(idx + run)[0] == b + run:
-                run += 1
-            buf = self.dev.read(b, run)
+            if idx > last:
+                break
+            r = runs[-1] if runs else None
+            if r and r[0] + len(r[2]) == idx and r[1] + len(r[2]) == b and len(r[2]) < 256:
+                r[2].append(crc)
+            else:
+                runs.append([idx, b, [crc]])
+        for idx, b, crcs in runs:
+            buf = self.dev.read(b, len(crcs))
             if verify:
-                for k in range(run):
-                    c = f.map.lookup(idx + k)[1]
+                for k, c in enumerate(crcs):
                     if crc32c(buf[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]) != c:
                         raise CorruptError(f"file {f.name!r}: data block {b + k} (file block {idx + k}) "
                                            f"fails its checksum")
-            out += buf
-            idx += run
+            o = (idx - first) * BLOCK_SIZE
+            out[o:o + len(buf)] = buf
         lo = offset - first * BLOCK_SIZE
-        return bytes(out[lo:lo + end - offset])
+        return bytes(memoryview(out)[lo:lo + end - offset])  # one copy (a sparse file may be 128 MiB)
 
     # ------------------------------------------------------------------ operations
     def _begin(self, name: str) -> Op:

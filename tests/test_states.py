@@ -14,7 +14,7 @@ from blkjournal.crash.cli import log_app, replay_app
 from blkjournal.crash.image import BaseImage, Overlay
 from blkjournal.crash.logwrites import read_log
 from blkjournal.crash.recorder import RecordingDevice, read_sidecar, sidecar_path
-from blkjournal.crash.states import CrashSpace, load, pattern, prefix_overlay, replay_prefix
+from blkjournal.crash.states import CrashSpace, load, mask_code, pattern, prefix_overlay, replay_prefix
 from blkjournal.device import BLOCK_SIZE as B
 from blkjournal.errors import BlkError, CorruptError
 
@@ -187,30 +187,31 @@ def test_torn_states_are_exactly_the_legal_ones_when_small(tmp_path_factory, ops
 
 
 def test_torn_patterns_are_legal_tears(tmp_path):
-    """512-byte sectors: a 4 KiB write tears as prefixes and suffixes, each a legal state."""
+    """1 KiB sectors: a 4 KiB write tears in every sector subset, each a legal state."""
     ops = [("w", 0, 1, 7, "a"), ("fua", 1, 1, 9, "commit")]
-    space = load(record(tmp_path, ops, ss=512), torn=True, bound=1 << 20)
+    space = load(record(tmp_path, ops, ss=1024), torn=True, bound=1 << 20)
     states = list(space.iter_states())
     for s in states:  # legal: any sector subset of each free write, forced ones whole
         img = image(s)
-        sectors = [img[k:k + 512] for k in range(0, 2 * B, 512)]
-        assert all(x in (bytes(512), bytes([7]) * 512) for x in sectors[:8])
+        sectors = [img[k:k + 1024] for k in range(0, 2 * B, 1024)]
+        assert all(x in (bytes(1024), bytes([7]) * 1024) for x in sectors[:4])
         commit_forced = s.point.op is not None and s.point.op.role == "commit" and not s.point.inflight
-        assert all(x in ((bytes([9]) * 512,) if commit_forced else (bytes(512), bytes([9]) * 512)) for x in sectors[8:])
+        assert all(x in ((bytes([9]) * 1024,) if commit_forced else (bytes(1024), bytes([9]) * 1024)) for x in sectors[4:])
         assert img[2 * B:] == bytes(len(img) - 2 * B)
     during = [p for p in space.points if p.inflight][0]
     torn_commit = [s for s in states if s.point is during and [op.role for op, _ in s.torn] == ["commit"]]
-    assert len(torn_commit) == 2 * 14  # "a" whole or absent, times 7 prefixes + 7 suffixes of the commit
+    assert len(torn_commit) == 2 * 14  # "a" whole or absent, times the commit's 14 proper tears
     assert len([s for s in states if s.point is during]) == 16 * 16  # each: absent, whole, 14 tears
     cov = space.explore().coverage
-    assert 0 < cov.coverage < 1 and cov.exhaustive_points == len(space.points)
+    assert cov.coverage == 1 and cov.exhaustive_points == len(space.points)
 
 
 def test_pattern_codes():
     assert pattern(8, 0) == () and pattern(8, 1) == tuple(range(8))
-    assert pattern(8, 2) == (0,) and pattern(8, 8) == tuple(range(7))  # prefixes
-    assert pattern(8, 9) == (7,) and pattern(8, 15) == tuple(range(1, 8))  # suffixes
-    assert pattern(3, 2) == (0,) and pattern(3, 7) == (1, 2)  # all subsets when small
+    assert pattern(8, 2) == (0,) and pattern(8, 1 + 0b10100101) == (0, 2, 5, 7)  # code - 1: the sector mask
+    assert pattern(3, 2) == (0,) and pattern(3, 7) == (1, 2)
+    assert [mask_code(8, m) for m in (0, 0xFF, 0b101)] == [0, 1, 6]
+    assert all(pattern(8, mask_code(8, m)) == tuple(i for i in range(8) if m >> i & 1) for m in range(256))
 
 
 # -- superseding, pruning, ids, sampling, dedup ----------------------------------------------------

@@ -25,7 +25,7 @@ from .minimize import explain
 from .multicrash import DEFAULT_STATES, second_phases
 from .logwrites import read_log
 from .recorder import RecordingDevice, read_sidecar, sidecar_path
-from .states import DEFAULT_BOUND, CrashSpace
+from .states import DEFAULT_BOUND, CrashSpace, mask_code
 from .workload import IMAGE_SIZE, MKFS_MARK, NAMED, RECOVERY_MARK, SEEDED, Operation, model_states, parse_mark, random_workload, run
 
 
@@ -232,54 +232,125 @@ def _nfree(space, pi: int) -> int:
     return len(space.free_writes(pi))
 
 
+def _units(space, pi: int, free: list, rel: list[int]) -> tuple[list[tuple], dict[int, int]]:
+    """The search's binary units at crash point pi, and per write the sectors that cannot matter.
+
+    Untorn: one unit per relevant free write, (pos, None).  Torn: one per *sector* of it, (pos,
+    i) -- the atomic unit is the sector (DESIGN §2), so searching sectors keeps coverage exact --
+    except sectors that cannot change the image: ones no other free write touches whose content
+    equals what lies beneath (an in-place update rewrites a 4 KiB block to change a few bytes),
+    or that a newer forced write hides.  Those count as covered either way.
+    """
+    if not space.torn:
+        return [(pos, None) for pos in rel], {}
+    count: dict[int, int] = {}
+    for w in free:
+        for k in range(w.s0, w.s0 + w.n):
+            count[k] = count.get(k, 0) + 1
+    fv, ss = space.forced_view(pi), space.sectorsize
+    units, idle = [], {}
+    for pos in rel:
+        w, n_idle = free[pos], 0
+        for i in range(w.n):
+            sec = w.s0 + i
+            if count[sec] == 1:
+                h = fv.holder(sec)
+                if h is not None and h[0] > w.seq:
+                    n_idle += 1
+                    continue
+                below = fv.get(sec)
+                if below is None:
+                    below = space.base.read(sec * ss, ss)
+                if bytes(w.chunks[i]) == bytes(below):
+                    n_idle += 1
+                    continue
+            units.append((pos, i))
+        idle[pos] = n_idle
+    return units, idle
+
+
+def _combo(free, decided: dict, idle: dict) -> tuple:
+    """The state choice of a node's representative: decided-present units persisted, the rest not."""
+    masks: dict[int, int] = {}
+    for (pos, i), c in decided.items():
+        if c:
+            masks[pos] = masks.get(pos, 0) | (1 << i if i is not None else -1)
+    out = []
+    for pos, m in masks.items():
+        w = free[pos]
+        if m == -1:
+            out.append((pos, 1))
+            continue
+        full = (1 << w.n) - 1
+        if bin(m).count("1") + idle.get(pos, 0) == w.n:
+            m = full  # every sector that matters persisted: the whole write (the idle ones change nothing)
+        out.append((pos, mask_code(w.n, m)))
+    return tuple(sorted(out))
+
+
 def _search_segment(si: int) -> dict:
     """Check every crash state of one segment by equivalence classes of what recovery reads.
 
-    Node = a partial choice (position -> code, 0 = absent) over the last point's free writes.
-    Its representative (undecided writes absent) is checked; the free writes touching a block the
-    check read before writing split the node: T[0] present, or T[0] absent and T[1] present, ...
-    and the node itself then stands for "all of T absent, anything for the rest".
+    Node = a partial choice (unit -> 0 absent / 1 present) over the last point's free writes'
+    units (whole writes, or with --torn their sectors: `_units`).  Its representative (undecided
+    units absent) is checked; the units touching a block the check read before writing split
+    the node: T[0] present, or T[0] absent and T[1] present, ... and the node itself then stands
+    for "all of T absent, anything for the rest".
     """
     space, seg = _CTX["space"], _CTX["segments"][si]
     models, kind, nops, bound = _CTX["models"], _CTX["kind"], _CTX["nops"], _CTX["bound"]
     pi = seg[-1]
     free = space.free_writes(pi)
     rel = [pos for pos, w in enumerate(free) if w.dead > pi]
+    relset = set(rel)
     spb = BLOCK_SIZE // space.sectorsize
-    blocks_of = {pos: set(range(free[pos].s0 // spb, (free[pos].s0 + free[pos].n - 1) // spb + 1)) for pos in rel}
+    units, idle = _units(space, pi, free, rel)
+    blocks_of = {}
+    for u in units:
+        w = free[u[0]]
+        if u[1] is None:
+            blocks_of[u] = set(range(w.s0 // spb, (w.s0 + w.n - 1) // spb + 1))
+        else:
+            blocks_of[u] = {(w.s0 + u[1]) // spb}
+    sector_of = {u: free[u[0]].s0 + u[1] for u in units if u[1] is not None}
     limits = [(p, _nfree(space, p)) for p in seg]
     windows = {p: _window(space.points[p], nops) for p in seg} if models is not None else {}
     out = {"segment": si, "points": seg, "checks": 0, "covered": 0, "failures": [],
            "legal_space": sum(_space_size(space, p) for p in seg)}
     shared: dict[int, bytes] = {}
-    varying = set().union(*(blocks_of[pos] for pos in rel)) if rel else set()
+    varying = set().union(*blocks_of.values()) if units else set()
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
-        combo = tuple(sorted((pos, c) for pos, c in decided.items() if c))
-        st = space.state_from_combo(pi, combo)
+        st = space.state_from_combo(pi, _combo(free, decided, idle))
         tr = Tracer(st.overlay(), shared, varying)
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
-        present_later = [q for q, c in decided.items() if c == 1]
-        touched = [pos for pos in reversed(rel) if pos not in decided and blocks_of[pos] & tr.first_read
-                   and not any(q > pos and _covers(free[q], free[pos]) for q in present_later)]
-        for i, pos in enumerate(touched):
+        present_later = [u for u, c in decided.items() if c == 1]
+        touched = [u for u in reversed(units) if u not in decided and blocks_of[u] & tr.first_read
+                   and not any(_hides(free, q, u, sector_of) for q in present_later)]
+        for i, u in enumerate(touched):
             d = dict(decided)
             for q in touched[:i]:
                 d[q] = 0
-            for code in range(free[pos].radix - 1, 0, -1):
-                stack.append(d | {pos: code})
+            d[u] = 1
+            stack.append(d)
         fixed = set(decided) | set(touched)
-        present = [pos for pos, c in decided.items() if c]
+        free_units: dict[int, int] = {}
+        for u in units:
+            if u not in fixed:
+                free_units[u[0]] = free_units.get(u[0], 0) + 1
+        present = sorted({u[0] for u, c in decided.items() if c})
         maxpos = max(present, default=-1)
         for p, nf in limits:
             if maxpos >= nf:
                 continue
             size = 1
             for q, w in enumerate(free[:nf]):
-                if q not in fixed:
+                if q not in relset:
                     size *= w.legal
+                else:
+                    size <<= free_units.get(q, 0) + idle.get(q, 0)
             out["covered"] += size
             if contents is None:
                 ok, reason = False, err
@@ -289,13 +360,24 @@ def _search_segment(si: int) -> dict:
                 v = judge(contents, models, windows[p], kind)
                 ok, reason = v.legal, v.reason
             if not ok:
+                gone = {u[0] for u in list(decided) + touched if not decided.get(u)} - set(present)
                 out["failures"].append({"point": p, "at": pi, "state": st.id, "reason": reason, "findings": findings,
-                                        "present": sorted(present),
-                                        "absent": sorted(q for q in [q for q, c in decided.items() if not c] + touched
-                                                         if q < nf),  # writes not yet submitted at p: not lost
+                                        "present": present,
+                                        "absent": sorted(q for q in gone if q < nf),  # not yet submitted at p: not lost
+                                        "torn": {pos: c for pos, c in st.combo if c != 1},
                                         "size": size})
     out["uncovered_nodes"] = len(stack)
     return out
+
+
+def _hides(free, q: tuple, u: tuple, sector_of: dict) -> bool:
+    """Does present unit q (a later write) hide unit u entirely?"""
+    if q[0] <= u[0]:
+        return False
+    if u[1] is None:
+        return q[1] is None and _covers(free[q[0]], free[u[0]])
+    return (sector_of[q] if q[1] is not None else None) == sector_of[u] or (
+        q[1] is None and free[q[0]].s0 <= sector_of[u] < free[q[0]].s0 + free[q[0]].n)
 
 
 def _covers(later, earlier) -> bool:

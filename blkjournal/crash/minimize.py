@@ -15,9 +15,15 @@ def explain(space, failure: dict) -> list[str]:
     p = space.points[pi]
     free = space.free_writes(failure.get("at", pi))
     lines = [f"crash {p.label}" + (f" (after {p.last_mark})" if p.last_mark else "")]
+    torn = failure.get("torn") or {}
     for pos in failure["present"]:
         op = free[pos].op
-        lines.append(f"durable: {op.role or op.describe()}")
+        what = f"durable: {op.role or op.describe()}"
+        if pos in torn:
+            from .states import pattern
+
+            what += f" -- torn: only sectors {list(pattern(free[pos].n, torn[pos]))} of {free[pos].n}"
+        lines.append(what)
     absent = failure["absent"]
     for pos in absent[:8]:
         op = free[pos].op

@@ -48,7 +48,6 @@ from .logwrites import Log, read_log
 from .recorder import Sidecar, read_sidecar, sidecar_path
 
 DEFAULT_BOUND = 4096
-TORN_ALL_MAX = 4  # writes of at most this many sectors tear in every sector subset
 WRITE_KINDS = ("write", "fua", "discard")
 NEVER = 1 << 62  # "forced at no crash point"
 UNDER_APPROX_NOTE = ("no sidecar: submission order taken from the log, which under-approximates the crash "
@@ -147,10 +146,10 @@ def _token(sector: int, content) -> int:
 
 
 def _radix(n: int, torn: bool) -> int:
-    """How many choices a free write of n sectors has: absent, whole, and its tear patterns."""
+    """How many choices a free write of n sectors has: absent, whole, and every tear pattern."""
     if not torn or n <= 1:
         return 2
-    return 2 ** n if n <= TORN_ALL_MAX else 2 * n
+    return 2 ** n
 
 
 _PATTERNS: dict[tuple[int, int], tuple[int, ...]] = {}
@@ -159,8 +158,8 @@ _PATTERNS: dict[tuple[int, int], tuple[int, ...]] = {}
 def pattern(n: int, code: int) -> tuple[int, ...]:
     """Sector indices (within the write) that persist for choice `code` of an n-sector write.
 
-    0 absent, 1 whole; then for n <= TORN_ALL_MAX every proper nonempty subset (code - 1 is the
-    sector bitmask), else the prefixes of 1..n-1 sectors followed by the suffixes of 1..n-1.
+    0 absent, 1 whole; otherwise code - 1 is the bitmask of the sectors that persisted (every
+    proper nonempty subset: the atomic unit is the sector, DESIGN §2).
     """
     key = (n, code)
     got = _PATTERNS.get(key)
@@ -169,14 +168,25 @@ def pattern(n: int, code: int) -> tuple[int, ...]:
             got = ()
         elif code == 1:
             got = tuple(range(n))
-        elif n <= TORN_ALL_MAX:
-            got = tuple(i for i in range(n) if (code - 1) >> i & 1)
-        elif code <= n:
-            got = tuple(range(code - 1))
         else:
-            got = tuple(range(2 * n - code, n))
-        _PATTERNS[key] = got
+            got = tuple(i for i in range(n) if (code - 1) >> i & 1)
+        if len(_PATTERNS) < 1 << 16:
+            _PATTERNS[key] = got
     return got
+
+
+def mask_code(n: int, mask: int) -> int:
+    """The choice code of an n-sector write whose persisted sectors are the bits of `mask`."""
+    if not mask:
+        return 0
+    return 1 if mask == (1 << n) - 1 else mask + 1
+
+
+def tear_examples(n: int) -> list[int]:
+    """Codes of the telling tears of an n-sector write (for sampling): prefixes and suffixes."""
+    full = (1 << n) - 1
+    masks = [(1 << k) - 1 for k in range(1, n)] + [full ^ ((1 << k) - 1) for k in range(1, n)]
+    return [mask_code(n, m) for m in dict.fromkeys(masks)]
 
 
 # -- building the operation list -------------------------------------------------------------------
@@ -359,7 +369,7 @@ class StateWrites(Mapping):
             choice = self.choice
             for pos, seq, i in cands:
                 code = choice.get(pos)
-                if code and (code == 1 or i in pattern(self._writers.free[pos].n, code)):
+                if code and (code == 1 or (code - 1) >> i & 1):
                     h = self.forced.holder(s)
                     if h is None or h[0] < seq:
                         return self._writers.free[pos].chunks[i]
@@ -663,8 +673,9 @@ class CrashSpace:
             for p in rel:  # only one
                 yield ((p, 1),)
             for j, (p, m) in enumerate(zip(rel, radices)):  # in-order disk, torn at write j
-                for c in range(2, m):
-                    yield tuple((q, 1) for q in rel[:j]) + ((p, c),)
+                if m > 2:
+                    for c in tear_examples(m.bit_length() - 1):
+                        yield tuple((q, 1) for q in rel[:j]) + ((p, c),)
 
         def randoms():
             binary = all(m == 2 for m in radices)
