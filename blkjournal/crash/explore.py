@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from ..device import BLOCK_SIZE, BlockDevice, Device
 from ..errors import BlkError
@@ -528,9 +529,10 @@ def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int 
 
 def merge_phase(res: Result, r: Result) -> None:
     """Fold a second phase's Result into the first's: counts add up, failures say where they came from."""
-    res.states_enumerated += r.states_enumerated
-    covered = res.coverage * (res.states_enumerated - r.states_enumerated) + r.coverage * r.states_enumerated
-    res.coverage = covered / res.states_enumerated if res.states_enumerated else 1.0
+    total = res.states_enumerated + r.states_enumerated
+    w = float(Fraction(r.states_enumerated, total)) if total else 0.0  # counts may exceed any float
+    res.coverage = res.coverage * (1 - w) + r.coverage * w
+    res.states_enumerated = total
     res.states_checked += r.states_checked
     res.crash_points += r.crash_points
     res.illegal += r.illegal
