@@ -271,8 +271,22 @@ def _first_bad(good, lost, named, models, ks) -> str:
 
 
 # ---------------------------------------------------------------- the plan
-class _Space:
+class FaultSpace:
     """Per-run indexes over a CrashSpace the fault sampler and the injector need."""
+
+    @classmethod
+    def from_log(cls, log_path: str, ops=None) -> "FaultSpace":
+        """The crash points after mkfs of a recorded run (as explore_log takes them)."""
+        from .explore import MKFS_MARK, load_workload
+        from .states import load
+
+        space = load(log_path)
+        ops = ops if ops is not None else (load_workload(log_path) or {}).get("ops")
+        if ops is None:
+            raise BlkError(f"{log_path}: no workload file beside the log")
+        start = next(p.index for p in space.points if p.last_mark == MKFS_MARK)
+        return cls(space, ops, start, [p.index for p in space.points
+                                       if p.index >= start and p.last_mark != "dm-log-writes-end"])
 
     def __init__(self, space, ops, start: int, points: list[int]) -> None:
         self.space, self.start, self.points = space, start, points
@@ -304,6 +318,12 @@ class _Space:
                 t = block_type(raw) if raw is not None else None
                 if t is not None:
                     self.types.setdefault(t, {}).setdefault(b, self.sub_point.get(w.seq, 0))
+
+    def role_at(self, b: int, pi: int) -> str:
+        """Who last wrote block b by crash point pi (the sidecar's role), for reports."""
+        ws = [w for s in range(b * self.spb, (b + 1) * self.spb) for w in self.by_sector.get(s, ())
+              if self.sub_point.get(w.seq, 1 << 60) <= pi]
+        return max(ws, key=lambda w: w.seq).op.role if ws else "never written"
 
     def blocks_of(self, w) -> range:
         return range(w.s0 // self.spb, (w.s0 + w.n - 1) // self.spb + 1)
@@ -414,7 +434,7 @@ def _sample_combo(rng: random.Random, free: list) -> tuple:
     return tuple((pos, 1) for pos in range(len(free)) if rng.random() < 0.5)
 
 
-def plan(fs: _Space, kind: str, samples: int, seed: int, fault_at=None) -> list[Fault]:
+def plan(fs: FaultSpace, kind: str, samples: int, seed: int, fault_at=None) -> list[Fault]:
     """Up to `samples` distinct faults of one kind, seeded; `fault_at` pins point/block/dest."""
     rng = random.Random(f"faults:{seed}:{kind}")
     points = fs.points
@@ -448,7 +468,7 @@ def plan(fs: _Space, kind: str, samples: int, seed: int, fault_at=None) -> list[
     return out
 
 
-def _one(fs: _Space, kind, rng, pi, combo, chosen, want_block, want_dest) -> Fault | None:
+def _one(fs: FaultSpace, kind, rng, pi, combo, chosen, want_block, want_dest) -> Fault | None:
     nb = fs.space.nblocks
     if kind in WRITE_FAULTS:
         if kind == "lost-write":
@@ -481,8 +501,8 @@ def _one(fs: _Space, kind, rng, pi, combo, chosen, want_block, want_dest) -> Fau
                 dest = b + rng.choice((-1, 1))
             else:
                 dest = rng.randrange(nb)
-            if not 0 <= dest < nb or dest == b:
-                return None
+        if not 0 <= dest < nb or dest in fs.blocks_of(w):  # within W itself: not a misdirection
+            return None
         return Fault(kind, pi, combo, b, w.seq, dest=dest)
     blocks = [want_block] if want_block is not None else fs.written_blocks(pi)
     if not blocks:
@@ -494,7 +514,7 @@ def _one(fs: _Space, kind, rng, pi, combo, chosen, want_block, want_dest) -> Fau
     return Fault(kind, pi, combo, b)
 
 
-def inject(fs: _Space, f: Fault) -> FaultyDevice:
+def inject(fs: FaultSpace, f: Fault) -> FaultyDevice:
     """The crash state with the fault applied, as a fresh device."""
     st = fs.space.state_from_combo(f.point, f.combo)
     ov = st.overlay()
@@ -522,7 +542,7 @@ def inject(fs: _Space, f: Fault) -> FaultyDevice:
     return FaultyDevice(ov, {f.block: bytes(raw)})
 
 
-def rollback_point(fs: _Space, f: Fault) -> tuple[int, tuple] | None:
+def rollback_point(fs: FaultSpace, f: Fault) -> tuple[int, tuple] | None:
     """For a lost or misdirected write: the last crash point p' before W was durable, and the
     choice there that keeps what S persisted except W.  None when there is no such point."""
     w = fs.by_seq[f.seq]
@@ -550,10 +570,17 @@ _FCTX: dict = {}
 
 
 def _check(i: int) -> dict:
-    fs, f, kind = _FCTX["fs"], _FCTX["plan"][i], _FCTX["kind"]
-    row = {"i": i}
+    return {"i": i, **judge_fault(_FCTX["fs"], _FCTX["plan"][i], _FCTX["kind"], _FCTX["base"])}
+
+
+def judge_fault(fs: FaultSpace, f: Fault, kind: str, cache: dict | None = None) -> dict:
+    """Inject f, observe the store, classify: {"outcome", "reason", "where", "codes"}.
+
+    `kind` is the protocol's model kind (check.model_kind); `cache` remembers which base states
+    are legal without the fault."""
+    row: dict = {}
+    cache = {} if cache is None else cache
     base_key = (f.point, f.combo)
-    cache = _FCTX["base"]
     if base_key not in cache:
         ob = observe(fs.space.state_from_combo(f.point, f.combo).overlay())
         cache[base_key] = not ob.crashed and not ob.named and acceptable(ob, fs.models, fs.window(f.point), kind)[0]
@@ -595,13 +622,14 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
     if samples < 1:
         raise BlkError("--fault-samples must be at least 1")
     t0 = time.monotonic()
-    fs = _Space(space, ops, start, points)
+    fs = FaultSpace(space, ops, start, points)
     out = {"kinds": list(kinds), "samples_per_kind": samples, "seed": seed, "fault_at": fault_at,
            "injected": 0, "candidates": 0, **{k: 0 for k in OUTCOMES}, "by_kind": {}, "detected_by": {},
            "findings": {}, "examples": []}
     for kind in kinds:
         faults = plan(fs, kind, samples, seed, fault_at)
         rows = _run(fs, faults, model_kind(protocol), jobs)
+        shown = 0
         shown = 0
         cands = fs.candidates_total(kind)
         pairs = {(f.point, f.block, f.seq) for f in faults}
@@ -616,8 +644,9 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
             if r["outcome"] in ("silent_corruptions", "crashed", "undetectable") and shown < MAX_EXAMPLES:
                 shown += 1
                 f = faults[r["i"]]
-                out["examples"].append({"outcome": r["outcome"], "fault": f.describe(), "reason": r.get("reason", ""),
-                                        **f.to_json()})
+                role = fs.by_seq[f.seq].op.role if f.seq is not None else fs.role_at(f.block, f.point)
+                out["examples"].append({"outcome": r["outcome"], "fault": f.describe(), "role": role,
+                                        "reason": r.get("reason", ""), **f.to_json()})
         out["by_kind"][kind] = k
         out["injected"] += k["injected"]
         out["candidates"] += cands
@@ -629,7 +658,7 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
     return out
 
 
-def _run(fs: _Space, faults: list[Fault], kind: str, jobs: int) -> list[dict]:
+def _run(fs: FaultSpace, faults: list[Fault], kind: str, jobs: int) -> list[dict]:
     _FCTX.clear()
     _FCTX.update(fs=fs, plan=faults, kind=kind, base={})
     if jobs <= 1 or len(faults) < 8:
@@ -656,4 +685,4 @@ def print_summary(fx: dict, out=None) -> None:
                   f"{k['detected']:4}  harmless {k['harmless']:4}  undetectable {k['undetectable']:4}  "
                   f"crashed {k['crashed']:4}  coverage {k['coverage']:.4f}")
     for ex in fx["examples"][:5]:
-        con.print(f"  [red]{ex['outcome']}[/]: {escape(ex['fault'])}: {escape(ex['reason'])}")
+        con.print(f"  [red]{ex['outcome']}[/]: {escape(ex['fault'])} ({escape(ex['role'])}): {escape(ex['reason'])}")
