@@ -36,8 +36,8 @@ def main() -> None:
         os.environ["BLKJOURNAL_WEAK_DETECTION"] = "1"
     configs = [tuple(c.split("/")) for c in a.config] if a.config else CONFIGS
     runs = []
-    print(f"| config | runs | injected | silent | detected | harmless | undetectable | crashed | coverage | "
-          f"illegal (no fault) | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| config | runs | injected | silent | detected | harmless | undetectable | crashed | coverage | "
+          "illegal (no fault) | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for protocol, barrier in configs:
         tot = {o: 0 for o in OUTCOMES} | {"injected": 0, "candidates": 0, "illegal": 0}
         by_kind = {k: {o: 0 for o in OUTCOMES} for k in KINDS}

@@ -269,3 +269,20 @@ def test_cli_faults_report_and_bad_input(tmp_path):
                       (["--faults", "bitrot", "--fault-samples", "0"], "at least 1")):
         r = cli("crashtest", "--ops", "5", "--jobs", "1", *args)
         assert r.code == 2 and msg in r.err and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1, r
+
+
+def test_check_log_faults_are_seeded_and_parallel(ordered, tmp_path):
+    """check-log takes --faults too; the same seed gives the same tally with 1 or 2 processes."""
+    log, _ = ordered
+    tallies = []
+    for jobs in ("1", "2"):
+        out = str(tmp_path / f"r{jobs}.json")
+        r = cli("check-log", log, "--faults", "lost-write,misdirect", "--fault-samples", "12", "--seed", "5",
+                "--jobs", jobs, "--json", out)
+        assert r.code in (0, 1) and "Traceback" not in r.err, r.err
+        fx = json.load(open(out))["faults"]
+        fx.pop("seconds")
+        tallies.append(fx)
+    assert tallies[0] == tallies[1] and tallies[0]["injected"] == 24
+    fs = F.FaultSpace.from_log(log)
+    assert F.plan(fs, "lost-write", 12, 5) != F.plan(fs, "lost-write", 12, 6)
