@@ -209,6 +209,24 @@ def test_oracle_flags_a_crash(ordered, monkeypatch):
     assert fx["crashed"] == 2 and "IndexError" in fx["examples"][0]["reason"]
 
 
+def test_read_errors_must_name_file_and_block(ordered, monkeypatch):
+    log, fs = ordered
+    last, b = _data_block(fs)
+    orig, message = Store.read_file, {}
+
+    def reader(self, f, *a, **k):
+        if isinstance(self.dev, F.FaultyDevice):
+            raise BlkError(message["text"].format(name=f.name))
+        return orig(self, f, *a, **k)
+
+    monkeypatch.setattr(Store, "read_file", reader)
+    kw = dict(kinds=("bitrot",), samples=1, fault_at=(last, b, None), start=fs.start, points=fs.points)
+    for text, vague in (("something is wrong", 1), (f"file {{name!r}}: data block {b} fails its checksum", 0)):
+        message["text"] = text
+        fx = F.explore_faults(fs.space, load_workload(log)["ops"], "ordered", **kw)
+        assert fx["detected"] == 1 and fx["vague_errors"] == vague, (text, fx)
+
+
 def test_lost_last_commit_record_is_undetectable(journal):
     """The lost write of the very last commit record rolls back to a state a crash just before
     it would have left: identical on every block, so no design can tell."""

@@ -30,6 +30,8 @@ injected fault is classified:
                       file missing or resurrected with nothing named, a rollback past the window.
   crashed             the store raised something other than a named error (a traceback), or hung.
 
+A read error that does not name the file and a block number is counted apart (`vague_errors`).
+
 Base states that are illegal without any fault (possible under "none") are skipped and counted
 (`base_illegal`): a fault's effect is only judged against a state the protocol gets right.
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import random
+import re
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -589,6 +592,7 @@ def judge_fault(fs: FaultSpace, f: Fault, kind: str, cache: dict | None = None) 
         return row
     ob = observe(inject(fs, f))
     row["where"] = ob.where if ob.named else None
+    row["vague"] = any(n not in m or not re.search(r"block \d+", m) for n, m in (ob.read_errors or {}).items())
     row["codes"] = sorted({x.split(":")[0] for x in ob.findings})
     if ob.crashed:
         row.update(outcome="crashed", reason=ob.crashed)
@@ -624,7 +628,7 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
     t0 = time.monotonic()
     fs = FaultSpace(space, ops, start, points)
     out = {"kinds": list(kinds), "samples_per_kind": samples, "seed": seed, "fault_at": fault_at,
-           "injected": 0, "candidates": 0, **{k: 0 for k in OUTCOMES}, "by_kind": {}, "detected_by": {},
+           "injected": 0, "candidates": 0, **{k: 0 for k in OUTCOMES}, "vague_errors": 0, "by_kind": {}, "detected_by": {},
            "findings": {}, "examples": []}
     for kind in kinds:
         faults = plan(fs, kind, samples, seed, fault_at)
@@ -635,8 +639,10 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
         pairs = {(f.point, f.block, f.seq) for f in faults}
         k = {"injected": len(faults), "candidates": cands,
              "coverage": round(len(pairs) / cands, 6) if cands else 1.0, **{o: 0 for o in OUTCOMES}}
+        k["vague_errors"] = 0
         for r in rows:
             k[r["outcome"]] += 1
+            k["vague_errors"] += bool(r.get("vague"))
             if r.get("where"):
                 out["detected_by"][r["where"]] = out["detected_by"].get(r["where"], 0) + 1
             for c in r.get("codes", ()):
@@ -650,7 +656,7 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
         out["by_kind"][kind] = k
         out["injected"] += k["injected"]
         out["candidates"] += cands
-        for o in OUTCOMES:
+        for o in OUTCOMES + ("vague_errors",):
             out[o] += k[o]
     out["coverage"] = round(sum(v["injected"] for v in out["by_kind"].values()) / out["candidates"], 6) \
         if out["candidates"] else 1.0
@@ -679,7 +685,8 @@ def print_summary(fx: dict, out=None) -> None:
               + (f"[red]{sc} silent corruptions[/]" if sc else "[green]0 silent corruptions[/]")
               + f", {fx['detected']} detected, {fx['harmless']} harmless, {fx['undetectable']} undetectable"
               + (f", [red]{fx['crashed']} crashed[/]" if fx["crashed"] else "")
-              + (f", {fx['base_illegal']} on illegal base states (skipped)" if fx["base_illegal"] else ""))
+              + (f", {fx['base_illegal']} on illegal base states (skipped)" if fx["base_illegal"] else "")
+              + (f", {fx['vague_errors']} read errors not naming the file and block" if fx["vague_errors"] else ""))
     for kind, k in fx["by_kind"].items():
         con.print(f"  {kind:11} {k['injected']:5} injected  silent {k['silent_corruptions']:4}  detected "
                   f"{k['detected']:4}  harmless {k['harmless']:4}  undetectable {k['undetectable']:4}  "
