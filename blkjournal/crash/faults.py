@@ -629,9 +629,12 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
     fs = FaultSpace(space, ops, start, points)
     out = {"kinds": list(kinds), "samples_per_kind": samples, "seed": seed, "fault_at": fault_at,
            "injected": 0, "candidates": 0, **{k: 0 for k in OUTCOMES}, "vague_errors": 0, "by_kind": {}, "detected_by": {},
-           "findings": {}, "examples": []}
+           "findings": {}, "examples": [], "notes": []}
     for kind in kinds:
         faults = plan(fs, kind, samples, seed, fault_at)
+        if not faults:
+            at = ":".join(str(x) for x in fault_at if x is not None) if fault_at else None
+            out["notes"].append(f"{kind}: no candidate target" + (f" at --fault-at {at}" if at else ""))
         rows = _run(fs, faults, model_kind(protocol), jobs)
         shown = 0
         shown = 0
@@ -691,5 +694,7 @@ def print_summary(fx: dict, out=None) -> None:
         con.print(f"  {kind:11} {k['injected']:5} injected  silent {k['silent_corruptions']:4}  detected "
                   f"{k['detected']:4}  harmless {k['harmless']:4}  undetectable {k['undetectable']:4}  "
                   f"crashed {k['crashed']:4}  coverage {k['coverage']:.4f}")
+    for note in fx.get("notes", ()):
+        con.print(f"  note: {escape(note)}")
     for ex in fx["examples"][:5]:
         con.print(f"  [red]{ex['outcome']}[/]: {escape(ex['fault'])} ({escape(ex['role'])}): {escape(ex['reason'])}")
