@@ -527,7 +527,9 @@ def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int 
                       size=image_size, sector_size=sector_size, ablate=ablate)
     res = explore_log(log, protocol=protocol, ops=ops, seed=seed, barrier=barrier, **kw)
     res.seed = seed
-    if multi_crash and not (kw.get("first_failure") and not res.ok):
+    if multi_crash and not res.ok:
+        res.notes.append("second phases skipped: the first phase already has illegal states")
+    elif multi_crash:
         phase_kw = {k: v for k, v in kw.items() if k in ("bound", "torn", "jobs", "first_failure", "max_failures")}
         for r in second_phases(workdir, res, ops, explore_log, save_workload, protocol=protocol, barrier=barrier, seed=seed, n=multi_crash,
                                **phase_kw):
