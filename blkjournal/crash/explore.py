@@ -20,6 +20,7 @@ from fractions import Fraction
 
 from ..device import BLOCK_SIZE, BlockDevice, Device
 from ..errors import BlkError
+from ..format import crc32c
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .minimize import explain
@@ -235,25 +236,36 @@ def _nfree(space, pi: int) -> int:
     return len(space.free_writes(pi))
 
 
-def _units(space, pi: int, free: list, rel: list[int]) -> tuple[list[tuple], dict[int, int]]:
-    """The search's binary units at crash point pi, and per write the sectors that cannot matter.
+def _units(space, pi: int, free: list, rel: list[int]) -> tuple[list[tuple], dict[int, int], dict]:
+    """The search's units at crash point pi, per write the sectors that cannot matter, and the
+    changed sectors of each data-block unit.
 
     Untorn: one unit per relevant free write, (pos, None).  Torn: one per *sector* of it, (pos,
     i) -- the atomic unit is the sector (DESIGN §2), so searching sectors keeps coverage exact --
     except sectors that cannot change the image: ones no other free write touches whose content
     equals what lies beneath (an in-place update rewrites a 4 KiB block to change a few bytes),
     or that a newer forced write hides.  Those count as covered either way.
+
+    A *data* block (its new content is no valid metadata block) that no other free write touches
+    is one three-way unit (pos, "b", block): none of its changed sectors, all, or mixed.  The store
+    looks at a data block only through its crc32c (the map's, or a transaction's: read, fsck,
+    journal replay), and metadata readers reject any block whose seal fails, so every mixed
+    pattern -- whose crc, checked here for each pattern, matches neither the old nor the new
+    content -- behaves alike: one representative stands for all 2^c - 2 of them.
     """
     if not space.torn:
-        return [(pos, None) for pos in rel], {}
+        return [(pos, None) for pos in rel], {}, {}
     count: dict[int, int] = {}
     for w in free:
         for k in range(w.s0, w.s0 + w.n):
             count[k] = count.get(k, 0) + 1
     fv, ss = space.forced_view(pi), space.sectorsize
-    units, idle = [], {}
+    spb = BLOCK_SIZE // ss
+    units, idle, changed_of = [], {}, {}
     for pos in rel:
         w, n_idle = free[pos], 0
+        changed: dict[int, list[int]] = {}  # block -> changed sector indices within the write
+        below_of: dict[int, bytes] = {}
         for i in range(w.n):
             sec = w.s0 + i
             if count[sec] == 1:
@@ -264,29 +276,77 @@ def _units(space, pi: int, free: list, rel: list[int]) -> tuple[list[tuple], dic
                 below = fv.get(sec)
                 if below is None:
                     below = space.base.read(sec * ss, ss)
-                if bytes(w.chunks[i]) == bytes(below):
+                below_of[i] = bytes(below)
+                if bytes(w.chunks[i]) == below_of[i]:
                     n_idle += 1
                     continue
-            units.append((pos, i))
+            changed.setdefault(sec // spb, []).append(i)
+        for blk, idx in changed.items():
+            lo = blk * spb - w.s0
+            whole = 0 <= lo and lo + spb <= w.n and all(count[w.s0 + lo + k] == 1 for k in range(spb))
+            if whole and len(idx) > 1 and _tear_alike(w, lo, spb, idx, below_of):
+                units.append((pos, "b", blk))
+                changed_of[(pos, "b", blk)] = (idx, lo in idx)
+            else:
+                units.extend((pos, i) for i in idx)
         idle[pos] = n_idle
-    return units, idle
+    return units, idle, changed_of
 
 
-def _combo(free, decided: dict, idle: dict) -> tuple:
+def _tear_alike(w, lo: int, spb: int, idx: list[int], below_of: dict) -> bool:
+    """Do all mixed tears of the block at write sectors lo..lo+spb fail every check alike?
+
+    True when no mixed pattern is a valid metadata block (its seal fails) and none has the crc of
+    the old or the new content -- verified here pattern by pattern.  Readers then see a mixed
+    block only as "fails its seal / its crc", apart from a peek at the first sector's header
+    before the seal (journal replay reads the descriptor's sequence number there), which is why
+    the search keeps "first sector new" and "first sector old" apart (`_combo`).
+    """
+    from ..format import block_type
+
+    part = BLOCK_SIZE // spb
+    new = b"".join(bytes(w.chunks[lo + k]) for k in range(spb))
+    old = b"".join(below_of.get(lo + k, b"") for k in range(spb))
+    if len(old) != BLOCK_SIZE:
+        return False
+    crcs = {crc32c(new), crc32c(old)}
+    rel = [i - lo for i in idx]
+    for m in range(1, (1 << len(rel)) - 1):
+        on = {rel[j] for j in range(len(rel)) if m >> j & 1}
+        mixed = b"".join(new[k * part:(k + 1) * part] if k in on else old[k * part:(k + 1) * part] for k in range(spb))
+        if crc32c(mixed) in crcs or block_type(mixed) is not None:
+            return False
+    return True
+
+
+def _combo(free, decided: dict, idle: dict, changed_of: dict) -> tuple:
     """The state choice of a node's representative: decided-present units persisted, the rest not."""
     masks: dict[int, int] = {}
-    for (pos, i), c in decided.items():
-        if c:
-            masks[pos] = masks.get(pos, 0) | (1 << i if i is not None else -1)
+    counted: dict[int, int] = {}  # sectors persisted, for "every sector that matters"
+    for u, c in decided.items():
+        if not c:
+            continue
+        pos = u[0]
+        if u[1] is None:
+            masks[pos] = -1
+        elif u[1] == "b":
+            idx, first = changed_of[u]
+            # 1 whole; 2 mixed (with the block's first sector if it changed); 3 mixed, first sector old
+            idx = idx if c == 1 else idx[:1] if c == 2 else idx[1:]
+            for i in idx:
+                masks[pos] = masks.get(pos, 0) | 1 << i
+            counted[pos] = counted.get(pos, 0) + (len(changed_of[u][0]) if c == 1 else -10 ** 6)
+        else:
+            masks[pos] = masks.get(pos, 0) | 1 << u[1]
+            counted[pos] = counted.get(pos, 0) + 1
     out = []
     for pos, m in masks.items():
         w = free[pos]
         if m == -1:
             out.append((pos, 1))
             continue
-        full = (1 << w.n) - 1
-        if bin(m).count("1") + idle.get(pos, 0) == w.n:
-            m = full  # every sector that matters persisted: the whole write (the idle ones change nothing)
+        if counted.get(pos, 0) + idle.get(pos, 0) == w.n:
+            m = (1 << w.n) - 1  # every sector that matters persisted: the whole write (the idle ones change nothing)
         out.append((pos, mask_code(w.n, m)))
     return tuple(sorted(out))
 
@@ -307,15 +367,17 @@ def _search_segment(si: int) -> dict:
     rel = [pos for pos, w in enumerate(free) if w.dead > pi]
     relset = set(rel)
     spb = BLOCK_SIZE // space.sectorsize
-    units, idle = _units(space, pi, free, rel)
+    units, idle, changed_of = _units(space, pi, free, rel)
     blocks_of = {}
     for u in units:
         w = free[u[0]]
         if u[1] is None:
             blocks_of[u] = set(range(w.s0 // spb, (w.s0 + w.n - 1) // spb + 1))
+        elif u[1] == "b":
+            blocks_of[u] = {u[2]}
         else:
             blocks_of[u] = {(w.s0 + u[1]) // spb}
-    sector_of = {u: free[u[0]].s0 + u[1] for u in units if u[1] is not None}
+    sector_of = {u: free[u[0]].s0 + u[1] for u in units if u[1] is not None and u[1] != "b"}
     limits = [(p, _nfree(space, p)) for p in seg]
     windows = {p: _window(space.points[p], nops) for p in seg} if models is not None else {}
     out = {"segment": si, "points": seg, "checks": 0, "covered": 0, "failures": [],
@@ -325,7 +387,7 @@ def _search_segment(si: int) -> dict:
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
-        st = space.state_from_combo(pi, _combo(free, decided, idle))
+        st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of))
         tr = Tracer(st.overlay(), shared, varying)
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
@@ -336,19 +398,23 @@ def _search_segment(si: int) -> dict:
             d = dict(decided)
             for q in touched[:i]:
                 d[q] = 0
-            d[u] = 1
-            stack.append(d)
+            for code in (((3, 2, 1) if changed_of[u][1] else (2, 1)) if u[1] == "b" else (1,)):
+                stack.append(d | {u: code})
         fixed = set(decided) | set(touched)
-        free_units: dict[int, int] = {}
+        free_units: dict[int, int] = {}  # per write: log2 of the patterns its undecided units leave open
+        mixed = 1  # patterns the node's mixed data-block choices stand for
         for u in units:
             if u not in fixed:
-                free_units[u[0]] = free_units.get(u[0], 0) + 1
+                free_units[u[0]] = free_units.get(u[0], 0) + (len(changed_of[u][0]) if u[1] == "b" else 1)
+            elif u[1] == "b" and decided.get(u, 0) >= 2:
+                c, first = len(changed_of[u][0]), changed_of[u][1]
+                mixed *= (1 << (c - 1)) - 1 if first else (1 << c) - 2
         present = sorted({u[0] for u, c in decided.items() if c})
         maxpos = max(present, default=-1)
         for p, nf in limits:
             if maxpos >= nf:
                 continue
-            size = 1
+            size = mixed
             for q, w in enumerate(free[:nf]):
                 if q not in relset:
                     size *= w.legal
@@ -374,8 +440,9 @@ def _search_segment(si: int) -> dict:
 
 
 def _hides(free, q: tuple, u: tuple, sector_of: dict) -> bool:
-    """Does present unit q (a later write) hide unit u entirely?"""
-    if q[0] <= u[0]:
+    """Does present unit q (a later write) hide unit u entirely?  (A data-block unit shares its
+    sectors with no other free write: it neither hides nor is hidden.)"""
+    if q[0] <= u[0] or u[1] == "b" or q[1] == "b":
         return False
     if u[1] is None:
         return q[1] is None and _covers(free[q[0]], free[u[0]])
