@@ -64,6 +64,9 @@ def explorer_catch(m, work: str) -> tuple[str | None, str]:
         for barrier in m.barriers:
             for entry in MIX:
                 workload, seed, nops, extra = entry
+                extra = dict(extra)
+                if protocol not in extra.pop("protocols", (protocol,)):
+                    continue
                 res, _ = crashtest(work, protocol=protocol, barrier=barrier, workload=workload, seed=seed,
                                    nops=nops or 200, first_failure=True, jobs=1, **extra)
                 if not res.ok:
