@@ -111,7 +111,7 @@ def minimise(space, failure: dict, recheck) -> tuple[list[int], list[int], str]:
 
 def cluster_failures(space, failures: list[dict], explain=None, recheck=None,
                      max_minimise: int = MAX_MINIMISE) -> list[dict]:
-    """Clusters of failing classes (dicts from the explorer), largest first.
+    """Clusters of failing classes (the explorer's failure dicts: one per class and crash point judged).
 
     Causes are found one at a time: the smallest class no cause covers yet is minimised (with
     `recheck(failure, combo)`, the explorer's check of one state), and every class failing the same
@@ -142,7 +142,8 @@ def cluster_failures(space, failures: list[dict], explain=None, recheck=None,
                     "check": check, "durable": droles, "lost": lroles,
                     "explanation": explanation(check, droles, lroles) if minimised
                     else f"{check} (cause not minimised)",
-                    "count": len(members), "states": sum(g.get("size", 1) for g in members),
+                    "count": len({(g["at"], g["state"]) for g in members}),  # classes (one per check)
+                    "states": sum(g.get("size", 1) for g in members),  # states they stand for, per crash point
                     "points": sorted({g["point"] for g in members}),
                     "representative": {"state": rep["state"], "point": rep["point"], "reason": rep["reason"],
                                        "deciding_writes": len(rep["present"]) + len(rep["absent"]),
