@@ -109,6 +109,13 @@ def minimise(space, failure: dict, recheck) -> tuple[list[int], list[int], str]:
     return durable, lost, sid
 
 
+def _roles(space, g: dict) -> set[str]:
+    if "_roles" not in g:
+        free = space.free_writes(g["at"])
+        g["_roles"] = {_role(free, p) for p in g["present"]}
+    return g["_roles"]
+
+
 def cluster_failures(space, failures: list[dict], explain=None, recheck=None,
                      max_minimise: int = MAX_MINIMISE) -> list[dict]:
     """Clusters of failing classes (the explorer's failure dicts: one per class and crash point judged).
@@ -118,11 +125,21 @@ def cluster_failures(space, failures: list[dict], explain=None, recheck=None,
     check with writes of the cause's durable roles durable joins its cluster.  `explain(space,
     failure)` gives the representative's lines in the writer's terms.
     """
-    todo = sorted(failures, key=_weight)
+    classes: dict[tuple, dict] = {}  # one entry per class; its states summed over the points judged
+    points: dict[tuple, set] = {}
+    for f in failures:
+        k = (f["at"], f["state"])
+        if k not in classes:
+            classes[k] = {**f, "size": 0}
+            points[k] = set()
+        classes[k]["size"] += f.get("size", 1)
+        points[k].add(f["point"])
+    todo = sorted(classes.values(), key=_weight)
+    checks = {id(g): normalise_check(g["reason"]) for g in todo}
     out = []
     while todo:
         f = todo[0]
-        check = normalise_check(f["reason"])
+        check = checks[id(f)]
         free = space.free_writes(f["at"])
         if recheck is not None and len(out) < max_minimise:
             durable, lost, sid = minimise(space, f, recheck)
@@ -133,18 +150,16 @@ def cluster_failures(space, failures: list[dict], explain=None, recheck=None,
             rep, droles, lroles = f, [], []
         members, rest = [], []
         for g in todo:
-            gfree = space.free_writes(g["at"])
-            ok = normalise_check(g["reason"]) == check and set(droles) <= {_role(gfree, p) for p in g["present"]}
-            (members if ok or g is f else rest).append(g)
+            ok = g is f or (checks[id(g)] == check and set(droles) <= _roles(space, g))
+            (members if ok else rest).append(g)
         todo = rest
         minimised = recheck is not None and rep is not f
         out.append({"key": cluster_key(check, droles) + ("" if minimised else " | not minimised"),
                     "check": check, "durable": droles, "lost": lroles,
                     "explanation": explanation(check, droles, lroles) if minimised
                     else f"{check} (cause not minimised)",
-                    "count": len({(g["at"], g["state"]) for g in members}),  # classes (one per check)
-                    "states": sum(g.get("size", 1) for g in members),  # states they stand for, per crash point
-                    "points": sorted({g["point"] for g in members}),
+                    "count": len(members), "states": sum(g["size"] for g in members),
+                    "points": sorted(set().union(*(points[(g["at"], g["state"])] for g in members))),
                     "representative": {"state": rep["state"], "point": rep["point"], "reason": rep["reason"],
                                        "deciding_writes": len(rep["present"]) + len(rep["absent"]),
                                        "explanation": explain(space, rep) if explain else []}})
