@@ -483,4 +483,7 @@ def demo(workdir: str) -> int:
         res, _ = crashtest(workdir, protocol=protocol, nops=nops, seed=1, jobs=2, progress=True)
         print_summary(res, limit=2)
         rc |= 0 if (res.ok or protocol == "none") else 1
+    from .report import keep_demo_report
+
+    keep_demo_report(res)
     return rc

@@ -311,3 +311,23 @@ def render_html(d: dict) -> str:
 def write_html(r, path: str) -> None:
     with open(path, "w") as f:
         f.write(render_html(_doc(r)))
+
+
+DEMO_DIR = "build/demo"
+
+
+def keep_demo_report(res, directory: str = DEMO_DIR) -> None:
+    """`make demo`: the `none` run's HTML report and a screenshot of it in headless Chromium."""
+    import os
+
+    from ..errors import BlkError
+    from .browser import screenshot
+
+    os.makedirs(directory, exist_ok=True)
+    page = os.path.join(directory, "none-report.html")
+    write_html(res, page)
+    try:
+        png = screenshot(page, os.path.join(directory, "none-report.png"))
+        print(f"\nHTML report: {page}; as headless Chromium renders it: {png}")
+    except BlkError as e:
+        print(f"\nHTML report: {page} (no screenshot: {e})")
