@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gzip
 import os
-import platform
 import shutil
 
 import pytest
+from vmutil import need_vm as _need_vm
 
 from blkjournal.errors import BlkError
 from blkjournal.vm import recipe
@@ -80,13 +80,6 @@ def test_bad_recipes_are_one_line_errors(tmp_path, edit, words):
     with pytest.raises(BlkError) as e:
         recipe.load(path)
     assert words in str(e.value) and "\n" not in str(e.value)
-
-
-def _need_vm() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the VM build and qemu need root (apt-get, /var/cache)")
-    if platform.machine() != "x86_64":
-        pytest.skip("the guest is an amd64 Debian kernel")
 
 
 @pytest.mark.vm

@@ -15,21 +15,14 @@ worker.  The host-only tests at the end check the prediction code without a VM.
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 import pytest
+from vmutil import need_vm as _need_vm
 
 SEED, NOPS = 1, 40
 SIZE = 4 << 20
 RUNS = (("journal", "flush"), ("journal", "fua"), ("ordered", "flush"), ("none", "flush"))
-
-
-def _need_vm() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the VM build and qemu need root (apt-get, /var/cache)")
-    if platform.machine() != "x86_64":
-        pytest.skip("the guest is an amd64 Debian kernel")
 
 
 def _bound(protocol: str) -> int:
