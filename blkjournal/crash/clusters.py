@@ -74,6 +74,7 @@ def _weight(f: dict) -> tuple:
     return (len(f["present"]) + len(f["absent"]), f["point"], f["state"])
 
 
+MAX_LOST_CANDIDATES = 64  # earlier writes tried per cause (the nearest first): bounded work per cause
 MAX_MINIMISE = 24  # causes minimised per run; the classes no cause covers are grouped by check alone
 
 
@@ -87,7 +88,8 @@ def minimise(space, failure: dict, recheck) -> tuple[list[int], list[int], str]:
     Start from the class's representative (its durable writes, every other write lost).  A durable
     write stays only if dropping it makes the state pass or fail another way; then a lost write
     counts only if adding it back does (the candidates: the class's lost writes and every write
-    submitted before the last durable one; a later one cannot have been overtaken).  What is left is the cause in the writer's terms.
+    submitted before the last durable one, nearest first and at most MAX_LOST_CANDIDATES; a later
+    one cannot have been overtaken).  What is left is the cause in the writer's terms.
     """
     at = failure["at"]
     codes = dict(space.state(failure["state"]).combo)
@@ -103,7 +105,8 @@ def minimise(space, failure: dict, recheck) -> tuple[list[int], list[int], str]:
         if same(trial):
             durable = trial
     last = max(durable, default=-1)
-    candidates = sorted(set(failure["absent"]) | {p for p in range(last) if p not in durable})
+    earlier = [p for p in range(last - 1, -1, -1) if p not in durable][:MAX_LOST_CANDIDATES]
+    candidates = sorted(set(failure["absent"]) | set(earlier))
     lost = [pos for pos in candidates if not same(sorted(durable + [pos]))]
     sid = space.state_from_combo(at, tuple((p, codes.get(p, 1)) for p in durable)).id
     return durable, lost, sid

@@ -379,7 +379,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     fails.sort(key=lambda f: (f["point"], f["state"]))
     seen = set()
     firsts = [f for f in fails if (f["at"], f["state"]) not in seen and not seen.add((f["at"], f["state"]))]
-    res.clusters = cluster_failures(space, fails, explain, recheck)
+    # causes are minimised, except for --ablate's "is anything illegal?" runs
+    res.clusters = cluster_failures(space, fails, explain, None if first_failure else recheck)
     for f in firsts[:max_failures]:
         pt = space.points[f["point"]]
         fl = Failure(f["state"], f["point"], pt.label + (f" [{pt.last_mark}]" if pt.last_mark else ""), f["reason"],
