@@ -118,10 +118,12 @@ class Result:
     states_covered: int = 0  # legal crash states the checked classes stand for (coverage's numerator)
     run: dict = field(default_factory=dict)  # what makes shards of one run (merge.py)
     kernel: str | None = None  # the kernel that recorded the log (the VM's), when not this machine's
+    faults: dict | None = None  # the fault explorer's tally (faults.py), when --faults was given
 
     @property
     def ok(self) -> bool:
-        return self.illegal == 0
+        fx = self.faults or {}
+        return self.illegal == 0 and not fx.get("silent_corruptions") and not fx.get("crashed")
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("failures", "points", "space")}
@@ -328,7 +330,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
                 bound: int = DEFAULT_BOUND, torn: bool = False, seed: int = 0, jobs: int = 1,
                 shard: tuple[int, int] = (0, 1), keep_failing: str | None = None,
                 progress: bool = False, barrier: str | None = None, max_failures: int = 50,
-                first_failure: bool = False) -> Result:
+                first_failure: bool = False, faults: tuple[str, ...] = (), fault_samples: int | None = None,
+                fault_at: tuple | None = None) -> Result:
     """Enumerate, check and judge every crash state of a recorded run."""
     t0 = time.monotonic()
     log = read_log(log_path)
@@ -392,6 +395,11 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
             space.state(fl.state).overlay().materialize(fl.kept)
         res.failures.append(fl)
     res.space = space
+    if faults:  # storage faults layered on the crash states (faults.py)
+        from .faults import DEFAULT_SAMPLES, explore_faults
+
+        res.faults = explore_faults(space, ops, protocol, kinds=faults, samples=fault_samples or DEFAULT_SAMPLES,
+                                    seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
     res.seconds = time.monotonic() - t0
     return res
 

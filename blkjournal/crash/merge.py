@@ -110,4 +110,39 @@ def merge_reports(docs: list[dict], paths: list[str]) -> dict:
         cuts = {c[1]: c for d in docs for c in (d.get("timeline") or {}).get("cuts", [])}
         out["timeline"] = {**timeline, "cuts": [[c[0], pi, pi not in bad] for pi, c in sorted(cuts.items())]}
     out["states_per_second"] = round(out["states_checked"] / out["seconds"], 1) if out["seconds"] else None
+    fx = [d.get("faults") for d in docs]
+    if any(f is not None for f in fx):
+        if any(f is None or _fault_run(f) != _fault_run(fx[0]) for f in fx):
+            raise BlkError("the shards were not all run with the same --faults, --fault-samples and --fault-at")
+        out["faults"] = merge_faults(fx)
+    return out
+
+
+def _fault_run(fx: dict) -> tuple:
+    return fx.get("kinds"), fx.get("samples_per_kind"), fx.get("seed"), fx.get("fault_at")
+
+
+def _add_counts(into: dict, more: dict) -> None:
+    for k, v in more.items():
+        if isinstance(v, int) and not isinstance(v, bool):
+            into[k] = into.get(k, 0) + v
+
+
+def merge_faults(fxs: list[dict]) -> dict:
+    """The fault tallies of the shards (faults.py) as one: counts add, coverage from the sums."""
+    out = {k: v for k, v in fxs[0].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+    out.update(by_kind={}, detected_by={}, findings={}, examples=[], notes=[])
+    for k in ("kinds", "samples_per_kind", "seed", "fault_at"):
+        out[k] = fxs[0].get(k)
+    for fx in fxs:
+        _add_counts(out, {k: v for k, v in fx.items() if k not in ("samples_per_kind", "seed")})
+        for kind, k in fx.get("by_kind", {}).items():
+            _add_counts(out["by_kind"].setdefault(kind, {}), k)
+        _add_counts(out["detected_by"], fx.get("detected_by", {}))
+        _add_counts(out["findings"], fx.get("findings", {}))
+        out["examples"] += fx.get("examples", [])
+        out["notes"] += [n for n in fx.get("notes", []) if n not in out["notes"]]
+    for k in [out, *out["by_kind"].values()]:
+        k["coverage"] = round(k.get("injected", 0) / k["candidates"], 6) if k.get("candidates") else 1.0
+    out["seconds"] = round(sum(fx.get("seconds", 0) for fx in fxs), 2)
     return out
