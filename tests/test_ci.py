@@ -137,3 +137,26 @@ def test_merge_refuses_shards_of_different_runs(tmp_path):
     r = subprocess.run([blk, "report", "merge", s2, s0, s1, "--json", str(merged)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.load(open(merged))["run"]["merged_from"] == 3
+
+
+def test_merge_adds_the_shards_fault_tallies(tmp_path):
+    blk = os.path.join(BIN, "blkjournal")
+    paths = []
+    for i, samples in ((0, 6), (1, 6), (1, 7)):
+        p = tmp_path / f"f{i}-{samples}.json"
+        r = subprocess.run([blk, "crashtest", "--ops", "16", "--seed", "2", "--bound", "64", "--jobs", "1",
+                            "--shard", f"{i}/2", "--faults", "bitrot,lost-write", "--fault-samples", str(samples),
+                            "--json", str(p)], capture_output=True, text=True)
+        assert r.returncode in (0, 1) and p.exists(), r.stderr
+        paths.append(str(p))
+    merged = tmp_path / "m.json"
+    r = subprocess.run([blk, "report", "merge", paths[0], paths[1], "--json", str(merged)], capture_output=True,
+                       text=True)
+    shards = [json.load(open(p))["faults"] for p in paths[:2]]
+    fx = json.load(open(merged))["faults"]
+    for k in ("injected", "candidates", "silent_corruptions", "detected", "harmless", "undetectable", "crashed"):
+        assert fx[k] == shards[0][k] + shards[1][k], k
+    assert fx["by_kind"]["bitrot"]["injected"] == sum(s["by_kind"]["bitrot"]["injected"] for s in shards)
+    assert r.returncode == (1 if fx["silent_corruptions"] or fx["crashed"] else 0), r.stdout + r.stderr
+    r = subprocess.run([blk, "report", "merge", paths[0], paths[2]], capture_output=True, text=True)
+    assert r.returncode == 2 and "--fault-samples" in r.stderr
