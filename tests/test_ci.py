@@ -110,7 +110,11 @@ def test_an_illegal_state_fails_the_merge(tmp_path):
     assert sum(c["count"] for c in rep["clusters"]) == rep["illegal"]
     suite = ET.parse(out / "report.xml").getroot().find("testsuite")
     assert int(suite.get("failures")) == len(rep["clusters"])
-    assert "Causes, largest first" in open(out / "report.html").read()
+    page = open(out / "report.html").read()
+    assert "Causes, largest first" in page and '<svg id="timeline"' in page  # the shards' timelines joined
+    cuts = rep["timeline"]["cuts"]
+    assert 0 < len(cuts) <= rep["crash_points"]
+    assert {pi for _i, pi, legal in cuts if not legal} <= set(rep["failing_points"])
 
 
 def test_merge_refuses_shards_of_different_runs(tmp_path):

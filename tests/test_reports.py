@@ -137,3 +137,20 @@ def test_html_report_renders_in_headless_chromium(none_run, tmp_path):
     png = tmp_path / "report.png"
     data = open(screenshot(str(page), str(png)), "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
+
+
+def test_progress_bar_only_on_a_terminal_and_never_under_ci(monkeypatch):
+    import io
+
+    from blkjournal.crash.progress import wanted
+
+    master, slave = os.openpty()
+    tty = os.fdopen(slave, "w")
+    try:
+        monkeypatch.delenv("CI", raising=False)
+        assert wanted(tty) and not wanted(io.StringIO())
+        monkeypatch.setenv("CI", "true")
+        assert not wanted(tty)
+    finally:
+        tty.close()
+        os.close(master)
