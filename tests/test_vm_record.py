@@ -45,8 +45,13 @@ def test_kernel_log_same_verdicts_and_barriers(tmp_path):
     print(f"\none boot: {vm_seconds:.1f} s for {len(runs)} recordings "
           f"(host side {time.monotonic() - t0:.1f} s)")
 
+    from blkjournal.vm.build import build_guest
+
+    guest_kernel = build_guest().kernel_release
     for rec in recorded:
         p, b = rec.run.protocol, rec.run.barrier
+        assert rec.kernel == guest_kernel != os.uname().release
+        assert explore_log(rec.log, bound=16).kernel == guest_kernel  # check-log's report names it too
         klog = read_log(rec.log)
         marks = [e.mark for e in klog.entries if e.is_mark]
         assert marks[0] == MKFS_MARK and marks[-1] == END_MARK, marks[:2] + marks[-2:]

@@ -354,7 +354,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
         raise BlkError(f"shard {i}/{n}: want 0 <= i < n")
     every = segments_of(space, points)
     segments = every[i::n]
-    res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes))
+    res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes),
+                 kernel=(w or {}).get("kernel"))  # a log recorded in the VM names the guest's kernel
     if ops is None:
         res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
     _init_ctx(space, segments, ops, protocol, bound)

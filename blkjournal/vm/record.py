@@ -285,7 +285,7 @@ def record_in_vm(runs: list[Run], *, sector_size: int = 512, timeout: float = 30
             extract_log(log_img, pl["log_offset"] * SECTOR, pl["log_sectors"] * SECTOR, r.out)
             write_kernel_sidecar(r.out, ev["events"], nblocks=r.size // BLOCK_SIZE)
             save_workload(r.out, r.protocol, r.barrier, r.ops, seed=r.seed, source="vm dm-log-writes",
-                          nblocks=r.size // BLOCK_SIZE, sector_size=sector_size)
+                          nblocks=r.size // BLOCK_SIZE, sector_size=sector_size, kernel=ev.get("kernel"))
             out.append(Recorded(r, r.out, ev["status"]["entries"], ev["seconds"], ev["mark_seconds"],
                                 ev["counters"], True, ev.get("kernel")))
         return out, res.elapsed
@@ -498,7 +498,6 @@ def record_command(protocol: str, barrier: str, nops: int, seed: int, sector_siz
     res = explore_log(out, bound=bound, jobs=jobs, seed=seed) if explore else None
     if res is not None:
         res.seed = seed
-        res.kernel = rec.kernel
     return rec, res, vm_seconds
 
 
