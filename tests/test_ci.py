@@ -164,3 +164,12 @@ def test_merge_adds_the_shards_fault_tallies(tmp_path):
     assert r.returncode == (1 if fx["silent_corruptions"] or fx["crashed"] else 0), r.stdout + r.stderr
     r = subprocess.run([blk, "report", "merge", paths[0], paths[2]], capture_output=True, text=True)
     assert r.returncode == 2 and "--fault-samples" in r.stderr
+
+
+def test_ci_scripts_pass_shellcheck():
+    """shellcheck (Debian, installed by blkjournal/vm/deps.py) on the scripts the pipelines run."""
+    exe = shutil.which("shellcheck")
+    assert exe, "shellcheck is installed by `make test` (blkjournal/vm/deps.py)"
+    scripts = [os.path.join(ROOT, "ci", n) for n in ("shard", "merge", "local", "vm", "exploration.env")]
+    r = subprocess.run([exe, "-x", *scripts], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
