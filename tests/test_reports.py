@@ -134,6 +134,12 @@ def test_html_report_renders_in_headless_chromium(none_run, tmp_path):
     assert re.search(r'<span id="zoomval">1x</span>', dom), "the page's script did not run"
     assert 'value="r-origin"' in dom and 'value="r-cut"' in dom
     assert dom.count("<details>") >= len(none_run.clusters)
+    # the cause's button dims every crash point outside the cluster (clicked through a #show-cause-N link)
+    c = none_run.clusters[-1]
+    shown = dump_dom(str(page), f"show-cause-{len(none_run.clusters)}")
+    cuts = re.findall(r'<rect class="r-cut[^"]*?( dim)?" data-pi="(\d+)"', shown)
+    assert cuts and {int(pi) for dim, pi in cuts if not dim} == set(c["points"]) & {int(pi) for _d, pi in cuts}
+    assert any(dim for dim, _pi in cuts) and 'class="show-cause active"' in shown
     png = tmp_path / "report.png"
     data = open(screenshot(str(page), str(png)), "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000

@@ -27,9 +27,9 @@ def chromium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                               timeout=timeout)
 
 
-def dump_dom(html_path: str) -> str:
-    """The page's DOM after its scripts ran."""
-    r = chromium("--dump-dom", Path(html_path).resolve().as_uri())
+def dump_dom(html_path: str, fragment: str = "") -> str:
+    """The page's DOM after its scripts ran (`fragment`: the URL's #part, which the page may act on)."""
+    r = chromium("--dump-dom", Path(html_path).resolve().as_uri() + (f"#{fragment}" if fragment else ""))
     if r.returncode != 0:
         raise BlkError(f"chromium --dump-dom failed (exit {r.returncode}): {r.stderr.strip()[-300:]}")
     return r.stdout

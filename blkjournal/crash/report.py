@@ -198,10 +198,11 @@ details{margin:4px 0} summary{cursor:pointer;color:#1565c0}
 #timeline-box{overflow-x:auto;border:1px solid #ccc;background:#fff}
 .filters label{margin-right:10px;font-size:13px;white-space:nowrap}
 .sw{display:inline-block;width:10px;height:10px;margin-right:3px}
-.hidden{display:none}
+.hidden{display:none} rect.dim{opacity:.12}
+button.show-cause{font-size:12px;margin-left:8px;cursor:pointer} button.show-cause.active{background:#ffcdd2}
 """
 
-JS = """
+JS = r"""
 const svg=document.getElementById('timeline');
 const zoom=document.getElementById('zoom');
 function applyZoom(){const w=svg.dataset.width*zoom.value;svg.setAttribute('width',w);
@@ -210,6 +211,14 @@ zoom.addEventListener('input',applyZoom);
 document.querySelectorAll('.filters input').forEach(cb=>cb.addEventListener('change',()=>{
  svg.querySelectorAll('.'+cb.value).forEach(el=>el.classList.toggle('hidden',!cb.checked));}));
 applyZoom();
+document.querySelectorAll('button.show-cause').forEach(b=>b.addEventListener('click',()=>{
+ const pts=new Set(b.dataset.points.split(' '));
+ const on=b.classList.toggle('active');
+ document.querySelectorAll('button.show-cause').forEach(o=>{if(o!==b)o.classList.remove('active');});
+ svg.querySelectorAll('rect.r-cut').forEach(r=>r.classList.toggle('dim',on&&!pts.has(r.dataset.pi)));
+ if(on)document.getElementById('timeline-section').scrollIntoView();}));
+const shown=location.hash.match(/^#show-cause-(\d+)$/);  // a link to one cause's crash points
+if(shown){const b=document.querySelector('#cause-'+shown[1]+' button.show-cause');if(b)b.click();}
 """
 
 
@@ -231,7 +240,8 @@ def _svg(tl: dict) -> tuple[str, list[tuple[str, str]]]:
                      f'width="{w - 1}" height="{rowh - 4}" fill="{colour}"><title>{html.escape(text)}</title></rect>')
     for i, pi, legal in cuts:
         colour = "#2ca02c" if legal else "#d62728"
-        parts.append(f'<rect class="r-cut {"legal" if legal else "illegal"}" x="{50 + i * w}" y="{4 * rowh + 20}" '
+        parts.append(f'<rect class="r-cut {"legal" if legal else "illegal"}" data-pi="{pi}" x="{50 + i * w}" '
+                     f'y="{4 * rowh + 20}" '
                      f'width="{w - 1}" height="{rowh - 4}" fill="{colour}">'
                      f'<title>crash point {pi}: {"legal" if legal else "ILLEGAL"}</title></rect>')
     parts.append("</svg>")
@@ -258,10 +268,12 @@ def render_html(d: dict) -> str:
     clusters = []
     for n, c in enumerate(d.get("clusters", []), 1):
         rep = c["representative"]
+        show = (f'<button class="show-cause" data-points="{" ".join(map(str, c["points"]))}">show on the timeline'
+                f'</button>' if d.get("timeline") else "")
         clusters.append(
             f'<div class="cluster" id="cause-{n}"><h3>Cause {n}: <span class="count">{approx(c["count"])} '
             f'classes</span> <span class="muted">({approx(c["states"])} crash states, {len(c["points"])} crash '
-            f'points)</span></h3><p>{e(c["explanation"])}</p>'
+            f'points)</span>{show}</h3><p>{e(c["explanation"])}</p>'
             f'<p class="muted">durable: {e(", ".join(c["durable"]) or "—")}; lost: {e(", ".join(c["lost"]) or "—")}</p>'
             f'<details><summary>smallest representative: state <code>{e(rep["state"])}</code> at crash point '
             f'{rep["point"]}</summary><p>{e(rep["reason"])}</p><ul>'
