@@ -627,10 +627,10 @@ def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int 
 
 def merge_phase(res: Result, r: Result) -> None:
     """Fold a second phase's Result into the first's: counts add up, failures say where they came from."""
-    total = res.states_enumerated + r.states_enumerated
-    w = float(Fraction(r.states_enumerated, total)) if total else 0.0  # counts may exceed any float
-    res.coverage = res.coverage * (1 - w) + r.coverage * w
-    res.states_enumerated = total
+    res.states_enumerated += r.states_enumerated
+    res.states_covered += r.states_covered
+    # counts may exceed any float: divide exactly
+    res.coverage = float(Fraction(res.states_covered, res.states_enumerated)) if res.states_enumerated else 1.0
     res.states_checked += r.states_checked
     res.crash_points += r.crash_points
     res.illegal += r.illegal
