@@ -618,7 +618,8 @@ def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int 
     if multi_crash and not res.ok:
         res.notes.append("second phases skipped: the first phase already has illegal states")
     elif multi_crash:
-        phase_kw = {k: v for k, v in kw.items() if k in ("bound", "torn", "jobs", "first_failure", "max_failures")}
+        phase_kw = {k: v for k, v in kw.items() if k in ("bound", "torn", "jobs", "first_failure", "max_failures",
+                                                          "shard")}  # a shard explores its share of each phase
         for r in second_phases(workdir, res, ops, explore_log, save_workload, protocol=protocol, barrier=barrier, seed=seed, n=multi_crash,
                                **phase_kw):
             merge_phase(res, r)

@@ -84,7 +84,7 @@ def second_phases(workdir: str, res, ops: list, explore_log, save_workload, *, p
     `explore_log` and `save_workload` are explore.py's (passed in: explore.py imports this module).
     """
     space = res.space
-    points = [p for p, _, _ in res.points]
+    points = [p.index for p in space.points]  # all of them, not one shard's: every shard picks the same states
     sd, last = [0], 0  # sync_done[d]: ops up to the last sync among the first d ops
     for j, op in enumerate(ops):
         last = j + 1 if op.kind == "sync" else last
