@@ -15,9 +15,13 @@ from .errors import CorruptError
 from .format import (OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, check, crc32c)
 from .blockmap import BlockMap
+from .op import Op
 
 # finding codes, in seed B's terms where one applies
 CHECKSUM = "checksum"  # a metadata block fails magic/type/crc
+MISDIRECTED = "misdirected-write"  # a valid block at an address other than the one its header names
+STALE = "stale-block"  # a valid block, but not the generation/crc its pointer expects: a lost write
+READ_ERROR = "read-error"  # the device returned EIO
 BAD_POINTER = "bad-pointer"  # a pointer outside the data area or to a block of the wrong type
 NO_ORIGIN = "no-origin"  # an object map entry whose origin slots hold no valid origin
 DUP_NAME = "duplicate-name"
@@ -68,7 +72,7 @@ class Report:
             parts.append("inconsistent: space leak")
         if DATA_CHECKSUM in c:
             parts.append("garbage data (metadata points at a block that does not hold the file's data)")
-        if c & {CHECKSUM, BAD_POINTER, NO_ORIGIN, DUP_NAME, JOURNAL}:
+        if c & {CHECKSUM, BAD_POINTER, NO_ORIGIN, DUP_NAME, JOURNAL, MISDIRECTED, STALE, READ_ERROR}:
             parts.append("corrupt metadata")
         return "; ".join(parts)
 
@@ -100,7 +104,7 @@ def fsck(dev: BlockDevice) -> Report:
                                f"fails its checks: a torn tail after a crash, or a damaged block; "
                                f"it and anything after it are not applied")
         except CorruptError as e:
-            r.add(JOURNAL, str(e), [sb.journal_start])
+            r.add(e.fault if e.fault != CHECKSUM else JOURNAL, str(e), [sb.journal_start])
             txns = []
         homes: dict[int, bytearray] = {}
         for t in txns:
@@ -132,7 +136,7 @@ def fsck(dev: BlockDevice) -> Report:
         try:
             bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(b), T_BITMAP, b)
         except CorruptError as e:
-            r.add(CHECKSUM, str(e), [b])
+            r.add(e.fault, str(e), [b])
             bitmap_ok = False
 
     def marked(b: int) -> bool:
@@ -152,7 +156,7 @@ def fsck(dev: BlockDevice) -> Report:
                     if e.in_use:
                         entries[fid] = e
         except CorruptError as e:
-            r.add(CHECKSUM, str(e), [b])
+            r.add(e.fault, str(e), [b])
 
     owner: dict[int, int] = {}
     in_use: set[int] = set(range(sb.data_start))
@@ -177,10 +181,11 @@ def fsck(dev: BlockDevice) -> Report:
         best = None
         for b in slots:
             try:
-                o = Origin.unpack(read(b), b)
+                # journal: the entry says which origin it expects; ordered: slots are the commit point
+                o = Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None)
             except CorruptError as err:
-                if not ordered:
-                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", [b])
+                if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
+                    r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best.gen):
                 best = o
@@ -194,20 +199,22 @@ def fsck(dev: BlockDevice) -> Report:
         nodes_ok = _walk_map(m, fid, e, read, in_data, r, claim)
         # the used list
         listed: set[int] = set()
-        b, seen = best.usedlist, set()
+        b, seen, gen, crc = best.usedlist, set(), best.ul_gen, best.ul_crc
         while b:
             if not in_data(b) or b in seen:
                 r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list link to block {b}", [b])
                 break
             seen.add(b)
             try:
-                ul = UsedListBlock.unpack(read(b), b)
+                ul = UsedListBlock.unpack(read(b), b, gen=gen, crc=crc)
             except CorruptError as err:
-                r.add(CHECKSUM if marked(b) else BAD_POINTER, f"file {fid} ({e.name!r}) used list: {err}", [b])
+                # journal trusts the bitmap: a link to a free block that fails is a bad pointer
+                code = BAD_POINTER if err.fault == CHECKSUM and not ordered and not marked(b) else err.fault
+                r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
                 break
             claim(b, fid, "used list")
             listed.update(x for x in ul.slots if x)
-            b = ul.next
+            b, gen, crc = ul.next, ul.next_gen, ul.next_crc
         reach = set()
         for idx, db, crc in m.data_entries() if nodes_ok else ():
             if not in_data(db):
@@ -215,7 +222,12 @@ def fsck(dev: BlockDevice) -> Report:
                 continue
             reach.add(db)
             claim(db, fid, "data")
-            if crc32c(dev.read(db)) != crc:
+            try:
+                raw = dev.read(db)
+            except CorruptError as err:
+                r.add(err.fault, f"file {fid} ({e.name!r}): data block {db} (file block {idx}): {err}", [db])
+                continue
+            if crc32c(raw) != crc:
                 r.add(DATA_CHECKSUM, f"file {fid} ({e.name!r}): data block {db} (file block {idx}) "
                       f"does not hold the data its map entry promises", [db])
         reach |= set(m.nodes)
@@ -260,7 +272,7 @@ def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
 
     for p in ((j.head_pos, 0) if j.head_pos else (0,)):
         raw = dev.read(j.area + p)
-        magic, t, _, _ = HEADER.unpack_from(raw)
+        magic, t = HEADER.unpack_from(raw)[:2]
         if magic == MAGIC and t == T_TXN:
             d = DESC.unpack_from(raw, HEADER.size)
             if d[0] == j.next_seq and d[4] == j.prev:
@@ -272,16 +284,16 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
     """Load every map node of a file into m.nodes; False (with findings) if the tree is broken."""
     ok = True
 
-    def node(b: int) -> MapNode | None:
+    def node(b: int, crc: int) -> MapNode | None:
         nonlocal ok
         if not in_data(b):
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): map node pointer {b} outside the data area", [b])
             ok = False
             return None
         try:
-            n = MapNode.unpack(read(b), b)
+            n = MapNode.unpack(read(b), b, crc=crc)
         except CorruptError as err:
-            r.add(CHECKSUM, f"file {fid} ({e.name!r}) block index map: {err}", [b])
+            r.add(err.fault, f"file {fid} ({e.name!r}) block index map: {err}", [b])
             ok = False
             return None
         claim(b, fid, "map node")
@@ -304,8 +316,6 @@ def repair(dev: BlockDevice) -> list[str]:
     st.freelist.rebuild(st.owned_blocks())
     if bytes(st.freelist.bits) != before:
         if st.sb.protocol == "journal":
-            from .store import Op
-
             st.protocol.commit(Op("fsck: rebuild freelist", cow=False))
         else:
             st.protocol.sync()

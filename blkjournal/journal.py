@@ -72,23 +72,35 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     return [(lo, new[lo:hi]) for lo, hi in out]
 
 
-def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]]) -> tuple[list[bytes], int]:
-    """The blocks of one transaction (descriptor first) and its commit checksum."""
+def _nblocks(stream_len: int) -> int:
+    return 1 + max(0, -(-(stream_len - (PAYLOAD - DESC.size)) // PAYLOAD))
+
+
+def txn_blocks(data: list, records: list) -> int:
+    """How many journal blocks the transaction of `data` and `records` takes (to place it)."""
+    return _nblocks(DATA.size * len(data) + sum(REC.size + len(buf) for _, _, buf in records))
+
+
+def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
+           at: int) -> tuple[list[bytes], int]:
+    """The blocks of one transaction (descriptor first) to be written from block `at`, and its
+    commit checksum.  Each block's header names its own address and the sequence number."""
     stream = b"".join(DATA.pack(b, c) for b, c in data)
     stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
     first_room = PAYLOAD - DESC.size
-    nblocks = 1 + max(0, -(-(len(stream) - first_room) // PAYLOAD))
+    nblocks = _nblocks(len(stream))
     commit = crc32c(struct.pack("<QII", seq, nblocks, prev) + stream)
-    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit) + stream[:first_room])]
-    for i in range(first_room, len(stream), PAYLOAD):
-        blocks.append(seal(T_TXN, stream[i:i + PAYLOAD]))
+    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit) + stream[:first_room],
+                   at, seq)]
+    for k, i in enumerate(range(first_room, len(stream), PAYLOAD), 1):
+        blocks.append(seal(T_TXN, stream[i:i + PAYLOAD], at + k, seq))
     return blocks, commit
 
 
-def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
+def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | None:
     _, nblocks, ndata, nrec, prev, commit = desc
     try:
-        payloads = [bytes(check(b, T_TXN, "journal")) for b in blocks]
+        payloads = [bytes(check(b, T_TXN, at + k, gen=seq)) for k, b in enumerate(blocks)]
     except CorruptError:
         return None
     stream = payloads[0][DESC.size:] + b"".join(payloads[1:])
@@ -140,7 +152,7 @@ class Journal:
         self.head_pos, self.next_seq, self.prev, self.used = js.tail_pos, js.tail_seq, js.tail_prev, 0
 
     def super_image(self) -> bytes:
-        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev).pack()
+        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev).pack(self.jsb_block)
 
     def place(self, nblocks: int) -> int | None:
         """Where a transaction of nblocks goes next, or None when the log must be checkpointed."""
@@ -179,7 +191,7 @@ class Journal:
             txn = None
             for p in ((pos, 0) if pos else (pos,)):
                 first = dev.read(self.area + p)
-                magic, t, _, _ = HEADER.unpack_from(first)
+                magic, t = HEADER.unpack_from(first)[:2]
                 if magic != MAGIC or t != T_TXN:
                     continue
                 d = DESC.unpack_from(first, HEADER.size)
@@ -188,7 +200,7 @@ class Journal:
                 n = d[1]
                 raw = first + (dev.read(self.area + p + 1, n - 1) if n > 1 else b"")
                 blocks = [raw[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE] for k in range(n)]
-                txn = _decode(seq, p, blocks, d)
+                txn = _decode(seq, p, blocks, d, self.area + p)
                 if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
                     txn = None
                 if txn:

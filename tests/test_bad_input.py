@@ -251,7 +251,7 @@ def test_journal_record_outside_the_store_is_refused(tmp_path):
     with Device(img, readonly=True) as d:
         s = Store.open(d, recover=False)
         j = s.protocol.journal
-    blocks, _ = encode(j.tail_seq, j.tail_prev, [], [(0, 0, b"evil")])
+    blocks, _ = encode(j.tail_seq, j.tail_prev, [], [(0, 0, b"evil")], at=txn_block)
     with open(img, "r+b") as f:
         f.seek(txn_block * BLOCK_SIZE)
         f.write(blocks[0])
