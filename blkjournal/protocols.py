@@ -212,7 +212,7 @@ class JournalProtocol(Protocol):
         self.replayed = len(txns)
         problems = st.load({b: bytes(v) for b, v in homes.items()})
         if problems and strict:
-            raise CorruptError(problems[0])
+            raise st.problem(problems[0])
         self._images = None  # built on the first commit: a read-only open never needs them
         self.unckpt = {b: bytes(v) for b, v in homes.items()}
         if write and txns:
@@ -462,7 +462,7 @@ class OrderedProtocol(Protocol):
                 self.repairs.append(f"dropped object map entry {fid} ({e.name!r}): no durable origin")
         problems = [p for p in problems if not p.endswith("no valid origin")]
         if problems and strict:
-            raise CorruptError(problems[0])
+            raise st.problem(problems[0])
         # The freelist first: until it is rebuilt it may call any block free, the superblock too.
         st.freelist.rebuild(st.owned_blocks())
         repair = Op("recovery: used lists made to match their maps", cow=True)

@@ -125,6 +125,7 @@ class Store:
         self.txid = 1  # the generation the next operation stamps on what it writes
         self.objmap_gens: dict[int, int] = {}  # object map block -> generation that last wrote it
         self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
+        self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
         self.op_count = 0
 
@@ -202,6 +203,7 @@ class Store:
             except CorruptError as err:
                 problems.append(f"file {fid} ({e.name!r}): {err}")
                 self.damaged[e.name] = problems[-1]
+                self._faults[problems[-1]] = type(err)
                 continue
             if f is None:
                 problems.append(f"file {fid} ({e.name!r}): no valid origin")
@@ -211,6 +213,10 @@ class Store:
             gens.append(f.gen)
         self.txid = max(gens) + 1
         return problems
+
+    def problem(self, text: str) -> CorruptError:
+        """The error for a problem load() returned, of the class that named its fault."""
+        return self._faults.get(text, CorruptError)(text)
 
     def load_file(self, fid: int, e: ObjEntry, read, origin_choice=None) -> FileState | None:
         for b in (e.origin_a, e.origin_b):
@@ -283,7 +289,7 @@ class Store:
         fid = self.names.get(name)
         if fid is None:
             if name in self.damaged:
-                raise CorruptError(self.damaged[name])
+                raise self.problem(self.damaged[name])
             raise BlkError(f"no such file: {name!r}")
         return self.files[fid]
 

@@ -1,0 +1,161 @@
+"""Format 2 detects what a block's own checksum cannot: misdirected and lost (stale) writes.
+
+Each fault is built on a real image exactly as a device would leave it, and shown caught by name
+-- on the store's read path and by fsck.  Each is then shown *not* caught with
+BLKJOURNAL_WEAK_DETECTION=1 (format 1's checks: own crc and data crcs only), which proves that
+the address, generation and pointer-crc checks are what catch it (and gives the fault explorer a
+weakened store to catch).  Also: an old-format image is refused in one line, and the ordered
+protocol survives torn used-list writes.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+import struct
+
+import pytest
+
+from blkjournal.crash.explore import crashtest
+from blkjournal.device import BLOCK_SIZE, Device
+from blkjournal.errors import CorruptError, MisdirectedError, StaleBlockError
+from blkjournal.format import WEAK_ENV, UsedListBlock, crc32c
+from blkjournal.fsck import MISDIRECTED, STALE, UNLISTED, fsck
+from blkjournal.store import Store
+from cliutil import cli
+
+
+def one_line_error(r):
+    """A refusal: exit 2, one line on stderr, no traceback."""
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and len(lines) == 1 and "Traceback" not in r.err, r
+    return r
+
+
+def _raw(img: str, b: int, data: bytes | None = None) -> bytes:
+    with open(img, "r+b") as f:
+        f.seek(b * BLOCK_SIZE)
+        if data is None:
+            return f.read(BLOCK_SIZE)
+        f.write(data)
+        return data
+
+
+def _settle(img: str) -> None:
+    """Open with recovery and close: under journal the homes are checkpointed, the log empty."""
+    with Device(img) as d:
+        Store.open(d).close()
+
+
+def _numbered(nblocks: int) -> bytes:
+    return b"".join(struct.pack("<I", i) * (BLOCK_SIZE // 4) for i in range(nblocks))
+
+
+@pytest.fixture
+def weak(monkeypatch):
+    def on():
+        monkeypatch.setenv(WEAK_ENV, "1")
+    return on
+
+
+@pytest.mark.parametrize("protocol", ["journal", "ordered"])
+def test_a_misplaced_valid_block_is_a_misdirected_write(image, protocol, weak):
+    """Map node 1's image written over map node 2 (a write that landed at the wrong address)."""
+    data = _numbered(300)  # height 1: two map nodes
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, protocol, "flush")
+        s.put("f", data)
+        s.close()
+    _settle(image)
+    with Device(image, readonly=True) as d:
+        n1, n2 = Store.open(d, recover=False).lookup("f").map.root_blocks[:2]
+    _raw(image, n2, _raw(image, n1))
+    with Device(image, readonly=True) as d:
+        with pytest.raises(MisdirectedError, match=rf"file 0 \('f'\): block {n2}: misdirected-write: "
+                                                   rf"holds the block index map of block {n1}"):
+            Store.open(d, recover=False)
+        assert MISDIRECTED in fsck(d).codes()
+    weak()
+    with Device(image, readonly=True) as d:  # format 1's checks: wrong bytes returned as good
+        got = Store.open(d, recover=False).read("f")
+    assert got != data and got[256 * BLOCK_SIZE:] == data[:44 * BLOCK_SIZE]
+
+
+def test_a_lost_origin_write_is_a_stale_block(image, weak):
+    """journal: the checkpoint write of an origin never reached the medium; the home holds the
+    previous origin, valid and at the right address.  The object map entry expects the new one."""
+    old, new = b"old" * 2000, b"new" * 3000
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("f", old)
+        s.close()
+    _settle(image)
+    with Device(image, readonly=True) as d:
+        home = Store.open(d, recover=False).lookup("f").origin_block
+    before = _raw(image, home)
+    with Device(image) as d:
+        s = Store.open(d)
+        s.put("f", new)
+        s.close()
+    _settle(image)
+    _raw(image, home, before)  # the lost write
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"file 0 \('f'\): block {home}: stale-block: origin of "
+                                                  r"generation \d+, its pointer expects generation \d+"):
+            Store.open(d, recover=False)
+        assert STALE in fsck(d).codes()
+    assert one_line_error(cli("get", image, "f")).code == 2
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: the old file, silently
+        assert Store.open(d, recover=False).read("f") == old
+
+
+def test_a_stale_used_list_block_is_a_stale_block(image, weak):
+    """ordered: the file's used list block holds an older version of itself (its own address, a
+    lower generation, one entry fewer): what a lost write of it leaves."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "ordered", "flush")
+        s.put("f", os.urandom(3 * BLOCK_SIZE))
+        s.close()
+        s = Store.open(d)
+        f = s.lookup("f")
+        y = f.ul.head
+        cur = f.ul.blocks[y]
+        slots = array("Q", cur.slots)
+        slots[list(slots).index(f.map.lookup(2)[0])] = 0
+        stale = UsedListBlock(0, slots, gen=cur.gen - 1).pack(y)
+    _raw(image, y, stale)
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"block {y}: stale-block: used list of generation"):
+            Store.open(d, recover=False)
+        assert STALE in fsck(d).codes()
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: loads; only the accounting is off
+        s = Store.open(d, recover=False)
+        assert len(s.lookup("f").ul.owned()) == 2
+        codes = fsck(d).codes()
+        assert STALE not in codes and UNLISTED in codes
+
+
+def test_a_format_1_image_is_refused(image):
+    assert cli("mkfs", image, "--size", "4M").code == 0
+    sb = bytearray(_raw(image, 0))
+    sb[6:8] = struct.pack("<H", 1)
+    sb[8:12] = bytes(4)
+    sb[8:12] = struct.pack("<I", crc32c(bytes(sb)))
+    _raw(image, 0, bytes(sb))
+    r = one_line_error(cli("ls", image))
+    assert r.code == 2 and "a format 1 store; this blkjournal reads format 2 only" in r.err
+    with Device(image, readonly=True) as d:
+        with pytest.raises(CorruptError, match="format 1"):
+            fsck(d)
+
+
+@pytest.mark.parametrize("barrier", ["flush", "fua"])
+def test_ordered_survives_torn_used_list_writes(tmp_path, barrier):
+    """issue 9: the `grow` workload's used list outgrows a block; every tear at 512 B is legal
+    because no live used-list block is ever written in place."""
+    res, _ = crashtest(str(tmp_path), protocol="ordered", barrier=barrier, workload="grow", torn=True,
+                       image_size=8 << 20)
+    assert res.illegal == 0, [(f.reason, f.explanation[:3]) for f in res.failures[:3]]
+    assert res.coverage == 1.0 and res.states_checked > 50
