@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass, field
 
 from .device import BlockDevice
 from .errors import CorruptError
-from .format import (OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c)
+from .format import (HEADER, MAGIC, OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, MapNode, ObjEntry,
+                     Origin, Superblock, UsedListBlock, check, crc32c)
 from .blockmap import BlockMap
+from .journal import DESC
 from .op import Op
+from .store import Store
 
 # finding codes, in seed B's terms where one applies
 CHECKSUM = "checksum"  # a metadata block fails magic/type/crc
@@ -92,8 +94,6 @@ def fsck(dev: BlockDevice) -> Report:
     r = Report()
     images: dict[int, bytes] = {}
     if sb.protocol == "journal":
-        from .store import Store
-
         st = Store(dev, sb)
         try:
             st.protocol.journal.load_super(dev)
@@ -267,9 +267,6 @@ def fsck(dev: BlockDevice) -> Report:
 
 def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
     """(block, seq) if the journal ends where a block starts like its next transaction."""
-    from .format import HEADER, MAGIC, T_TXN
-    from .journal import DESC
-
     for p in ((j.head_pos, 0) if j.head_pos else (0,)):
         raw = dev.read(j.area + p)
         magic, t = HEADER.unpack_from(raw)[:2]
@@ -305,8 +302,6 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
 
 def repair(dev: BlockDevice) -> list[str]:
     """Run the protocol's recovery and rebuild the freelist from what files own; say what was done."""
-    from .store import Store
-
     st = Store.open(dev, recover=True)
     done = list(getattr(st.protocol, "repairs", []))
     if getattr(st.protocol, "replayed", 0):
