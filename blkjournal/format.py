@@ -315,19 +315,32 @@ BITS_PER_BITMAP = PAYLOAD * 8
 @dataclass(frozen=True)
 class JournalSuper:
     """First block of the journal: where the live log starts (tail), the sequence number found
-    there, and the commit checksum of the transaction before it (the start of the hash chain)."""
+    there, and the commit checksum of the transaction before it (the start of the hash chain).
 
-    FMT = struct.Struct("<QQI")
+    It also records the crc32c of every fixed-address block (object map, then bitmap) as that
+    checkpoint left it: nothing else points at them, so this is how a lost or misdirected
+    checkpoint write of one is caught (up to JSB_CRCS blocks; docs/format.md)."""
+
+    FMT = struct.Struct("<QQII")  # tail seq, tail pos, tail prev, number of crcs that follow
     tail_seq: int
     tail_pos: int
     tail_prev: int = 0
+    crcs: tuple = ()
 
     def pack(self, block: int) -> bytes:
-        return seal(T_JSUPER, self.FMT.pack(self.tail_seq, self.tail_pos, self.tail_prev), block, self.tail_seq)
+        return seal(T_JSUPER, self.FMT.pack(self.tail_seq, self.tail_pos, self.tail_prev, len(self.crcs))
+                    + array("I", self.crcs).tobytes(), block, self.tail_seq)
 
     @classmethod
     def unpack(cls, raw, where="?") -> "JournalSuper":
-        return cls(*cls.FMT.unpack_from(check(raw, T_JSUPER, where)))
+        p = check(raw, T_JSUPER, where)
+        seq, pos, prev, n = cls.FMT.unpack_from(p)
+        if n > JSB_CRCS:
+            raise CorruptError(f"block {where}: journal superblock lists {n} crcs (at most {JSB_CRCS})")
+        return cls(seq, pos, prev, tuple(array("I", bytes(p[cls.FMT.size:cls.FMT.size + 4 * n]))))
+
+
+JSB_CRCS = (PAYLOAD - JournalSuper.FMT.size) // 4  # 1011 fixed blocks: 133 object map + 878 bitmap (~114 GB)
 
 
 def geometry(nblocks: int, protocol: str, barrier: str, *, max_files: int | None = None,

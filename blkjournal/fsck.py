@@ -118,6 +118,9 @@ def fsck(dev: BlockDevice) -> Report:
                 else:
                     img[off:off + len(buf)] = buf
         images = {b: bytes(v) for b, v in homes.items()}
+        for b, err in st.protocol.journal.check_fixed(dev.read, images):
+            if err.fault != CHECKSUM:  # (a block failing its own crc is reported below)
+                r.add(err.fault, str(err), [b])
         r.replayed = len(txns)
         if txns:
             r.notes.append(f"applied {len(txns)} committed journal transactions in memory")

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import CorruptError, NoSpaceError
-from .format import HEADER, MAGIC, PAYLOAD, T_TXN, JournalSuper, Superblock, check, crc32c, seal
+from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
+                     crc32c, seal)
 
 DESC = struct.Struct("<QIIIII")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit
 DATA = struct.Struct("<QI")  # data block, crc32c
@@ -134,6 +135,9 @@ class Journal:
 
     def __init__(self, sb: Superblock) -> None:
         self.jsb_block = sb.journal_start
+        self.fixed = list(range(sb.objmap_start, sb.data_start))[:JSB_CRCS]  # blocks whose crc the jsb keeps
+        self.fixed_crcs: tuple = ()  # as the last checkpoint left them
+        self.bitmap_start = sb.bitmap_start
         self.area = sb.journal_start + 1
         self.size = sb.journal_blocks - 1
         self.tail_pos = 0
@@ -149,10 +153,25 @@ class Journal:
         if js.tail_pos >= self.size:
             raise CorruptError(f"block {self.jsb_block}: journal tail {js.tail_pos} outside the journal")
         self.tail_pos, self.tail_seq, self.tail_prev = js.tail_pos, js.tail_seq, js.tail_prev
+        self.fixed_crcs = js.crcs
         self.head_pos, self.next_seq, self.prev, self.used = js.tail_pos, js.tail_seq, js.tail_prev, 0
 
-    def super_image(self) -> bytes:
-        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev).pack(self.jsb_block)
+    def super_image(self, crcs: tuple) -> bytes:
+        """The journal superblock for the current tail; `crcs` of the fixed blocks, as checkpointed."""
+        self.fixed_crcs = crcs
+        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev, crcs).pack(self.jsb_block)
+
+    def check_fixed(self, read, replayed) -> list[tuple[int, CorruptError]]:
+        """The fixed blocks no replayed transaction rewrites that are not what the last checkpoint
+        wrote (a lost or misdirected home write): [(block, error naming the fault)]."""
+        bad = []
+        for b, crc in zip(self.fixed, self.fixed_crcs):
+            if b not in replayed:
+                try:
+                    check(read(b), T_OBJMAP if b < self.bitmap_start else T_BITMAP, b, crc=crc)
+                except CorruptError as e:
+                    bad.append((b, e))
+        return bad
 
     def place(self, nblocks: int) -> int | None:
         """Where a transaction of nblocks goes next, or None when the log must be checkpointed."""

@@ -172,7 +172,12 @@ class JournalProtocol(Protocol):
         store.freelist.reclaim = self.checkpoint  # held blocks come back at a checkpoint
 
     def mkfs_blocks(self) -> dict[int, bytes]:
-        return {self.journal.jsb_block: self.journal.super_image()}
+        st = self.store
+        images = {b: st.objmap_image(b) if b < st.sb.bitmap_start else st.freelist.image(b) for b in self.journal.fixed}
+        return {self.journal.jsb_block: self.journal.super_image(self.fixed_crcs(images))}
+
+    def fixed_crcs(self, images: dict[int, bytes]) -> tuple:
+        return tuple(crc32c(images[b]) for b in self.journal.fixed)
 
     def begin(self) -> None:
         self.images  # the lazy committed images must be taken before the op edits the state
@@ -210,7 +215,17 @@ class JournalProtocol(Protocol):
                 else:
                     img[off:off + len(buf)] = buf
         self.replayed = len(txns)
-        problems = st.load({b: bytes(v) for b, v in homes.items()})
+        self.repairs: list[str] = []
+        stale_bitmap, problems = [], []
+        for b, err in self.journal.check_fixed(self.dev.read, homes):
+            if b >= st.sb.bitmap_start and err.fault != "checksum":  # rebuilt below from what files own
+                stale_bitmap.append(b)
+                self.repairs.append(f"rebuilt the freelist: {err}")
+            elif strict:
+                raise err
+            else:
+                problems.append(str(err))
+        problems += st.load({b: bytes(v) for b, v in homes.items()})
         if problems and strict:
             raise st.problem(problems[0])
         self._images = None  # built on the first commit: a read-only open never needs them
@@ -218,6 +233,14 @@ class JournalProtocol(Protocol):
         if write and txns:
             self.unflushed = False
             self.checkpoint()
+        if stale_bitmap:
+            st.freelist.rebuild(st.owned_blocks())
+            if write:
+                op = Op("recovery: rebuild a stale bitmap", cow=False)
+                op.fresh.update(stale_bitmap)  # logged whole: the home's content is not the base
+                st.freelist.dirty.update(stale_bitmap)
+                self.commit(op)
+                self.checkpoint()
         return problems
 
     def commit(self, op) -> None:
@@ -289,7 +312,7 @@ class JournalProtocol(Protocol):
         if not self.fua and self.on("checkpoint flush after homes"):
             self.dev.flush()
         self.journal.retire()
-        self.dev.write(self.journal.jsb_block, self.journal.super_image(),
+        self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
                        fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
         # The new tail must be durable before the log space behind it is reused: a replay from the
         # old tail through transactions half overwritten by new ones would roll homes back.

@@ -110,6 +110,33 @@ def test_a_lost_origin_write_is_a_stale_block(image, weak):
         assert Store.open(d, recover=False).read("f") == old
 
 
+def test_a_lost_object_map_write_is_a_stale_block(image, weak):
+    """journal: the checkpoint write of the object map block that records a new file was lost.
+    Nothing points at a fixed-address block; the journal superblock keeps its crc instead."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("a", b"a" * 100)
+        s.close()
+    _settle(image)
+    with Device(image, readonly=True) as d:
+        home = Store.open(d, recover=False).sb.objmap_start
+    before = _raw(image, home)
+    with Device(image) as d:
+        s = Store.open(d)
+        s.put("b", b"b" * 100)
+        s.close()
+    _settle(image)
+    _raw(image, home, before)  # the lost write: "b" is not in the object map at home
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"block {home}: stale-block: object map"):
+            Store.open(d, recover=False)
+        assert STALE in fsck(d).codes()
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: a synced, checkpointed file silently gone
+        s = Store.open(d, recover=False)
+        assert s.exists("a") and not s.exists("b")
+
+
 def test_a_stale_used_list_block_is_a_stale_block(image, weak):
     """ordered: the file's used list block holds an older version of itself (its own address, a
     lower generation, one entry fewer): what a lost write of it leaves."""
