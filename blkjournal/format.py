@@ -17,7 +17,7 @@ checks it turns off are what catch misdirected and lost writes.
 Layout of a store (4 KiB blocks):
     0                      superblock
     [journal]              journal superblock + circular journal area (protocol "journal" only)
-    object map             one 128-byte entry per file id: two origin slots, birth, name
+    object map             one 148-byte entry per file id: origin slots (+ expected gen, crc), birth, name
     bitmap                 the global freelist, one bit per block
     data start ...         origins, used lists, map nodes and data blocks, all allocated
 """

@@ -321,7 +321,10 @@ class Store:
             run = 1  # coalesce physically contiguous blocks into one read
             while idx + run <= last and run < 256 and f.map.lookup(idx + run)[0] == b + run:
                 run += 1
-            buf = self.dev.read(b, run)
+            try:
+                buf = self.dev.read(b, run)
+            except CorruptError as err:  # a read error: say which file and which of its blocks
+                raise type(err)(f"file {f.name!r} (file block {idx}): {err}") from None
             if verify:
                 for k in range(run):
                     c = f.map.lookup(idx + k)[1]
