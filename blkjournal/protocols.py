@@ -177,7 +177,10 @@ class JournalProtocol(Protocol):
         return {self.journal.jsb_block: self.journal.super_image(self.fixed_crcs(images))}
 
     def fixed_crcs(self, images: dict[int, bytes]) -> tuple:
-        return tuple(crc32c(images[b]) for b in self.journal.fixed)
+        """The crc of each fixed block as committed; one no transaction of a store made in this
+        process has touched (not in `images`) is as mkfs wrote it."""
+        old = dict(zip(self.journal.fixed, self.journal.fixed_crcs))
+        return tuple(crc32c(images[b]) if b in images else old[b] for b in self.journal.fixed)
 
     def begin(self) -> None:
         self.images  # the lazy committed images must be taken before the op edits the state
