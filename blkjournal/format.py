@@ -74,10 +74,12 @@ def header(raw: bytes) -> tuple:
     return HEADER.unpack_from(raw)
 
 
-def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None) -> memoryview:
+def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None,
+          whole: bool = True) -> memoryview:
     """Verify a metadata block read from block `where` and return its payload.
 
     `gen` and `crc` are what the pointer that led here expects (None: it expects nothing).
+    `whole=False` skips the block's own crc (each of its sectors carries one: a torn object map).
     CorruptError (its subclass names the fault) says which block and what is wrong.
     """
     magic, t, version, own, block, bgen = HEADER.unpack_from(raw)
@@ -93,7 +95,7 @@ def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, c
         raise CorruptError(f"block {where}: expected {name}, found type {TYPE_NAMES.get(t, t)}")
     body = bytearray(raw)
     body[8:12] = b"\0\0\0\0"
-    if crc32c(body) != own:
+    if whole and crc32c(body) != own:
         raise CorruptError(f"block {where}: {name} checksum mismatch")
     if weak_detection():
         return memoryview(raw)[HDR:]
@@ -161,7 +163,61 @@ class Superblock:
 
 # --- object map: file id -> origin slots (+ the name: the flat namespace lives in the same entry) ---
 OBJ = struct.Struct("<QQQQIH110s")  # origin slot a, slot b, birth, origin gen, origin crc, name length, name
-OBJ_PER_BLOCK = PAYLOAD // OBJ.size  # 27
+SECTOR = 512
+OBJ_PER_SECTOR = 3  # (512 - 4) // 148, and 3 fit after the header in sector 0 too
+OBJ_PER_BLOCK = OBJ_PER_SECTOR * (BLOCK_SIZE // SECTOR)  # 24
+_EMPTY_ENTRY = bytes(OBJ.size)  # an entry never used
+
+
+def _entry_offset(k: int) -> int:
+    s, j = divmod(k, OBJ_PER_SECTOR)
+    return s * SECTOR + (HDR if s == 0 else 0) + j * OBJ.size
+
+
+def _sector_crc(body, block: int, s: int) -> int:
+    """crc32c of sector s but its last 4 bytes (where it goes), sector 0 with the block crc zeroed,
+    followed by the block number and sector index: a sector of another block fails, and the
+    sectors are not crc codewords (a block of codewords would have a constant whole-block crc)."""
+    sec = bytearray(body[s * SECTOR:(s + 1) * SECTOR - 4])
+    if s == 0:
+        sec[8:12] = b"\0\0\0\0"
+    return crc32c(bytes(sec) + struct.pack("<QI", block, s))
+
+
+def pack_objmap(entries: list, block: int, gen: int) -> bytes:
+    """An object map block: entries never straddle a 512-byte sector and every sector ends in its
+    own crc32c, so a write torn at any sector boundary leaves each sector whole (old or new)."""
+    body = bytearray(BLOCK_SIZE)
+    body[:HDR] = HEADER.pack(MAGIC, T_OBJMAP, VERSION, 0, block, gen)
+    for k, e in enumerate(entries):
+        off = _entry_offset(k)
+        body[off:off + OBJ.size] = e.pack()
+    for s in range(BLOCK_SIZE // SECTOR):
+        body[(s + 1) * SECTOR - 4:(s + 1) * SECTOR] = struct.pack("<I", _sector_crc(body, block, s))
+    body[8:12] = struct.pack("<I", crc32c(body))
+    return bytes(body)
+
+
+def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> list:
+    """The entries of object map block `block` (file ids from `first_fid`).
+
+    With `torn_ok` (ordered: entries are written in place, no journal) a block failing its own
+    crc is accepted when every sector passes its own: a torn write, each sector old or new, and
+    every entry whole.  A sector that fails is damage: CorruptError naming block and sector."""
+    try:
+        check(raw, T_OBJMAP, block)
+    except CorruptError as e:
+        if not torn_ok or e.fault != "checksum":
+            raise
+        check(raw, T_OBJMAP, block, whole=False)  # header (magic, type, version, address) still
+        for s in range(BLOCK_SIZE // SECTOR):
+            if struct.unpack_from("<I", raw, (s + 1) * SECTOR - 4)[0] != _sector_crc(raw, block, s):
+                raise CorruptError(f"block {block}: object map checksum mismatch (sector {s})") from None
+    out = []
+    for k in range(OBJ_PER_BLOCK):
+        ent = raw[_entry_offset(k):_entry_offset(k) + OBJ.size]
+        out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
+    return out
 MAX_NAME = 110
 
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 from .device import BlockDevice
 from .errors import CorruptError
-from .format import (HEADER, MAGIC, OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, MapNode, ObjEntry,
-                     Origin, Superblock, UsedListBlock, check, crc32c)
+from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, check, crc32c, read_objmap)
 from .blockmap import BlockMap
 from .journal import DESC
 from .op import Op
@@ -33,7 +33,6 @@ UNLISTED = "unlisted"  # referenced, but not in the file's used list: recovery w
 OWNED_TWICE = "owned-twice"
 LEAK = "leak"  # allocated (bitmap or used list) but unreachable
 JOURNAL = "journal"
-_EMPTY_ENTRY = bytes(OBJ.size)
 
 
 @dataclass(frozen=True)
@@ -150,14 +149,10 @@ def fsck(dev: BlockDevice) -> Report:
     for i in range(sb.objmap_blocks):
         b = sb.objmap_start + i
         try:
-            p = check(read(b), T_OBJMAP, b)
-            for k in range(OBJ_PER_BLOCK):
-                fid = i * OBJ_PER_BLOCK + k
-                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
-                if fid < sb.max_files and raw != _EMPTY_ENTRY:
-                    e = ObjEntry.unpack(raw, fid)
-                    if e.in_use:
-                        entries[fid] = e
+            ents = read_objmap(read(b), b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            for k, e in enumerate(ents):
+                if i * OBJ_PER_BLOCK + k < sb.max_files and e.in_use:
+                    entries[i * OBJ_PER_BLOCK + k] = e
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
 

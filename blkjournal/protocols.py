@@ -49,6 +49,7 @@ class Protocol:
     cow = False
     origin_slots = 1
     trusts_bitmap = True  # False: recovery rebuilds the freelist and never reads the bitmap
+    tears_objmap = False  # True: object map blocks are written in place unjournaled (sector-checked)
 
     def __init__(self, store) -> None:
         self.store = store
@@ -345,6 +346,7 @@ class OrderedProtocol(Protocol):
     cow = True
     origin_slots = 2
     trusts_bitmap = False
+    tears_objmap = True
     SITES_FLUSH = ("B data and map flush", "sync flush")
     SITES_FUA = ("A used-list entries FUA", "B data and map FUA", "C origin FUA")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, NoSpaceError
-from .format import (FANOUT_BITS, MAX_NAME, OBJ, OBJ_PER_BLOCK, ROOT_SLOTS, T_OBJMAP, UL_SLOTS,
-                     MapNode, ObjEntry, Origin, Superblock, UsedListBlock, check, crc32c, geometry, header, seal)
+from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, crc32c, geometry, header, pack_objmap, read_objmap)
 from .freelist import Freelist
 from .op import Op
 from .protocols import SITES, make_protocol
@@ -27,7 +27,6 @@ from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
 ZERO_CRC = crc32c(ZERO)
-_EMPTY_ENTRY = bytes(OBJ.size)  # an object map entry never used
 
 
 @dataclass
@@ -186,14 +185,12 @@ class Store:
         for i in range(self.sb.objmap_blocks):
             b = self.sb.objmap_start + i
             raw = read(b)
-            p = check(raw, T_OBJMAP, b)
+            ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=self.protocol.tears_objmap)
             self.objmap_gens[b] = header(raw)[5]
             gens.append(self.objmap_gens[b])
-            for k in range(OBJ_PER_BLOCK):
-                fid = i * OBJ_PER_BLOCK + k
-                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
-                if fid < self.sb.max_files:
-                    self.entries[fid] = ObjEntry.unpack(raw, fid) if raw != _EMPTY_ENTRY else ObjEntry()
+            for k, e in enumerate(ents):
+                if i * OBJ_PER_BLOCK + k < self.sb.max_files:
+                    self.entries[i * OBJ_PER_BLOCK + k] = e
         for fid, e in enumerate(self.entries):
             self.births = max(self.births, e.birth)
             if not e.in_use:
@@ -253,7 +250,8 @@ class Store:
     def objmap_image(self, b: int) -> bytes:
         i = b - self.sb.objmap_start
         ents = self.entries[i * OBJ_PER_BLOCK:(i + 1) * OBJ_PER_BLOCK]
-        return seal(T_OBJMAP, b"".join(e.pack() for e in ents), b, self.objmap_gens.get(b, 0))
+        ents = ents + [ObjEntry()] * (OBJ_PER_BLOCK - len(ents))
+        return pack_objmap(ents, b, self.objmap_gens.get(b, 0))
 
     def objmap_home(self, fid: int) -> int:
         return self.sb.objmap_start + fid // OBJ_PER_BLOCK
