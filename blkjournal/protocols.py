@@ -469,7 +469,9 @@ class OrderedProtocol(Protocol):
                 continue
             try:
                 o = Origin.unpack(read(b), b)
-            except CorruptError:
+            except CorruptError as err:
+                if err.fault != "checksum":  # (a torn slot is a crash's normal debris; this is not)
+                    self.slot_faults.append(f"file {fid}: origin slot {b} not used: {err}")
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best[1].gen):
                 best = (slot, o)
@@ -479,8 +481,9 @@ class OrderedProtocol(Protocol):
         """Newest origin per file; freelist rebuilt from what the files own, before anything is
         allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
+        self.slot_faults: list[str] = []
         problems = st.load(origin_choice=self.choose_origin)
-        self.repairs: list[str] = []
+        self.repairs: list[str] = list(self.slot_faults)
         writes: dict[int, bytes] = {}
         for fid, e in enumerate(st.entries):
             if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")

@@ -236,3 +236,24 @@ def test_a_torn_object_map_write_loses_only_the_create_in_flight(tmp_path, cut):
         assert sorted(s.names) == list("abcdefg") and s.read("c") == b"c" * 100
     with Device(before, readonly=True) as d:
         assert fsck(d).clean
+
+
+def test_a_misdirected_write_over_an_origin_slot_is_named_by_recovery(image):
+    """ordered: a valid block of another address over the newest origin slot.  Recovery can only
+    use the other slot (the file one operation back), and says why; fsck names the fault."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "ordered", "flush")
+        s.put("f", b"1" * 100)
+        s.put("f", b"2" * 100)
+        s.put("g", b"g" * 100)
+        s.close()
+    with Device(image, readonly=True) as d:
+        s = Store.open(d, recover=False)
+        slot, other = s.lookup("f").origin_block, s.lookup("g").origin_block
+    _raw(image, slot, _raw(image, other))
+    with Device(image, readonly=True) as d:
+        assert MISDIRECTED in fsck(d).codes()
+    with Device(image) as d:
+        s = Store.open(d)
+        assert s.read("f") == b"1" * 100 and s.read("g") == b"g" * 100
+        assert any(f"origin slot {slot} not used" in r and "misdirected-write" in r for r in s.protocol.repairs)
