@@ -37,6 +37,7 @@ class DeviceReadError(CorruptError):
     """The device returned an I/O error (EIO) for a block: a latent sector error, never a traceback."""
 
     fault = "read-error"
+    errno = 5  # EIO, what the kernel returned
 
 
 class RefusedError(BlkError):

@@ -462,7 +462,11 @@ class OrderedProtocol(Protocol):
 
     # ---------------------------------------------------------------- recovery
     def choose_origin(self, fid: int, e: ObjEntry, read):
-        """The newest valid origin slot that belongs to this file (birth matches), or None."""
+        """The newest valid origin slot that belongs to this file (birth matches), or None.
+
+        A slot failing its crc is what a torn origin write leaves: the other slot is the file.
+        A slot that cannot be read, or holds another block's write, may have held the newest
+        origin: taking the other would roll the file back unnoticed, so the file is refused."""
         best = None
         for slot, b in enumerate((e.origin_a, e.origin_b)):
             if not b:
@@ -470,8 +474,8 @@ class OrderedProtocol(Protocol):
             try:
                 o = Origin.unpack(read(b), b)
             except CorruptError as err:
-                if err.fault != "checksum":  # (a torn slot is a crash's normal debris; this is not)
-                    self.slot_faults.append(f"file {fid}: origin slot {b} not used: {err}")
+                if err.fault != "checksum":
+                    raise type(err)(f"origin slot {b}: {err}") from None
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best[1].gen):
                 best = (slot, o)
@@ -481,9 +485,8 @@ class OrderedProtocol(Protocol):
         """Newest origin per file; freelist rebuilt from what the files own, before anything is
         allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
-        self.slot_faults: list[str] = []
         problems = st.load(origin_choice=self.choose_origin)
-        self.repairs: list[str] = list(self.slot_faults)
+        self.repairs: list[str] = []
         writes: dict[int, bytes] = {}
         for fid, e in enumerate(st.entries):
             if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")

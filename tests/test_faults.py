@@ -21,7 +21,7 @@ from blkjournal.crash import faults as F
 from blkjournal.crash.check import model_kind
 from blkjournal.crash.explore import explore_log, load_workload, make_ops, record
 from blkjournal.device import BLOCK_SIZE, Device
-from blkjournal.errors import BlkError
+from blkjournal.errors import BlkError, DeviceReadError
 from blkjournal.format import VERSION
 from blkjournal.store import Store
 
@@ -136,7 +136,7 @@ def test_read_error_raises_eio_through_the_device_read_path(tmp_path):
     dev.write(3, b"x" * BLOCK_SIZE)
     fd = F.FaultyDevice(dev, eio=[3])
     for blk, n in ((3, 1), (2, 3)):
-        with pytest.raises(OSError) as e:
+        with pytest.raises(DeviceReadError, match="block 3: read-error") as e:  # as Device.read names EIO
             fd.read(blk, n)
         assert e.value.errno == errno.EIO
     assert fd.read(4) == bytes(BLOCK_SIZE)
@@ -146,8 +146,8 @@ def test_read_error_raises_eio_through_the_device_read_path(tmp_path):
 
 
 def test_read_error_reaches_the_store(ordered):
-    """A store reading a file whose data block fails gets the EIO (today as OSError; once the
-    store names read errors, as a BlkError) -- never the block's bytes."""
+    """A store reading a file whose data block fails gets a named read error naming the file and
+    the block -- never the block's bytes."""
     _, fs = ordered
     last = fs.points[-1]
     st = Store.open(fs.space.state_from_combo(last, ()).overlay(), recover=False)
@@ -155,9 +155,8 @@ def test_read_error_reaches_the_store(ordered):
     _, b, _ = next(iter(f.map.data_entries()))
     dev = F.inject(fs, F.Fault("read-error", last, (), b))
     st = Store.open(dev, recover=False)
-    with pytest.raises((OSError, BlkError)) as e:
+    with pytest.raises(DeviceReadError, match=rf"file {f.name!r} \(file block 0\): block {b}: read-error"):
         st.read_file(st.files[f.fid])
-    assert isinstance(e.value, BlkError) or e.value.errno == errno.EIO
 
 
 def test_acceptable_names_rollbacks_and_silent_losses():
