@@ -25,11 +25,12 @@ import struct
 from dataclasses import dataclass
 
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import CorruptError, NoSpaceError
+from .errors import CorruptError, NoSpaceError, StaleBlockError
 from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
                      crc32c, seal)
 
-DESC = struct.Struct("<QIIIII")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit
+DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
+COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
 DATA = struct.Struct("<QI")  # data block, crc32c
 REC = struct.Struct("<QHH")  # home block, offset, length
 
@@ -83,23 +84,26 @@ def txn_blocks(data: list, records: list) -> int:
 
 
 def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
-           at: int) -> tuple[list[bytes], int]:
+           at: int, durable: int = 0) -> tuple[list[bytes], int]:
     """The blocks of one transaction (descriptor first) to be written from block `at`, and its
-    commit checksum.  Each block's header names its own address and the sequence number."""
+    commit checksum.  Each block's header names its own address and the sequence number.
+
+    `durable` is the newest transaction known durable (flushed, or completed FUA) as this one is
+    written: evidence that lets replay tell a damaged durable transaction from a torn tail."""
     stream = b"".join(DATA.pack(b, c) for b, c in data)
     stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
     first_room = PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
-    commit = crc32c(struct.pack("<QII", seq, nblocks, prev) + stream)
-    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit) + stream[:first_room],
-                   at, seq)]
+    commit = crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream)
+    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
+                   + stream[:first_room], at, seq)]
     for k, i in enumerate(range(first_room, len(stream), PAYLOAD), 1):
         blocks.append(seal(T_TXN, stream[i:i + PAYLOAD], at + k, seq))
     return blocks, commit
 
 
 def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | None:
-    _, nblocks, ndata, nrec, prev, commit = desc
+    _, nblocks, ndata, nrec, prev, commit, durable = desc
     try:
         payloads = [bytes(check(b, T_TXN, at + k, gen=seq)) for k, b in enumerate(blocks)]
     except CorruptError:
@@ -118,7 +122,7 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
             return None
         recs.append((h, off, stream[o:o + n]))
         o += n
-    if crc32c(struct.pack("<QII", seq, nblocks, prev) + stream[:o]) != commit:
+    if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
         return None
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
 
@@ -147,6 +151,7 @@ class Journal:
         self.next_seq = 1
         self.prev = 0  # commit checksum of the newest transaction
         self.used = 0  # blocks from tail to head, including any skipped at a wrap
+        self.durable = 0  # the newest transaction known durable (what the next descriptor claims)
 
     def load_super(self, dev: BlockDevice) -> None:
         js = JournalSuper.unpack(dev.read(self.jsb_block), self.jsb_block)
@@ -155,6 +160,7 @@ class Journal:
         self.tail_pos, self.tail_seq, self.tail_prev = js.tail_pos, js.tail_seq, js.tail_prev
         self.fixed_crcs = js.crcs
         self.head_pos, self.next_seq, self.prev, self.used = js.tail_pos, js.tail_seq, js.tail_prev, 0
+        self.durable = js.tail_seq - 1
 
     def super_image(self, crcs: tuple) -> bytes:
         """The journal superblock for the current tail; `crcs` of the fixed blocks, as checkpointed."""
@@ -236,4 +242,42 @@ class Journal:
             if pos == self.size:
                 pos = 0
         self.head_pos, self.next_seq, self.prev, self.used = pos, seq, prev, used
+        if used < self.size:
+            self._no_durable_successor(dev, pos, seq, prev)
         return txns
+
+    def _no_durable_successor(self, dev: BlockDevice, pos: int, seq: int, prev: int) -> None:
+        """Replay stopped at `seq`: a torn tail, unless a later transaction says `seq` was durable
+        when it was written.  Then `seq` was damaged after the fact (a lost, misdirected or rotted
+        write), and stopping here would silently drop durable transactions: refuse, by name.
+
+        Where `seq + 1` starts: after `seq`'s blocks when its descriptor reads, else after the run
+        of blocks whose header says they belong to `seq` (the damaged one first), or at 0 (wrap)."""
+        first = dev.read(self.area + pos)
+        own = None
+        try:
+            check(first, T_TXN, self.area + pos, gen=seq)
+            d = DESC.unpack_from(first, HEADER.size)
+            nxt = pos + d[1] if d[0] == seq and d[4] == prev and 0 < d[1] <= self.size - pos else None
+        except CorruptError as e:
+            own, nxt = e, None
+        if nxt is None:
+            nxt = pos + 1
+            while nxt < self.size:
+                h = HEADER.unpack_from(dev.read(self.area + nxt))
+                if not (h[0] == MAGIC and h[1] == T_TXN and h[5] == seq):
+                    break
+                nxt += 1
+        for q in {nxt % self.size, 0}:
+            raw = dev.read(self.area + q)
+            try:
+                check(raw, T_TXN, self.area + q, gen=seq + 1)
+            except CorruptError:
+                continue
+            d = DESC.unpack_from(raw, HEADER.size)
+            if d[0] == seq + 1 and d[6] >= seq:
+                why = f" ({own})" if own else ""
+                cls = type(own) if own else StaleBlockError
+                raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks{why}, but "
+                          f"transaction {seq + 1} (block {self.area + q}), written after it was durable, follows "
+                          f"it: a durable transaction was lost or damaged")

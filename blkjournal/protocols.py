@@ -295,9 +295,12 @@ class JournalProtocol(Protocol):
         if pos is None:
             self.checkpoint()
             pos = self.journal.place(n)
-        txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos)
+        txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
+                             durable=self.journal.durable)
         self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
                        role=f"journal txn {self.journal.next_seq} [{op.name}]")
+        if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
+            self.journal.durable = self.journal.next_seq  # completed FUA: durable now
         self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
@@ -310,11 +313,11 @@ class JournalProtocol(Protocol):
     def checkpoint(self) -> None:
         """Write committed metadata home, make it durable, then advance the journal tail."""
         if self.unflushed and self.on("checkpoint flush before homes"):
-            self.dev.flush()
+            self.flush()
         roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
         self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
         if not self.fua and self.on("checkpoint flush after homes"):
-            self.dev.flush()
+            self.flush()
         self.journal.retire()
         self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
                        fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
@@ -328,10 +331,15 @@ class JournalProtocol(Protocol):
             self.store.freelist.held.discard(b)
         self.held.clear()
 
+    def flush(self) -> None:
+        """A device flush: every transaction written so far is durable (later ones say so)."""
+        self.dev.flush()
+        self.journal.durable = self.journal.next_seq - 1
+
     def sync(self) -> None:
         if self.unflushed:
             if self.on("sync flush"):
-                self.dev.flush()
+                self.flush()
             self.unflushed = False
 
     def close(self) -> None:
