@@ -251,8 +251,9 @@ class Journal:
         when it was written.  Then `seq` was damaged after the fact (a lost, misdirected or rotted
         write), and stopping here would silently drop durable transactions: refuse, by name.
 
-        Where `seq + 1` starts: after `seq`'s blocks when its descriptor reads, else after the run
-        of blocks whose header says they belong to `seq` (the damaged one first), or at 0 (wrap)."""
+        `seq + 1` starts after `seq`'s blocks when its descriptor reads, else after the run of
+        blocks whose header says they belong to `seq` (the damaged one first), or at 0 (a wrap);
+        from there the chain of later transactions is followed as replay would."""
         first = dev.read(self.area + pos)
         own = None
         try:
@@ -268,16 +269,29 @@ class Journal:
                 if not (h[0] == MAGIC and h[1] == T_TXN and h[5] == seq):
                     break
                 nxt += 1
-        for q in {nxt % self.size, 0}:
+        later = self._descriptor(dev, (nxt % self.size, 0), seq + 1, None)
+        steps = 0
+        while later is not None and steps < self.size:
+            q, d = later
+            if d[6] >= seq:
+                cls = type(own) if own else StaleBlockError
+                raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
+                          f"{f' ({own})' if own else ''}, but transaction {d[0]} (block {self.area + q}), "
+                          f"written after it was durable, follows it: a durable transaction was lost or damaged")
+            end = q + d[1]
+            later = self._descriptor(dev, (end % self.size, 0) if end % self.size else (0,), d[0] + 1, d[5])
+            steps += 1
+
+    def _descriptor(self, dev: BlockDevice, places, seq: int, prev: int | None):
+        """(position, descriptor) of a valid first block of transaction `seq` (linked to `prev`
+        unless None) at one of `places`, or None."""
+        for q in dict.fromkeys(places):
             raw = dev.read(self.area + q)
             try:
-                check(raw, T_TXN, self.area + q, gen=seq + 1)
+                check(raw, T_TXN, self.area + q, gen=seq)
             except CorruptError:
                 continue
             d = DESC.unpack_from(raw, HEADER.size)
-            if d[0] == seq + 1 and d[6] >= seq:
-                why = f" ({own})" if own else ""
-                cls = type(own) if own else StaleBlockError
-                raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks{why}, but "
-                          f"transaction {seq + 1} (block {self.area + q}), written after it was durable, follows "
-                          f"it: a durable transaction was lost or damaged")
+            if d[0] == seq and (prev is None or d[4] == prev) and 0 < d[1] <= self.size - q:
+                return q, d
+        return None
