@@ -180,7 +180,8 @@ def fsck(dev: BlockDevice) -> Report:
         for b in slots:
             try:
                 # journal: the entry says which origin it expects; ordered: slots are the commit point
-                o = Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None)
+                o = (Origin.unpack(read(b), b) if ordered else
+                     Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None))
             except CorruptError as err:
                 if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
                     r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])

@@ -251,47 +251,34 @@ class Journal:
         when it was written.  Then `seq` was damaged after the fact (a lost, misdirected or rotted
         write), and stopping here would silently drop durable transactions: refuse, by name.
 
-        `seq + 1` starts after `seq`'s blocks when its descriptor reads, else after the run of
-        blocks whose header says they belong to `seq` (the damaged one first), or at 0 (a wrap);
-        from there the chain of later transactions is followed as replay would."""
-        first = dev.read(self.area + pos)
+        A descriptor claims durability only after a flush (or a completed FUA write) made `seq`
+        durable, so any valid one with a later seq and `durable >= seq` is proof.  Later
+        transactions sit after `seq` (or from block 0, after a wrap): scan from there across
+        blocks of `seq` and later ones, tolerating the damaged block(s) -- three foreign blocks
+        in a row (never written, or an older lap of the log) end a scan."""
         own = None
         try:
-            check(first, T_TXN, self.area + pos, gen=seq)
-            d = DESC.unpack_from(first, HEADER.size)
-            nxt = pos + d[1] if d[0] == seq and d[4] == prev and 0 < d[1] <= self.size - pos else None
+            check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
         except CorruptError as e:
-            own, nxt = e, None
-        if nxt is None:
-            nxt = pos + 1
-            while nxt < self.size:
-                h = HEADER.unpack_from(dev.read(self.area + nxt))
-                if not (h[0] == MAGIC and h[1] == T_TXN and h[5] == seq):
-                    break
-                nxt += 1
-        later = self._descriptor(dev, (nxt % self.size, 0), seq + 1, None)
-        steps = 0
-        while later is not None and steps < self.size:
-            q, d = later
-            if d[6] >= seq:
-                cls = type(own) if own else StaleBlockError
-                raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
-                          f"{f' ({own})' if own else ''}, but transaction {d[0]} (block {self.area + q}), "
-                          f"written after it was durable, follows it: a durable transaction was lost or damaged")
-            end = q + d[1]
-            later = self._descriptor(dev, (end % self.size, 0) if end % self.size else (0,), d[0] + 1, d[5])
-            steps += 1
-
-    def _descriptor(self, dev: BlockDevice, places, seq: int, prev: int | None):
-        """(position, descriptor) of a valid first block of transaction `seq` (linked to `prev`
-        unless None) at one of `places`, or None."""
-        for q in dict.fromkeys(places):
-            raw = dev.read(self.area + q)
-            try:
-                check(raw, T_TXN, self.area + q, gen=seq)
-            except CorruptError:
-                continue
-            d = DESC.unpack_from(raw, HEADER.size)
-            if d[0] == seq and (prev is None or d[4] == prev) and 0 < d[1] <= self.size - q:
-                return q, d
-        return None
+            own = e
+        for begin in dict.fromkeys((pos, 0)):
+            q, foreign = begin, 0
+            while q < self.size and foreign < 3:
+                raw = dev.read(self.area + q)
+                try:
+                    check(raw, T_TXN, self.area + q)
+                    gen = HEADER.unpack_from(raw)[5]
+                except CorruptError:
+                    gen = -1
+                if gen < seq:
+                    foreign += 1
+                else:
+                    foreign = 0
+                    d = DESC.unpack_from(raw, HEADER.size)
+                    if gen > seq and d[0] == gen and d[6] >= seq:
+                        cls = type(own) if own else StaleBlockError
+                        raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
+                                  f"{f' ({own})' if own else ''}, but transaction {gen} (block {self.area + q}), "
+                                  f"written after it was durable, follows it: a durable transaction was lost or "
+                                  f"damaged")
+                q += 1

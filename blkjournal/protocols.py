@@ -16,7 +16,7 @@ operation's exact write and barrier order and the crash argument for it.
 from __future__ import annotations
 
 from .device import BLOCK_SIZE
-from .errors import CorruptError
+from .errors import CorruptError, StaleBlockError
 from .format import ObjEntry, Origin, crc32c
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
@@ -499,8 +499,17 @@ class OrderedProtocol(Protocol):
         for fid, e in enumerate(st.entries):
             if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
                                                         for p in problems):
+                home = st.objmap_home(fid)
+                if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen:
+                    # The entry's block was written again by a later operation, after a barrier
+                    # that made this file's first origin durable: the origin was lost or damaged.
+                    problems.append(f"file {fid} ({e.name!r}): stale-block: no valid origin, though object map "
+                                    f"block {home} (generation {st.objmap_gens[home]}) was written after the file's "
+                                    f"creation (generation {e.origin_gen}) was durable")
+                    st._faults[problems[-1]] = StaleBlockError
+                    continue
                 st.entries[fid] = ObjEntry(birth=e.birth)  # a create that never became durable
-                writes[st.objmap_home(fid)] = None
+                writes[home] = None
                 self.repairs.append(f"dropped object map entry {fid} ({e.name!r}): no durable origin")
         problems = [p for p in problems if not p.endswith("no valid origin")]
         if problems and strict:

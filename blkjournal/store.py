@@ -391,7 +391,10 @@ class Store:
         blocks = self.freelist.alloc(nslots + 1)
         ul_head = blocks[-1]
         self.births += 1
-        e = ObjEntry(blocks[0], blocks[1] if nslots == 2 else 0, self.births, name)
+        # ordered: the entry remembers the generation that created the file (recovery's evidence
+        # that its first origin became durable: see OrderedProtocol.recover)
+        e = ObjEntry(blocks[0], blocks[1] if nslots == 2 else 0, self.births, name,
+                     origin_gen=self.txid if nslots == 2 else 0)
         f = FileState(fid, e, 0, time.time_ns(), 0, 1 if nslots == 2 else 0, BlockMap(),
                       UsedList(ul_head, {ul_head: UsedListBlock()}))
         self.entries[fid] = e
