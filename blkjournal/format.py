@@ -10,9 +10,11 @@ block index map entry that points at them, which is what lets fsck tell "metadat
 there" from "the data is really there" (seed B's crash case 6).
 
 BLKJOURNAL_WEAK_DETECTION=1 (test-only) turns off what format 2 added -- the address and generation
-checks and the crcs carried by used-list, origin and map-node pointers -- and keeps every block's
-own crc and the data crcs: detection as format 1 had it, so the fault explorer can show that the
-checks it turns off are what catch misdirected and lost writes.
+checks, the crcs carried by used-list, origin, map-node and journal-superblock pointers, and the
+generation evidence recovery uses (a journal descriptor's `durable`, an object map entry's
+creation generation) -- and keeps every block's own crc and the data crcs: detection as format 1
+had it, so the fault explorer can show that the checks it turns off are what catch misdirected
+and lost writes.
 
 Layout of a store (4 KiB blocks):
     0                      superblock

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import CorruptError, NoSpaceError, StaleBlockError
 from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
-                     crc32c, seal)
+                     crc32c, seal, weak_detection)
 
 DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
 COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
@@ -256,6 +256,8 @@ class Journal:
         transactions sit after `seq` (or from block 0, after a wrap): scan from there across
         blocks of `seq` and later ones, tolerating the damaged block(s) -- three foreign blocks
         in a row (never written, or an older lap of the log) end a scan."""
+        if weak_detection():  # a generation check: off with format 1's detection
+            return
         own = None
         try:
             check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)

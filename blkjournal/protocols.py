@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import ObjEntry, Origin, crc32c
+from .format import ObjEntry, Origin, crc32c, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
 
@@ -500,7 +500,7 @@ class OrderedProtocol(Protocol):
             if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
                                                         for p in problems):
                 home = st.objmap_home(fid)
-                if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen:
+                if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen and not weak_detection():
                     # The entry's block was written again by a later operation, after a barrier
                     # that made this file's first origin durable: the origin was lost or damaged.
                     problems.append(f"file {fid} ({e.name!r}): stale-block: no valid origin, though object map "

@@ -261,3 +261,28 @@ def test_a_misdirected_write_over_an_origin_slot_refuses_the_file(image):
             s.read("f")
         with pytest.raises(MisdirectedError):
             Store.open(d, recover=False)
+
+
+def test_a_damaged_durable_transaction_is_not_taken_for_a_torn_tail(image, weak):
+    """journal: b's transaction was synced, then c's was written (it says b's was durable); b's
+    descriptor then rots.  Replay must not stop there silently as at a torn tail."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("a", b"a" * 100)
+        s.sync()
+        s.put("b", b"b" * 100)
+        s.sync()
+        b_txn = s.protocol.journal.area + s.protocol.journal.head_pos - 1
+        s.put("c", b"c" * 100)
+        s.sync()
+    raw = bytearray(_raw(image, b_txn))
+    raw[300] ^= 0x10
+    _raw(image, b_txn, bytes(raw))
+    with Device(image, readonly=True) as d:
+        with pytest.raises(CorruptError, match=rf"journal transaction 2 at block {b_txn} fails its checks .*checksum"
+                                               r".*transaction 3 .* written after it was durable"):
+            Store.open(d, recover=False)
+        assert fsck(d).codes() == {"journal"}  # named: the journal cannot be replayed past it
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: b and c silently gone, though synced
+        assert sorted(Store.open(d, recover=False).names) == ["a"]

@@ -262,12 +262,25 @@ def test_weakened_detection_is_caught(tmp_path):
     assert any(r.startswith(("object map", "used list")) for r in roles), roles
 
 
+# What format 2 cannot detect by design (docs/protocols.md, "Undetectable by design"): under
+# journal a damaged transaction of the last synced batch, before any later transaction claims it
+# durable (one flush per sync writes nothing after it); under ordered a file's newest origin lost
+# or rotted, its slots being the per-file commit point.  Every silent corruption must be one of
+# these; read errors and garbage never are, nothing crashes.
+BY_DESIGN = {"journal": ("journal txn", "data block"), "ordered": ("origin of file",)}
+
+
 @pytest.mark.xfail(VERSION == 1, strict=True, reason="format v1 has no address/generation checks (issue 10)")
 @pytest.mark.parametrize("protocol", ["journal", "ordered"])
-def test_full_detection_has_no_silent_corruption(tmp_path, protocol):
+def test_full_detection_leaves_only_the_undetectable_by_design(tmp_path, protocol):
     log, _ = _record(str(tmp_path), protocol, nops=60, seed=2)
     fx = explore_log(log, faults=F.KINDS, fault_samples=40, seed=2).faults
-    assert fx["silent_corruptions"] == 0 and fx["crashed"] == 0, fx["examples"][:3]
+    assert fx["crashed"] == 0, fx["examples"][:3]
+    for kind in ("read-error", "garbage"):
+        assert fx["by_kind"][kind]["silent_corruptions"] == 0, kind
+    silent = [e for e in fx["examples"] if e["outcome"] == "silent_corruptions"]
+    assert all(e["role"].startswith(BY_DESIGN[protocol]) and "rolled back" in e["reason"] for e in silent), silent
+    assert fx["silent_corruptions"] <= fx["injected"] // 20, fx  # at most 5% of the faults
 
 
 def test_cli_faults_report_and_bad_input(tmp_path):
