@@ -235,7 +235,9 @@ class ObjEntry:
     Under "journal" the entry is the origin's pointer and carries what it expects (`origin_gen`,
     `origin_crc`: the journal rewrites both with every origin change, so a lost or misdirected
     checkpoint write of the origin is a stale-block).  Under "ordered" the origin slots are the
-    commit point and nothing above them is rewritten per operation: both are 0 (no expectation).
+    commit point and nothing above them is rewritten per operation: `origin_gen` is the
+    generation that created the file (recovery's evidence that its first origin is durable) and
+    `origin_crc` 0.
     """
 
     origin_a: int = 0

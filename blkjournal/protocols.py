@@ -503,10 +503,10 @@ class OrderedProtocol(Protocol):
                 if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen and not weak_detection():
                     # The entry's block was written again by a later operation, after a barrier
                     # that made this file's first origin durable: the origin was lost or damaged.
-                    problems.append(f"file {fid} ({e.name!r}): stale-block: no valid origin, though object map "
-                                    f"block {home} (generation {st.objmap_gens[home]}) was written after the file's "
-                                    f"creation (generation {e.origin_gen}) was durable")
-                    st._faults[problems[-1]] = StaleBlockError
+                    problems.append(st.note_problem(
+                        f"file {fid} ({e.name!r}): stale-block: no valid origin, though object map block {home} "
+                        f"(generation {st.objmap_gens[home]}) was written after the file's creation (generation "
+                        f"{e.origin_gen}) was durable", StaleBlockError))
                     continue
                 st.entries[fid] = ObjEntry(birth=e.birth)  # a create that never became durable
                 writes[home] = None

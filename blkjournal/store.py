@@ -211,6 +211,11 @@ class Store:
         self.txid = max(gens) + 1
         return problems
 
+    def note_problem(self, text: str, cls: type) -> str:
+        """Record a problem found outside load() with the CorruptError class that names it."""
+        self._faults[text] = cls
+        return text
+
     def problem(self, text: str) -> CorruptError:
         """The error for a problem load() returned, of the class that named its fault."""
         return self._faults.get(text, CorruptError)(text)
