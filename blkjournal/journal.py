@@ -254,8 +254,10 @@ class Journal:
         A descriptor claims durability only after a flush (or a completed FUA write) made `seq`
         durable, so any valid one with a later seq and `durable >= seq` is proof.  Later
         transactions sit after `seq` (or from block 0, after a wrap): scan from there across
-        blocks of `seq` and later ones, tolerating the damaged block(s) -- three foreign blocks
-        in a row (never written, or an older lap of the log) end a scan."""
+        blocks of `seq` and later ones; past the first block (the damaged one, perhaps) a foreign
+        block (never written, or an older lap of the log) ends a scan.  So a clean open reads
+        two blocks after the tail end and two at block 0: few reads, and few blocks a crash state
+        can vary that recovery looks at (the explorer's equivalence classes stay exhaustive)."""
         if weak_detection():  # a generation check: off with format 1's detection
             return
         own = None
@@ -264,8 +266,8 @@ class Journal:
         except CorruptError as e:
             own = e
         for begin in dict.fromkeys((pos, 0)):
-            q, foreign = begin, 0
-            while q < self.size and foreign < 3:
+            q = begin
+            while q < self.size:
                 raw = dev.read(self.area + q)
                 try:
                     check(raw, T_TXN, self.area + q)
@@ -273,9 +275,9 @@ class Journal:
                 except CorruptError:
                     gen = -1
                 if gen < seq:
-                    foreign += 1
+                    if q > begin + 1:
+                        break
                 else:
-                    foreign = 0
                     d = DESC.unpack_from(raw, HEADER.size)
                     if gen > seq and d[0] == gen and d[6] >= seq:
                         cls = type(own) if own else StaleBlockError
