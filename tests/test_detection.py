@@ -137,20 +137,24 @@ def test_a_lost_object_map_write_is_a_stale_block(image, weak):
         assert s.exists("a") and not s.exists("b")
 
 
-def test_a_stale_used_list_block_is_a_stale_block(image, weak):
-    """ordered: the file's used list block holds an older version of itself (its own address, a
-    lower generation, one entry fewer): what a lost write of it leaves."""
+def _ordered_file_of_three_blocks(image: str):
+    """An ordered store holding "f" (3 blocks), closed; its FileState as a reopen loads it."""
     with Device(image, create_size=8 << 20) as d:
         s = Store.mkfs(d, "ordered", "flush")
         s.put("f", os.urandom(3 * BLOCK_SIZE))
         s.close()
-        s = Store.open(d)
-        f = s.lookup("f")
-        y = f.ul.head
-        cur = f.ul.blocks[y]
-        slots = array("Q", cur.slots)
-        slots[list(slots).index(f.map.lookup(2)[0])] = 0
-        stale = UsedListBlock(0, slots, gen=cur.gen - 1).pack(y)
+        return Store.open(d).lookup("f")
+
+
+def test_a_stale_used_list_block_is_a_stale_block(image, weak):
+    """ordered: the file's used list block holds an older version of itself (its own address, a
+    lower generation, one entry fewer): what a lost write of it leaves."""
+    f = _ordered_file_of_three_blocks(image)
+    y = f.ul.head
+    cur = f.ul.blocks[y]
+    slots = array("Q", cur.slots)
+    slots[list(slots).index(f.map.lookup(2)[0])] = 0
+    stale = UsedListBlock(0, slots, gen=cur.gen - 1).pack(y)
     _raw(image, y, stale)
     with Device(image, readonly=True) as d:
         with pytest.raises(StaleBlockError, match=rf"block {y}: stale-block: used list of generation"):
@@ -292,14 +296,9 @@ def test_ordered_recovery_allocates_only_after_rebuilding_the_freelist(image, we
     """issue 9: recovery that must list referenced blocks missing from a used list allocates new
     used-list blocks; before the freelist is rebuilt every block looks free, block 0 first.  (The
     weak mode lets the short used list load at all: format 2 would refuse it as stale.)"""
-    with Device(image, create_size=8 << 20) as d:
-        s = Store.mkfs(d, "ordered", "flush")
-        s.put("f", os.urandom(3 * BLOCK_SIZE))
-        s.close()
-        s = Store.open(d)
-        f = s.lookup("f")
-        y, cur = f.ul.head, f.ul.blocks[f.ul.head]
-        crc = crc32c(f.ul.image(y))
+    f = _ordered_file_of_three_blocks(image)
+    y, cur = f.ul.head, f.ul.blocks[f.ul.head]
+    crc = crc32c(f.ul.image(y))
     short = UsedListBlock(0, array("Q", bytes(8 * len(cur.slots))), gen=cur.gen).pack(y)
     _raw(image, y, short)
     sb = _raw(image, 0)
