@@ -12,12 +12,18 @@ from dataclasses import asdict, dataclass, field
 
 from .device import BlockDevice
 from .errors import CorruptError
-from .format import (OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c)
+from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, check, crc32c, read_objmap)
 from .blockmap import BlockMap
+from .journal import DESC
+from .op import Op
+from .store import Store
 
 # finding codes, in seed B's terms where one applies
 CHECKSUM = "checksum"  # a metadata block fails magic/type/crc
+MISDIRECTED = "misdirected-write"  # a valid block at an address other than the one its header names
+STALE = "stale-block"  # a valid block, but not the generation/crc its pointer expects: a lost write
+READ_ERROR = "read-error"  # the device returned EIO
 BAD_POINTER = "bad-pointer"  # a pointer outside the data area or to a block of the wrong type
 NO_ORIGIN = "no-origin"  # an object map entry whose origin slots hold no valid origin
 DUP_NAME = "duplicate-name"
@@ -27,7 +33,6 @@ UNLISTED = "unlisted"  # referenced, but not in the file's used list: recovery w
 OWNED_TWICE = "owned-twice"
 LEAK = "leak"  # allocated (bitmap or used list) but unreachable
 JOURNAL = "journal"
-_EMPTY_ENTRY = bytes(OBJ.size)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Report:
             parts.append("inconsistent: space leak")
         if DATA_CHECKSUM in c:
             parts.append("garbage data (metadata points at a block that does not hold the file's data)")
-        if c & {CHECKSUM, BAD_POINTER, NO_ORIGIN, DUP_NAME, JOURNAL}:
+        if c & {CHECKSUM, BAD_POINTER, NO_ORIGIN, DUP_NAME, JOURNAL, MISDIRECTED, STALE, READ_ERROR}:
             parts.append("corrupt metadata")
         return "; ".join(parts)
 
@@ -88,8 +93,6 @@ def fsck(dev: BlockDevice) -> Report:
     r = Report()
     images: dict[int, bytes] = {}
     if sb.protocol == "journal":
-        from .store import Store
-
         st = Store(dev, sb)
         try:
             st.protocol.journal.load_super(dev)
@@ -100,7 +103,7 @@ def fsck(dev: BlockDevice) -> Report:
                                f"fails its checks: a torn tail after a crash, or a damaged block; "
                                f"it and anything after it are not applied")
         except CorruptError as e:
-            r.add(JOURNAL, str(e), [sb.journal_start])
+            r.add(e.fault if e.fault != CHECKSUM else JOURNAL, str(e), [sb.journal_start])
             txns = []
         homes: dict[int, bytearray] = {}
         for t in txns:
@@ -114,6 +117,9 @@ def fsck(dev: BlockDevice) -> Report:
                 else:
                     img[off:off + len(buf)] = buf
         images = {b: bytes(v) for b, v in homes.items()}
+        for b, err in st.protocol.journal.check_fixed(dev.read, images):
+            if err.fault != CHECKSUM:  # (a block failing its own crc is reported below)
+                r.add(err.fault, str(err), [b])
         r.replayed = len(txns)
         if txns:
             r.notes.append(f"applied {len(txns)} committed journal transactions in memory")
@@ -132,7 +138,7 @@ def fsck(dev: BlockDevice) -> Report:
         try:
             bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(b), T_BITMAP, b)
         except CorruptError as e:
-            r.add(CHECKSUM, str(e), [b])
+            r.add(e.fault, str(e), [b])
             bitmap_ok = False
 
     def marked(b: int) -> bool:
@@ -143,16 +149,12 @@ def fsck(dev: BlockDevice) -> Report:
     for i in range(sb.objmap_blocks):
         b = sb.objmap_start + i
         try:
-            p = check(read(b), T_OBJMAP, b)
-            for k in range(OBJ_PER_BLOCK):
-                fid = i * OBJ_PER_BLOCK + k
-                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
-                if fid < sb.max_files and raw != _EMPTY_ENTRY:
-                    e = ObjEntry.unpack(raw, fid)
-                    if e.in_use:
-                        entries[fid] = e
+            ents = read_objmap(read(b), b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            for k, e in enumerate(ents):
+                if i * OBJ_PER_BLOCK + k < sb.max_files and e.in_use:
+                    entries[i * OBJ_PER_BLOCK + k] = e
         except CorruptError as e:
-            r.add(CHECKSUM, str(e), [b])
+            r.add(e.fault, str(e), [b])
 
     owner: dict[int, int] = {}
     in_use: set[int] = set(range(sb.data_start))
@@ -177,10 +179,12 @@ def fsck(dev: BlockDevice) -> Report:
         best = None
         for b in slots:
             try:
-                o = Origin.unpack(read(b), b)
+                # journal: the entry says which origin it expects; ordered: slots are the commit point
+                o = (Origin.unpack(read(b), b) if ordered else
+                     Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None))
             except CorruptError as err:
-                if not ordered:
-                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", [b])
+                if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
+                    r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best.gen):
                 best = o
@@ -194,20 +198,22 @@ def fsck(dev: BlockDevice) -> Report:
         nodes_ok = _walk_map(m, fid, e, read, in_data, r, claim)
         # the used list
         listed: set[int] = set()
-        b, seen = best.usedlist, set()
+        b, seen, gen, crc = best.usedlist, set(), best.ul_gen, best.ul_crc
         while b:
             if not in_data(b) or b in seen:
                 r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list link to block {b}", [b])
                 break
             seen.add(b)
             try:
-                ul = UsedListBlock.unpack(read(b), b)
+                ul = UsedListBlock.unpack(read(b), b, gen=gen, crc=crc)
             except CorruptError as err:
-                r.add(CHECKSUM if marked(b) else BAD_POINTER, f"file {fid} ({e.name!r}) used list: {err}", [b])
+                # journal trusts the bitmap: a link to a free block that fails is a bad pointer
+                code = BAD_POINTER if err.fault == CHECKSUM and not ordered and not marked(b) else err.fault
+                r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
                 break
             claim(b, fid, "used list")
             listed.update(x for x in ul.slots if x)
-            b = ul.next
+            b, gen, crc = ul.next, ul.next_gen, ul.next_crc
         reach = set()
         for idx, db, crc in m.data_entries() if nodes_ok else ():
             if not in_data(db):
@@ -215,7 +221,12 @@ def fsck(dev: BlockDevice) -> Report:
                 continue
             reach.add(db)
             claim(db, fid, "data")
-            if crc32c(dev.read(db)) != crc:
+            try:
+                raw = dev.read(db)
+            except CorruptError as err:
+                r.add(err.fault, f"file {fid} ({e.name!r}): data block {db} (file block {idx}): {err}", [db])
+                continue
+            if crc32c(raw) != crc:
                 r.add(DATA_CHECKSUM, f"file {fid} ({e.name!r}): data block {db} (file block {idx}) "
                       f"does not hold the data its map entry promises", [db])
         reach |= set(m.nodes)
@@ -255,12 +266,9 @@ def fsck(dev: BlockDevice) -> Report:
 
 def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
     """(block, seq) if the journal ends where a block starts like its next transaction."""
-    from .format import HEADER, MAGIC, T_TXN
-    from .journal import DESC
-
     for p in ((j.head_pos, 0) if j.head_pos else (0,)):
         raw = dev.read(j.area + p)
-        magic, t, _, _ = HEADER.unpack_from(raw)
+        magic, t = HEADER.unpack_from(raw)[:2]
         if magic == MAGIC and t == T_TXN:
             d = DESC.unpack_from(raw, HEADER.size)
             if d[0] == j.next_seq and d[4] == j.prev:
@@ -272,16 +280,16 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
     """Load every map node of a file into m.nodes; False (with findings) if the tree is broken."""
     ok = True
 
-    def node(b: int) -> MapNode | None:
+    def node(b: int, crc: int) -> MapNode | None:
         nonlocal ok
         if not in_data(b):
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): map node pointer {b} outside the data area", [b])
             ok = False
             return None
         try:
-            n = MapNode.unpack(read(b), b)
+            n = MapNode.unpack(read(b), b, crc=crc)
         except CorruptError as err:
-            r.add(CHECKSUM, f"file {fid} ({e.name!r}) block index map: {err}", [b])
+            r.add(err.fault, f"file {fid} ({e.name!r}) block index map: {err}", [b])
             ok = False
             return None
         claim(b, fid, "map node")
@@ -293,8 +301,6 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
 
 def repair(dev: BlockDevice) -> list[str]:
     """Run the protocol's recovery and rebuild the freelist from what files own; say what was done."""
-    from .store import Store
-
     st = Store.open(dev, recover=True)
     done = list(getattr(st.protocol, "repairs", []))
     if getattr(st.protocol, "replayed", 0):
@@ -304,8 +310,6 @@ def repair(dev: BlockDevice) -> list[str]:
     st.freelist.rebuild(st.owned_blocks())
     if bytes(st.freelist.bits) != before:
         if st.sb.protocol == "journal":
-            from .store import Op
-
             st.protocol.commit(Op("fsck: rebuild freelist", cow=False))
         else:
             st.protocol.sync()
