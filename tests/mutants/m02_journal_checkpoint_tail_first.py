@@ -14,16 +14,16 @@ MUTANT = Mutant(
 roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
 self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
 if not self.fua and self.on("checkpoint flush after homes"):
-    self.dev.flush()
+    self.flush()
 self.journal.retire()
-self.dev.write(self.journal.jsb_block, self.journal.super_image(),
+self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
                fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
 """, """
 self.journal.retire()
-self.dev.write(self.journal.jsb_block, self.journal.super_image(),
+self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
                fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
 if not self.fua and self.on("checkpoint flush after homes"):
-    self.dev.flush()
+    self.flush()
 roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
 self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
 """),),

@@ -12,7 +12,7 @@ MUTANT = Mutant(
     "journal-replay-unchecked-descriptor", __doc__.splitlines()[0],
     "blkjournal.journal:_decode",
     (("""
-if crc32c(struct.pack("<QII", seq, nblocks, prev) + stream[:o]) != commit:
+if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
     return None
 """, """
 if False:

@@ -16,23 +16,15 @@ MUTANT = Mutant(
     (("""
 if op.data:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records)
-pos = self.journal.place(len(txn))
-if pos is None:
-    self.checkpoint()
-    pos = self.journal.place(len(txn))
-self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
-               role=f"journal txn {self.journal.next_seq} [{op.name}]")
+n = txn_blocks(data_crcs, records)
 """, """
-txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records)
-pos = self.journal.place(len(txn))
-if pos is None:
-    self.checkpoint()
-    pos = self.journal.place(len(txn))
-self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
-               role=f"journal txn {self.journal.next_seq} [{op.name}]")
+n = txn_blocks(data_crcs, records)
+"""), ("""
+if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
+""", """
 if op.data:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
+if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
 """),),
     protocols=("journal",), barriers=("flush", "fua"),
     equivalent="the commit checksum covers the ordered data's crcs: a transaction without its data is "

@@ -15,13 +15,13 @@ MUTANT = Mutant(
 for b in op.fresh | op.meta:
     for f in st.files.values():
         if b in f.map.nodes:
-            blocks[b] = f.map.nodes[b].pack()
+            blocks[b] = f.map.nodes[b].pack(b)
 origins = {}
 """, """
 origins = {}
 for b in op.fresh | op.meta:
     for f in st.files.values():
         if b in f.map.nodes:
-            origins[b] = f.map.nodes[b].pack()
+            origins[b] = f.map.nodes[b].pack(b)
 """),),
     protocols=("ordered",))

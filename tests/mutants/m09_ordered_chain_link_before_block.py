@@ -1,19 +1,24 @@
-"""A used-list chain block linked before it is durable (the ext2 "pointer before the block it points at").
+"""A used list written with the origin that points at it (the ext2 "pointer before the block it points at").
 
-When a used list outgrows its last block, the new chain block must be durable before the block
-that links to it (phase A0).  Here both go out together in phase A: a crash that keeps the link
-and loses the new block leaves a used list chained to garbage, and recovery cannot read the file.
-Needs used lists past 509 entries (the grow workload).
+The used list blocks (copied on write) must be durable before the origin that names them (phase
+A, ordered before C by B's barrier).  Here they go out with the origin in phase C: a crash that
+keeps the origin and loses a used-list block leaves a file whose allocation record is garbage.
 """
 
 from . import Mutant
 
 MUTANT = Mutant(
-    "ordered-chain-link-before-block", __doc__.splitlines()[0],
+    "ordered-used-list-after-origin", __doc__.splitlines()[0],
     "blkjournal.protocols:OrderedProtocol.commit",
     (("""
-links = new - heads
+self.phase({b: self._ul_image(b) for b in ul}, op.roles, durable=True, site="A used-list entries",
+           why=op.name)
 """, """
-links = set()
+late_ul = {b: self._ul_image(b) for b in ul}
+"""), ("""
+tag = self.epoch
+""", """
+origins.update(late_ul)
+tag = self.epoch
 """),),
     protocols=("ordered",))

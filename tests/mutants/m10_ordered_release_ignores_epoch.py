@@ -12,13 +12,11 @@ from . import Mutant
 
 MUTANT = Mutant(
     "ordered-release-ignores-epoch", __doc__.splitlines()[0],
-    "blkjournal.protocols:OrderedProtocol.commit",
+    "blkjournal.protocols:OrderedProtocol.free_released",
     (("""
-ready = [(fid, b) for fid, b, tag in self.pending if self.epoch > tag]
-self.pending = [p for p in self.pending if self.epoch <= p[2]]
+if self.epoch > tag:
 """, """
-ready = [(fid, b) for fid, b, tag in self.pending]
-self.pending = []
+if True:
 """),),
     protocols=("ordered",), barriers=("flush", "fua"),
     equivalent="program order: a released block is reusable only two operations later, and each "

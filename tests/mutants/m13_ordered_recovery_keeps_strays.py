@@ -10,8 +10,8 @@ MUTANT = Mutant(
     "ordered-recovery-keeps-strays", __doc__.splitlines()[0],
     "blkjournal.protocols:OrderedProtocol.recover",
     (("""
-stray = f.ul.owned() - reach
+stray, missing = f.ul.owned() - reach, reach - f.ul.owned()
 """, """
-stray = set()
+stray, missing = set(), reach - f.ul.owned()
 """),),
     protocols=("ordered",))

@@ -12,7 +12,7 @@ MUTANT = Mutant(
     "blkjournal.protocols:OrderedProtocol.recover",
     (("""
 st.entries[fid] = ObjEntry(birth=e.birth)  # a create that never became durable
-writes[st.objmap_home(fid)] = None
+writes[home] = None
 """, """
 pass
 """),),

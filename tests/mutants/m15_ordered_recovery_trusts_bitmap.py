@@ -13,9 +13,9 @@ MUTANT = Mutant(
     "blkjournal.protocols:OrderedProtocol.recover",
     (("""
 st.freelist.rebuild(st.owned_blocks())
-for b in st.freelist.homes():  # the on-disk bitmap is only a hint: rewrite it whole
-    writes[b] = None
+repair = Op("recovery: used lists made to match their maps", cow=True)
 """, """
 st.freelist.load(self.dev.read)
+repair = Op("recovery: used lists made to match their maps", cow=True)
 """),),
     protocols=("ordered",))

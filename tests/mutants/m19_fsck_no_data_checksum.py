@@ -9,7 +9,7 @@ MUTANT = Mutant(
     "fsck-no-data-checksum", __doc__.splitlines()[0],
     "blkjournal.fsck:fsck",
     (("""
-if crc32c(dev.read(db)) != crc:
+if crc32c(raw) != crc:
 """, """
 if False:
 """),), kind="fsck")
