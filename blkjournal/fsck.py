@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .device import BlockDevice
-from .errors import CorruptError
+from .errors import CorruptError, FieldError
 from .format import (OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, check, crc32c)
 from .blockmap import BlockMap
@@ -19,6 +19,7 @@ from .blockmap import BlockMap
 # finding codes, in seed B's terms where one applies
 CHECKSUM = "checksum"  # a metadata block fails magic/type/crc
 BAD_POINTER = "bad-pointer"  # a pointer outside the data area or to a block of the wrong type
+BAD_FIELD = "bad-field"  # a block whose crc holds but a field is out of range (size, height, a shared node)
 NO_ORIGIN = "no-origin"  # an object map entry whose origin slots hold no valid origin
 DUP_NAME = "duplicate-name"
 DATA_CHECKSUM = "data-checksum"  # a data block does not hold what its map entry promises: garbage data
@@ -68,7 +69,7 @@ class Report:
             parts.append("inconsistent: space leak")
         if DATA_CHECKSUM in c:
             parts.append("garbage data (metadata points at a block that does not hold the file's data)")
-        if c & {CHECKSUM, BAD_POINTER, NO_ORIGIN, DUP_NAME, JOURNAL}:
+        if c & {CHECKSUM, BAD_POINTER, BAD_FIELD, NO_ORIGIN, DUP_NAME, JOURNAL}:
             parts.append("corrupt metadata")
         return "; ".join(parts)
 
@@ -178,6 +179,9 @@ def fsck(dev: BlockDevice) -> Report:
         for b in slots:
             try:
                 o = Origin.unpack(read(b), b)
+            except FieldError as err:  # sealed, so no torn write: a bad value was written
+                r.add(BAD_FIELD, f"file {fid} ({e.name!r}): {err}", [b])
+                continue
             except CorruptError as err:
                 if not ordered:
                     r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", [b])
@@ -287,15 +291,50 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
         claim(b, fid, "map node")
         return n
 
-    m.read_nodes(node)
+    try:
+        m.read_nodes(node)
+    except FieldError as err:
+        r.add(BAD_FIELD, f"file {fid} ({e.name!r}): {err}")
+        return False
     return ok
 
 
-def repair(dev: BlockDevice) -> list[str]:
-    """Run the protocol's recovery and rebuild the freelist from what files own; say what was done."""
+# Why a finding that is still there after --repair could not be repaired (nothing is guessed:
+# repair only runs the protocol's recovery and rebuilds what the files themselves determine).
+WHY_NOT = {
+    CHECKSUM: "the block fails its checksum and the store keeps no second copy to rebuild it from",
+    BAD_POINTER: "the pointer names a block that cannot be right, and nothing on the disk says which is",
+    BAD_FIELD: "the block is sealed but holds an impossible value; nothing on the disk says the right one",
+    NO_ORIGIN: "no origin slot holds a valid origin, so the file's size and map are lost",
+    DUP_NAME: "two files claim one name; which one is meant cannot be decided automatically",
+    DATA_CHECKSUM: "the data block does not hold what its map entry promises, and no other copy of the data exists",
+    OWNED_TWICE: "two files claim the block; giving it to either would corrupt the other",
+    IN_USE_BUT_FREE: "the freelist is rebuilt only when every file loads",
+    UNLISTED: "used lists are completed only when every file loads",
+    LEAK: "the freelist is rebuilt only when every file loads",
+    JOURNAL: "a committed journal transaction is damaged or writes outside the metadata area; "
+             "replaying it could overwrite good metadata",
+}
+
+
+def not_repaired(after: Report) -> list[str]:
+    """One line per finding left after a repair: what it is and why repair left it."""
+    return [f"{f.code}: {f.message} -- {WHY_NOT.get(f.code, 'no repair is known for it')}" for f in after.findings]
+
+
+def repair(dev: BlockDevice) -> tuple[list[str], str | None]:
+    """Run the protocol's recovery and rebuild the freelist from what files own.
+
+    Returns (what was done, None) or ([], why recovery could not run): a store whose files do
+    not all load is left untouched, since rebuilding the freelist without them would hand their
+    blocks out again.
+    """
     from .store import Store
 
-    st = Store.open(dev, recover=True)
+    try:
+        st = Store.open(dev, recover=True)
+    except CorruptError as e:
+        return [], f"recovery cannot load the store ({e}), so nothing was changed"
     done = list(getattr(st.protocol, "repairs", []))
     if getattr(st.protocol, "replayed", 0):
         done.append(f"replayed {st.protocol.replayed} committed journal transactions")
@@ -311,4 +350,4 @@ def repair(dev: BlockDevice) -> list[str]:
             st.protocol.sync()
         done.append("rebuilt the freelist from the blocks files own")
     st.sync()
-    return done
+    return done, None

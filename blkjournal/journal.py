@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import CorruptError, NoSpaceError
+from .errors import CorruptError, FieldError, NoSpaceError
 from .format import HEADER, MAGIC, PAYLOAD, T_TXN, JournalSuper, Superblock, check, crc32c, seal
 
 DESC = struct.Struct("<QIIIII")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit
@@ -92,6 +92,8 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
     except CorruptError:
         return None
     stream = payloads[0][DESC.size:] + b"".join(payloads[1:])
+    if ndata * DATA.size + nrec * REC.size > len(stream):
+        return None  # counts that overrun the transaction: not a committed one (its commit cannot match)
     data = []
     o = 0
     for _ in range(ndata):
@@ -99,6 +101,8 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
         o += DATA.size
     recs = []
     for _ in range(nrec):
+        if o + REC.size > len(stream):
+            return None
         h, off, n = REC.unpack_from(stream, o)
         o += REC.size
         if (off + n > BLOCK_SIZE and off != ZERO_FILL) or o + n > len(stream):
@@ -121,6 +125,7 @@ class Journal:
     """
 
     def __init__(self, sb: Superblock) -> None:
+        self.data_area = range(sb.data_start, sb.nblocks)
         self.jsb_block = sb.journal_start
         self.area = sb.journal_start + 1
         self.size = sb.journal_blocks - 1
@@ -189,6 +194,9 @@ class Journal:
                 raw = first + (dev.read(self.area + p + 1, n - 1) if n > 1 else b"")
                 blocks = [raw[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE] for k in range(n)]
                 txn = _decode(seq, p, blocks, d)
+                bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
+                if bad is not None:
+                    raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
                 if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
                     txn = None
                 if txn:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import BlkError, CorruptError, NoSpaceError
+from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ, OBJ_PER_BLOCK, ROOT_SLOTS, T_OBJMAP, UL_SLOTS,
                      MapNode, ObjEntry, Origin, Superblock, UsedListBlock, check, crc32c, geometry, seal)
 from .freelist import Freelist
@@ -246,11 +246,23 @@ class Store:
 
         m = BlockMap.load(o, node)
         ul = UsedList.load(o.usedlist, ulb)
+        self._check_file_pointers(m, ul)
         return FileState(fid, e, o.size, o.mtime_ns, o.gen, slot, m, ul)
 
     def _check_ptr(self, b: int, what: str) -> None:
         if not self.sb.data_start <= b < self.sb.nblocks:
-            raise CorruptError(f"{what} pointer {b} outside the data area")
+            raise FieldError(f"{what} pointer {b} outside the data area")
+
+    def _check_file_pointers(self, m: BlockMap, ul: UsedList) -> None:
+        """Every data pointer and used-list entry inside the data area, before anything (the
+        freelist rebuild, a read) uses one as an index."""
+        lo, hi = self.sb.data_start, self.sb.nblocks
+        for idx, b, _ in m.data_entries():
+            if not lo <= b < hi:
+                raise FieldError(f"block index map entry {idx} points at block {b}, outside the data area")
+        for b in ul.where:
+            if not lo <= b < hi:
+                raise FieldError(f"used list block {ul.where[b][0]} names block {b}, outside the data area")
 
     # ------------------------------------------------------------------ images and roles
     def objmap_image(self, b: int) -> bytes:
@@ -307,12 +319,32 @@ class Store:
         return self.read_file(f, offset, length, verify=verify)
 
     def read_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True) -> bytes:
+        return b"".join(self.stream_file(f, offset, length, verify=verify))
+
+    def stream_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True,
+                    chunk_blocks: int = 256):
+        """The file's bytes as chunks of at most `chunk_blocks` blocks, read as they are yielded, so
+        reading a file never holds more than one chunk: a sparse file of terabytes streams zeros."""
         end = f.size if length is None else min(f.size, offset + length)
         if offset >= end:
-            return b""
+            return
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        out = bytearray()
+        lo = offset - first * BLOCK_SIZE  # bytes to skip in the first block
+        left = end - offset
         idx = first
+        while idx <= last:
+            n = min(chunk_blocks, last - idx + 1)
+            out = self._read_blocks(f, idx, n, verify)
+            piece = memoryview(out)[lo:lo + left]
+            lo = 0
+            left -= len(piece)
+            yield bytes(piece)
+            idx += n
+
+    def _read_blocks(self, f: FileState, first: int, n: int, verify: bool) -> bytearray:
+        """File blocks first..first+n-1, holes as zeros, contiguous data blocks read in one request."""
+        out = bytearray()
+        idx, last = first, first + n - 1
         while idx <= last:
             b, crc = f.map.lookup(idx)
             if not b:
@@ -320,7 +352,7 @@ class Store:
                 idx += 1
                 continue
             run = 1  # coalesce physically contiguous blocks into one read
-            while idx + run <= last and run < 256 and f.map.lookup(idx + run)[0] == b + run:
+            while idx + run <= last and f.map.lookup(idx + run)[0] == b + run:
                 run += 1
             buf = self.dev.read(b, run)
             if verify:
@@ -331,8 +363,7 @@ class Store:
                                            f"fails its checksum")
             out += buf
             idx += run
-        lo = offset - first * BLOCK_SIZE
-        return bytes(out[lo:lo + end - offset])
+        return out
 
     # ------------------------------------------------------------------ operations
     def _begin(self, name: str) -> Op:

@@ -8,6 +8,7 @@ The chain's own blocks and the head are owned by the list itself, not listed in 
 
 from __future__ import annotations
 
+from .errors import FieldError
 from .format import UsedListBlock
 
 
@@ -39,7 +40,9 @@ class UsedList:
         """Walk the chain from `head` with `read_block(b) -> UsedListBlock` (raises on a bad block)."""
         blocks = {}
         b = head
-        while b and b not in blocks:
+        while b:
+            if b in blocks:
+                raise FieldError(f"used list: the chain loops back to block {b}")
             blocks[b] = read_block(b)
             b = blocks[b].next
         return cls(head, blocks)

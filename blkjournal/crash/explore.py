@@ -19,15 +19,19 @@ from dataclasses import dataclass, field
 
 from ..device import BLOCK_SIZE, BlockDevice, Device
 from ..errors import BlkError
+from ..format import BARRIERS, PROTOCOLS
+from ..untrusted import json_object, optional_integer
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .minimize import explain
 from .logwrites import read_log
-from .recorder import RecordingDevice, read_sidecar, sidecar_path
+from .recorder import MAX_NBLOCKS, RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace
-from .workload import NAMED, Operation, model_states, parse_mark, random_workload, run
+from .workload import MODEL_BUDGET, NAMED, Operation, model_cost, model_states, parse_mark, random_workload, run
 
 MKFS_MARK = "mkfs"
+MAX_WORKLOAD_FILE = 64 << 20  # bytes
+MAX_OPS = 1 << 20
 
 
 def workload_path(log_path: str) -> str:
@@ -40,15 +44,32 @@ def save_workload(log_path: str, protocol: str, barrier: str, ops: list[Operatio
 
 
 def load_workload(log_path: str) -> dict | None:
+    """The workload file beside a log, every field checked (BlkError names the file and the fault);
+    None when there is none."""
+    path = workload_path(log_path)
     try:
-        with open(workload_path(log_path)) as f:
-            w = json.load(f)
-        w["ops"] = [Operation(**o) for o in w["ops"]]
-        return w
+        with open(path, "rb") as f:
+            raw = f.read(MAX_WORKLOAD_FILE + 1)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise BlkError(f"{path}: {e.strerror}") from None
+    try:
+        if len(raw) > MAX_WORKLOAD_FILE:
+            raise ValueError(f"larger than {MAX_WORKLOAD_FILE} bytes")
+        w = json_object(raw)
+        if not isinstance(w.get("ops"), list) or len(w["ops"]) > MAX_OPS:
+            raise ValueError(f"'ops' must be a list of at most {MAX_OPS} operations")
+        w["ops"] = [Operation.from_json(o) for o in w["ops"]]
+        if w.get("protocol") not in PROTOCOLS or w.get("barrier", "flush") not in BARRIERS:
+            raise ValueError("unknown protocol or barrier")
+        w["nblocks"] = optional_integer(w.get("nblocks"), "nblocks", 0, MAX_NBLOCKS)
+        cost = model_cost(w["ops"])
+        if cost > MODEL_BUDGET:
+            raise ValueError(f"its model would need {cost} bytes (at most {MODEL_BUDGET})")
     except (ValueError, TypeError, KeyError) as e:
-        raise BlkError(f"{workload_path(log_path)}: not a workload file ({e})") from None
+        raise BlkError(f"{path}: not a workload file ({e})") from None
+    return w
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
