@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 SYSDEPS := .venv/.sysdeps
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench fuzz clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -22,6 +22,18 @@ demo: $(STAMP) $(SYSDEPS)
 
 test: $(STAMP) $(SYSDEPS)
 	$(PY) -m pytest -n 2 -q -rs
+
+# Fuzzing (tests/fuzz/): every target for FUZZ_SECONDS under atheris, coverage-guided; failing
+# inputs land in tests/fuzz/crashes/ and become regression tests.  A bounded run is in `make test`.
+FUZZ_SECONDS ?= 600
+FUZZSTAMP := .venv/.fuzz
+
+$(FUZZSTAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,fuzz]'
+	touch $(FUZZSTAMP)
+
+fuzz: $(FUZZSTAMP)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m tests.fuzz.run
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -6,6 +6,7 @@ Exit codes: 0 ok / clean, 1 problems found (fsck findings, illegal crash states,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -357,6 +358,12 @@ def _mount_subapps() -> None:
 _mount_subapps()
 
 
+@functools.lru_cache(maxsize=None)
+def _command():
+    """The click command typer builds from `app` (once per process: building it costs ~60 ms)."""
+    return typer.main.get_command(app)
+
+
 def _click_errors():
     """(ClickException, NoArgsIsHelpError) of the click typer uses (vendored in newer typer)."""
     try:
@@ -373,7 +380,7 @@ def main() -> None:
     format (errors.error_line) and an exit code: 2 bad input or refused, 1 problems found."""
     click_error, no_args = _click_errors()
     try:
-        rc = app(standalone_mode=False)
+        rc = _command().main(args=sys.argv[1:], prog_name="blkjournal", standalone_mode=False)
     except no_args as e:
         typer.echo(e.ctx.get_help())
         rc = 0

@@ -27,7 +27,8 @@ from .minimize import explain
 from .logwrites import read_log
 from .recorder import MAX_NBLOCKS, RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace
-from .workload import MODEL_BUDGET, NAMED, Operation, model_cost, model_states, parse_mark, random_workload, run
+from .workload import (MODEL_BUDGET, NAMED, Operation, mark_text, model_cost, model_states, parse_mark,
+                       random_workload, run)
 
 MKFS_MARK = "mkfs"
 MAX_WORKLOAD_FILE = 64 << 20  # bytes
@@ -347,6 +348,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     if start is None:
         raise BlkError(f"{log_path}: no '{MKFS_MARK}' mark: not a blkjournal crash-test log")
     points = [p.index for p in space.points if p.index >= start and not _after_end(p)]
+    if ops is not None:
+        _check_marks(space, ops, log_path)
     i, n = shard
     if not 0 <= i < n:
         raise BlkError(f"shard {i}/{n}: want 0 <= i < n")
@@ -390,6 +393,20 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     res.space = space
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _check_marks(space, ops: list[Operation], log_path: str) -> None:
+    """The workload must be the one the log recorded: every "op K: ..." mark names an op it has,
+    and says what that op is (the kernel may have cut the text short)."""
+    for p in space.points:
+        if p.op is None or p.op.kind != "mark" or p.op.text is None:
+            continue
+        k = parse_mark(p.op.text)
+        if k is None:
+            continue
+        if not 0 <= k < len(ops) or not mark_text(k, ops[k]).startswith(p.op.text.rstrip("\ufffd")):
+            raise BlkError(f"{log_path}: the log's mark {p.op.text[:60]!r} does not match the workload file "
+                           f"({len(ops)} ops)")
 
 
 def _after_end(p) -> bool:
