@@ -9,7 +9,7 @@ data is there" from "the data is really there" (seed B's crash case 6).
 Layout of a store (4 KiB blocks):
     0                      superblock
     [journal]              journal superblock + circular journal area (protocol "journal" only)
-    object map             one 128-byte entry per file id: two origin slots, birth, name
+    object map             one 136-byte entry per file id: two origin slots, birth, name
     bitmap                 the global freelist, one bit per block
     data start ...         origins, used lists, map nodes and data blocks, all allocated
 """
@@ -129,7 +129,7 @@ class Superblock:
 
 # --- object map: file id -> origin slots (+ the name: the flat namespace lives in the same entry) ---
 OBJ = struct.Struct("<QQQH110s")  # origin slot a, origin slot b, birth, name length, name
-OBJ_PER_BLOCK = PAYLOAD // OBJ.size  # 31
+OBJ_PER_BLOCK = PAYLOAD // OBJ.size  # 30
 MAX_NAME = 110
 
 

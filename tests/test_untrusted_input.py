@@ -135,3 +135,159 @@ def test_map_node_pointing_at_itself_under_a_raised_height(store, tmp_path, heig
     assert runs[("fsck", "--json")].code == 1 and len(rep["findings"]) < 10, rep["findings"][:3]
     assert "bad-field" in {f["code"] for f in rep["findings"]}
     writers_hold(img, tmp_path)
+
+
+# 5 ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def recorded(tmp_path):
+    """A recorded crash-test run: the log, its role sidecar and its workload file."""
+    from fuzz import corpus
+
+    files = corpus.crash_log()
+    log = str(tmp_path / "run.log")
+    for suffix, key in (("", "log"), (".roles", "roles"), (".workload.json", "workload")):
+        with open(log + suffix, "wb") as f:
+            f.write(files[key])
+    return log
+
+
+def _log_commands_refuse(log, tmp_path, *words, explore=True):
+    ro = tuple(p for p in (log, log + ".roles", log + ".workload.json") if os.path.exists(p))
+    out = str(tmp_path / "state.img")
+    runs = [contract("log", "show", log, readonly=ro), contract("replay", log, "--out", out, readonly=ro)]
+    if explore:
+        runs.append(contract("check-log", log, "--jobs", "1", "--bound", "8", readonly=ro))
+    for r in runs:
+        assert r.code == 2 and all(w in r.err for w in words), (r.args, r.err)
+
+
+def _edit_line(path, n, edit):
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    lines[n] = edit(lines[n])
+    with open(path, "wb") as f:
+        f.write(b"\n".join(lines))
+
+
+def _edit_json_line(path, n, **fields):
+    def edit(raw):
+        d = json.loads(raw)
+        d.update(fields)
+        return json.dumps(d).encode()
+    _edit_line(path, n, edit)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: _edit_line(p, 2, lambda raw: raw[:5] + b"\xff\xfe" + raw[5:]),  # bad UTF-8
+    lambda p: _edit_json_line(p, 2, seq="one"),  # wrong types
+    lambda p: _edit_json_line(p, 2, entry="3"),
+    lambda p: _edit_json_line(p, 2, sector=[1]),
+    lambda p: _edit_line(p, 2, lambda raw: raw.replace(b'"seq":1', b'"seq":1e400')),  # Infinity
+    lambda p: _edit_json_line(p, 0, nblocks=1 << 70),  # huge sizes
+    lambda p: _edit_json_line(p, 0, sectorsize="512"),
+    lambda p: _edit_json_line(p, 2, kind="bogus"),  # unknown names
+    lambda p: _edit_json_line(p, 0, format="other"),
+    lambda p: _edit_line(p, 2, lambda raw: b"[" * 100000),  # JSON nested without end
+    lambda p: _edit_line(p, 2, lambda raw: b"[1, 2]"),
+], ids=["utf8", "seq-str", "entry-str", "sector-list", "seq-inf", "nblocks-huge", "sectorsize-str", "kind",
+        "format", "deep", "not-object"])
+def test_damaged_sidecar(recorded, tmp_path, damage):
+    """Was: UnicodeDecodeError, TypeError, OverflowError, KeyError, MemoryError in log show,
+    check-log and replay."""
+    damage(recorded + ".roles")
+    _log_commands_refuse(recorded, tmp_path, "roles")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda w: b"\xff" + w,
+    lambda w: json.dumps(dict(json.loads(w), ops={"kind": "put"})).encode(),
+    lambda w: json.dumps(dict(json.loads(w), ops=[{"kind": "put", "name": "f", "size": 1 << 62}])).encode(),
+    lambda w: json.dumps(dict(json.loads(w), ops=[{"kind": "write", "name": "nobody", "size": 1}])).encode(),
+    lambda w: json.dumps(dict(json.loads(w), ops=[{"kind": "format-disk"}])).encode(),
+    lambda w: json.dumps(dict(json.loads(w), ops=[{"kind": "put", "name": 7}])).encode(),
+    lambda w: json.dumps(dict(json.loads(w), ops=json.loads(w)["ops"][:2])).encode(),  # fewer ops than marks
+    lambda w: json.dumps(dict(json.loads(w), protocol="bogus")).encode(),
+    lambda w: json.dumps(dict(json.loads(w), nblocks=1 << 62)).encode(),
+    lambda w: json.dumps([1, 2]).encode(),
+], ids=["utf8", "ops-object", "size-huge", "no-such-file", "kind", "name-int", "short", "protocol",
+        "nblocks", "not-object"])
+def test_damaged_workload_file(recorded, tmp_path, damage):
+    with open(recorded + ".workload.json", "rb") as f:
+        w = f.read()
+    with open(recorded + ".workload.json", "wb") as f:
+        f.write(damage(w))
+    r = contract("check-log", recorded, "--jobs", "1", "--bound", "8", readonly=(recorded,))
+    assert r.code == 2 and ("workload" in r.err or "mark" in r.err), r.err
+
+
+# 6 ----------------------------------------------------------------------------------------------
+def test_discard_of_2_62_sectors(tmp_path):
+    """Was: replay allocated without bound (and so did the crash-state builder)."""
+    from blkjournal.crash.logwrites import LogWriter
+
+    log = str(tmp_path / "d.log")
+    with LogWriter(log, 512) as w:
+        w.write(0, bytes(4096))
+        w.discard(8, 1 << 62)
+        w.flush()
+        w.mark("mkfs")
+    out = str(tmp_path / "out.img")
+    for args in (("replay", log, "--out", out), ("replay", log, "--out", out, "--state", "P1-0"),
+                 ("check-log", log, "--protocol", "journal", "--jobs", "1")):
+        r = contract(*args, readonly=(log,))
+        assert r.code == 2 and "discards cover" in r.err, r.err
+    assert contract("log", "show", log, readonly=(log,)).code == 0  # showing it is fine
+
+
+# 7 ----------------------------------------------------------------------------------------------
+def _acks_case(tmp_path, edit):
+    from blkjournal.hwcheck import acklog
+    from fuzz import corpus
+
+    text, dev = corpus.acks()
+    lines = text.rstrip(b"\n").split(b"\n")
+    objs = [acklog.decode(x) for x in lines]
+    edit(objs)
+    acks = tmp_path / "acks.log"
+    acks.write_bytes(b"".join(acklog.encode(o) for o in objs))
+    img = tmp_path / "dev.img"
+    img.write_bytes(dev)
+    return contract("hwcheck", "verify", str(img), "--acks", str(acks), readonly=(str(acks), str(img)))
+
+
+@pytest.mark.parametrize("field,value", [("start", float("inf")), ("length", float("inf")), ("length", -5),
+                                         ("atomic", 3), ("threads", "two"), ("run", 12), ("preflight", "x"),
+                                         ("time_ns", float("nan")), ("batch", 1.5)])
+def test_acks_header_with_odd_fields(tmp_path, field, value):
+    """Was: OverflowError on `Infinity` in hwcheck verify."""
+    r = _acks_case(tmp_path, lambda objs: objs[0].update({field: value}))
+    assert r.code == 2 and "run header" in r.err, r.err
+
+
+@pytest.mark.parametrize("pairs", [[0, "x"], [0, 1.5], [0, [1]], [0, None], ["b", 1], [0, 1, 2], [0, float("inf")]])
+def test_acks_event_with_a_non_integer_generation(tmp_path, pairs):
+    """Was: TypeError in hwcheck verify."""
+    def edit(objs):
+        ev = next(o for o in objs[1:-1] if o.get("a"))  # an ack line that is not the last line
+        ev["a"] = pairs
+    r = _acks_case(tmp_path, edit)
+    assert r.code == 2 and "damaged" in r.err, r.err
+
+
+# 8 ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ("ls", "/nonexistent.img"), ("log", "show", "/nonexistent.log"), ("replay", "/nonexistent.log", "--out", "/x"),
+    ("check-log", "/nonexistent.log"), ("hwcheck", "verify", "/nonexistent", "--acks", "/nonexistent"),
+    ("ls",), ("fsck", "--bogus", "x"), ("log", "show"), ("replay", "x"), ("hwcheck", "verify", "x"),
+    ("mkfs", "/nonexistent.img", "--protocol", "zfs"),
+])
+def test_every_error_is_one_line_in_one_format(args):
+    """Was: some errors began `blkjournal:`, some `error:`, usage errors took several lines."""
+    r = contract(*args)
+    assert r.code == 2 and r.err.startswith("blkjournal: ") and r.err.count("\n") == 1, r.err
+
+
+def test_error_lines_escape_line_breaks_in_untrusted_text():
+    from blkjournal.errors import error_line
+
+    assert error_line("name 'a\nb\u2028c'") == "blkjournal: name 'a\\nb\\u2028c'"

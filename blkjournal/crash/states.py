@@ -451,6 +451,7 @@ class CrashSpace:
                  bound: int = DEFAULT_BOUND, seed: int = 0, nblocks: int | None = None) -> None:
         if bound < 1:
             raise BlkError(f"bound must be at least 1, not {bound}")
+        check_discards(e.nr_sectors for e in log.entries if e.is_discard)  # before anything walks them
         self.log = log
         self.sectorsize = ss = log.sectorsize
         self.torn, self.bound, self.seed = torn, bound, seed
@@ -465,7 +466,6 @@ class CrashSpace:
             self.notes.extend(overlap_notes(log))
         self.base = as_base(base) if base is not None else None
         per = BLOCK_SIZE // ss
-        check_discards(op.nr_sectors for op in self.ops if op.kind == "discard")
         hi = max((op.sector + op.nr_sectors for op in self.ops if op.is_write), default=0)
         if nblocks is None:
             nblocks = (self.base.nblocks if self.base is not None
