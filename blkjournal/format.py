@@ -120,8 +120,10 @@ class Superblock:
         sb = cls(n, PROTOCOLS[p], BARRIERS[b], js, jb, os_, ob, bs, bb, ds, uuid)
         if not (1 <= os_ and os_ + ob <= bs and bs + bb == ds and ds < n and ob > 0 and bb > 0):
             raise CorruptError("block 0: superblock geometry is inconsistent")
-        if bb * BITS_PER_BITMAP < n:
-            raise CorruptError(f"block 0: superblock bitmap of {bb} blocks cannot cover {n} blocks")
+        if bb != -(-n // BITS_PER_BITMAP):  # what geometry() lays out; memory is sized from it
+            raise FieldError(f"block 0: superblock bitmap of {bb} blocks does not match {n} blocks")
+        if ob > MAX_OBJMAP_BLOCKS:
+            raise FieldError(f"block 0: superblock object map of {ob} blocks (at most {MAX_OBJMAP_BLOCKS})")
         if jb and not (js == 1 and js + jb == os_):
             raise CorruptError("block 0: superblock journal geometry is inconsistent")
         return sb
@@ -131,6 +133,7 @@ class Superblock:
 OBJ = struct.Struct("<QQQH110s")  # origin slot a, origin slot b, birth, name length, name
 OBJ_PER_BLOCK = PAYLOAD // OBJ.size  # 30
 MAX_NAME = 110
+MAX_OBJMAP_BLOCKS = 1 << 16  # ~2 million files; geometry() lays out at most 137 blocks (4096 files)
 
 
 @dataclass(frozen=True)

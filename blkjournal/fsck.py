@@ -247,11 +247,14 @@ def fsck(dev: BlockDevice) -> Report:
             r.add(IN_USE_BUT_FREE, f"{len(free_used)} blocks in use but marked free", free_used)
         # leaks: bits set in the bitmap for data-area blocks nobody owns (big-integer set algebra)
         marked_int = int.from_bytes(bits, "little") & (((1 << sb.nblocks) - 1) ^ ((1 << sb.data_start) - 1))
-        owned_int = 0
-        for b in in_use:
-            owned_int |= 1 << b
+        owned = bytearray(len(bits))
+        for b in in_use:  # one bit per block, then one big integer (not one shift-and-or per block)
+            if b < sb.nblocks:
+                owned[b >> 3] |= 1 << (b & 7)
+        owned_int = int.from_bytes(owned, "little")
         stray_int = marked_int & ~owned_int
-        leaked = {i for i in range(sb.data_start, sb.nblocks) if stray_int >> i & 1} if stray_int else set()
+        stray_bits = stray_int.to_bytes(len(bits), "little") if stray_int else b""
+        leaked = {8 * i + k for i, byte in enumerate(stray_bits) if byte for k in range(8) if byte >> k & 1}
         if leaked:
             r.add(LEAK, f"{len(leaked)} blocks marked used but owned by no file", leaked)
     return r

@@ -114,6 +114,21 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
 
 
+def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: int = 64) -> list[bytes] | None:
+    """The n blocks of a transaction, read a chunk at a time; None at the first that is not a
+    transaction block, so a descriptor claiming thousands of blocks costs one chunk, not all."""
+    blocks = [first]
+    while len(blocks) < n:
+        k = min(chunk, n - len(blocks))
+        raw = dev.read(start + len(blocks), k)
+        for i in range(k):
+            b = raw[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+            if b[:4] != MAGIC or HEADER.unpack_from(b)[1] != T_TXN:
+                return None
+            blocks.append(b)
+    return blocks
+
+
 class Journal:
     """Position bookkeeping for the circular log; the device I/O is the caller's (protocols.py).
 
@@ -191,9 +206,8 @@ class Journal:
                 if d[0] != seq or d[4] != prev or not 0 < d[1] <= self.size - p:
                     continue
                 n = d[1]
-                raw = first + (dev.read(self.area + p + 1, n - 1) if n > 1 else b"")
-                blocks = [raw[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE] for k in range(n)]
-                txn = _decode(seq, p, blocks, d)
+                blocks = _read_txn_blocks(dev, self.area + p, first, n)
+                txn = _decode(seq, p, blocks, d) if blocks else None
                 bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
                 if bad is not None:
                     raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
