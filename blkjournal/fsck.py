@@ -160,9 +160,15 @@ def fsck(dev: BlockDevice) -> Report:
     names: dict[str, int] = {}
     ordered = sb.protocol != "journal"
 
+    mine: dict[int, str] = {}  # the current file's blocks by role (origin, map node, data, used list)
+
     def claim(b: int, fid: int, what: str) -> None:
         if b in owner and owner[b] != fid:
             r.add(OWNED_TWICE, f"block {b} ({what}) is owned by files {owner[b]} and {fid}", [b])
+        elif what != "used list entry" and b in mine:  # a tree names each block once
+            r.add(OWNED_TWICE, f"block {b} is referenced twice by file {fid} (as {mine[b]} and as {what})", [b])
+        if what != "used list entry":
+            mine[b] = what
         owner[b] = fid
         in_use.add(b)
 
@@ -191,6 +197,7 @@ def fsck(dev: BlockDevice) -> Report:
         if best is None:
             r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
             continue
+        mine.clear()
         for b in slots:
             claim(b, fid, "origin")
         r.files += 1
@@ -198,6 +205,7 @@ def fsck(dev: BlockDevice) -> Report:
         nodes_ok = _walk_map(m, fid, e, read, in_data, r, claim)
         # the used list
         listed: set[int] = set()
+        nslots = 0
         b, seen = best.usedlist, set()
         while b:
             if not in_data(b) or b in seen:
@@ -210,8 +218,12 @@ def fsck(dev: BlockDevice) -> Report:
                 r.add(CHECKSUM if marked(b) else BAD_POINTER, f"file {fid} ({e.name!r}) used list: {err}", [b])
                 break
             claim(b, fid, "used list")
-            listed.update(x for x in ul.slots if x)
+            entries_here = [x for x in ul.slots if x]
+            nslots += len(entries_here)
+            listed.update(entries_here)
             b = ul.next
+        if nslots != len(listed):
+            r.add(OWNED_TWICE, f"file {fid} ({e.name!r}): its used list names {nslots - len(listed)} blocks twice")
         reach = set()
         for idx, db, crc in m.data_entries() if nodes_ok else ():
             if not in_data(db):

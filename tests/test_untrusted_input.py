@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 
 import pytest
 
@@ -291,3 +292,22 @@ def test_error_lines_escape_line_breaks_in_untrusted_text():
     from blkjournal.errors import error_line
 
     assert error_line("name 'a\nb\u2028c'") == "blkjournal: name 'a\\nb\\u2028c'"
+
+
+# sharing inside one file (found while hardening: truncate released the block twice, KeyError)
+def test_two_map_entries_naming_one_data_block(store, tmp_path):
+    img, where = store
+    origin = _newest_origin(img)["small"]
+    with open(img, "rb") as f:
+        f.seek(origin * 4096 + 12 + ORIGIN_ROOTS)
+        first = struct.unpack("<Q", f.read(8))[0]
+    set_field(img, origin, ORIGIN_ROOTS + 8, "Q", first)  # root slot 1 = root slot 0's block
+    set_field(img, origin, ORIGIN_SIZE, "Q", 2 * 4096)
+    runs = readers_hold(img)
+    assert runs[("ls",)].code == 2 and "already uses" in runs[("ls",)].err
+    rep = json.loads(runs[("fsck", "--json")].out)
+    assert "owned-twice" in {f["code"] for f in rep["findings"]}, rep
+    w = writers_hold(img, tmp_path)
+    copy = str(tmp_path / "t.img")
+    shutil.copyfile(img, copy)
+    assert contract("truncate", copy, "small", "0").code == 2

@@ -89,7 +89,7 @@ def warm() -> None:
               "blkjournal.crash.check", "blkjournal.hwcheck.verify", "blkjournal.hwcheck.report",
               "blkjournal.hwcheck.acklog", "rich.progress", "rich.console"):
         importlib.import_module(m)
-    cli._command()
+    getattr(cli, "_command", lambda: None)()  # (absent in builds without the cached command)
     saved = sys.argv, sys.stdout, sys.stderr
     try:  # parsing options imports more (typer's coercion): do it once here
         for args in (["ls", "/nonexistent"], ["fsck", "--json", "/nonexistent"], ["log", "show", "/nonexistent"],
