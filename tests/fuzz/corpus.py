@@ -78,6 +78,19 @@ def image_meta() -> tuple[tuple[int, ...], ...]:
 
 
 @functools.lru_cache(maxsize=None)
+def image_owned() -> tuple[tuple[int, ...], ...]:
+    """Blocks the files of each seed own (data blocks included): values a pointer may be set to,
+    so the fuzzer builds sharing, cycles and misdirection, not only out-of-range numbers."""
+    from blkjournal.crash.image import Overlay
+
+    out = []
+    for _, img in images():
+        st = Store.open(Overlay(img), recover=False)
+        out.append(tuple(sorted(b for b in st.owned_blocks() if b >= st.sb.data_start)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=None)
 def crash_log() -> dict[str, bytes]:
     """A recorded crash-test run: {"log", "roles", "workload"} file contents."""
     from blkjournal.crash.explore import record, workload_path

@@ -63,11 +63,11 @@ def _value(p: Provider, width: int, near: list[int]) -> int:
     return (1 << p.below(8 * width)) & mask
 
 
-def mutate_image(image: bytes, meta: tuple[int, ...], p: Provider) -> bytes:
+def mutate_image(image: bytes, meta: tuple[int, ...], p: Provider, owned: tuple[int, ...] = ()) -> bytes:
     """1..4 mutations of metadata blocks (or any block), each re-sealed unless the program says not."""
     img = bytearray(image)
     nblocks = len(img) // BLOCK_SIZE
-    near = list(meta) + [nblocks, nblocks - 1, 0]
+    near = list(meta) + list(owned) + [nblocks, nblocks - 1, 0]
     for _ in range(1 + p.below(4)):
         b = p.choice(meta) if meta and p.chance(230) else p.below(nblocks)
         blk = memoryview(img)[b * BLOCK_SIZE:(b + 1) * BLOCK_SIZE]

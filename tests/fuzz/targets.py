@@ -42,7 +42,7 @@ def _image(data: bytes) -> tuple[mutate.Provider, bytes, str]:
     p = mutate.Provider(data)
     seeds = corpus.images()
     k = p.below(len(seeds))
-    return p, mutate.mutate_image(seeds[k][1], corpus.image_meta()[k], p), seeds[k][0]
+    return p, mutate.mutate_image(seeds[k][1], corpus.image_meta()[k], p, corpus.image_owned()[k]), seeds[k][0]
 
 
 def _write(path: str, raw: bytes) -> str:
