@@ -26,6 +26,8 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 
+from cliutil import sha  # noqa: F401 -- tests/ is on sys.path (pytest, and run.py puts it there)
+
 TIME_LIMIT = float(os.environ.get("FUZZ_TIME_LIMIT", 20))  # seconds per command
 MEM_LIMIT = 256 << 20  # bytes a command may grow by
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -189,14 +191,6 @@ def run_cli(*args: str, stdin: bytes = b"", timeout: float = TIME_LIMIT, mem: in
     run = Run(args, code, out, err, seconds, peak, int(growth) if growth else max(0, peak - base_rss), sig)
     STATS.note(run)
     return run
-
-
-def sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def problems(run: Run) -> list[str]:

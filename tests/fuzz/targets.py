@@ -17,6 +17,7 @@ store every command can still open.  A target returns the contract violations it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,6 +46,15 @@ def _image(data: bytes) -> tuple[mutate.Provider, bytes, str]:
     return p, mutate.mutate_image(seeds[k][1], corpus.image_meta()[k], p, corpus.image_owned()[k]), seeds[k][0]
 
 
+@contextlib.contextmanager
+def _damaged_image(target: str, data: bytes):
+    """(checker, path of the damaged image in a scratch directory) for one input."""
+    _, raw, _ = _image(data)
+    c = Checker(target, data, SAVE_DIR)
+    with _Scratch() as d:
+        yield c, _write(os.path.join(d, "img"), raw)
+
+
 def _write(path: str, raw: bytes) -> str:
     with open(path, "wb") as f:
         f.write(raw)
@@ -52,10 +62,7 @@ def _write(path: str, raw: bytes) -> str:
 
 
 def image(data: bytes) -> list[str]:
-    _, raw, _ = _image(data)
-    c = Checker("image", data, SAVE_DIR)
-    with _Scratch() as d:
-        img = _write(os.path.join(d, "img"), raw)
+    with _damaged_image("image", data) as (c, img):
         ro = (img,)
         c.run("info", img, readonly=ro)
         ls = c.run("ls", img, "--json", readonly=ro)
@@ -78,10 +85,7 @@ def image(data: bytes) -> list[str]:
 
 
 def repair(data: bytes) -> list[str]:
-    _, raw, _ = _image(data)
-    c = Checker("repair", data, SAVE_DIR)
-    with _Scratch() as d:
-        img = _write(os.path.join(d, "img"), raw)
+    with _damaged_image("repair", data) as (c, img):
         r = c.run("fsck", img, "--repair", "--json")
         if r.code in (0, 1) and r.out:
             try:
@@ -101,10 +105,7 @@ def repair(data: bytes) -> list[str]:
 
 
 def recovery(data: bytes) -> list[str]:
-    _, raw, _ = _image(data)
-    c = Checker("recovery", data, SAVE_DIR)
-    with _Scratch() as d:
-        img = _write(os.path.join(d, "img"), raw)
+    with _damaged_image("recovery", data) as (c, img):
         r = c.run("recover", img)
         c.run("fsck", img, readonly=(img,))
         c.run("ls", img, readonly=(img,))
