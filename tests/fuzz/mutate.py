@@ -209,7 +209,7 @@ def mutate_lines(text: bytes, p: Provider, encode_line) -> bytes:
         if op <= 4:  # a field changed, the line re-sealed
             try:
                 obj = json.loads(_body(lines[i]))
-            except ValueError:
+            except (ValueError, RecursionError):  # a line an earlier mutation made unreadable
                 continue
             lines[i] = encode_line(mutate_json(obj, p))
         elif op == 5:

@@ -96,8 +96,11 @@ def fuzz_one(name: str, seconds: int, engine: str, out: str) -> None:
         except Exception as e:  # noqa: BLE001 -- recorded; the CLI run below shows it too
             lib_error = f"library pass: {type(e).__name__}: {e}"
         found = target(data)
-        if lib_error and not found:
-            harness.STATS.failures.append({"target": name, "found": [lib_error]})
+        if lib_error and not found:  # the library broke where the CLI did not: save it too
+            c = harness.Checker(name, data, targets.SAVE_DIR)
+            c.found.append(lib_error)
+            harness.STATS.inputs -= 1  # (done() counts the input again)
+            c.done()
         if found or lib_error or harness.STATS.inputs % 25 == 0:
             write_stats()
 
