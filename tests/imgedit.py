@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import struct
 
+from blkjournal import format as F
 from blkjournal.device import BLOCK_SIZE, Device
-from blkjournal.format import HDR, reseal
+from blkjournal.format import HDR
 from blkjournal.store import Store
+
+
+def reseal(raw: bytearray, block: int) -> None:
+    """Make a metadata block image edited in place check again at address `block`: its own crc,
+    and where the format gives object map sectors crcs of their own, those first."""
+    if F.HEADER.unpack_from(raw)[1] == F.T_OBJMAP and hasattr(F, "_sector_crc"):
+        for s in range(BLOCK_SIZE // F.SECTOR):
+            struct.pack_into("<I", raw, (s + 1) * F.SECTOR - 4, F._sector_crc(raw, block, s))
+    raw[8:12] = b"\0\0\0\0"
+    raw[8:12] = struct.pack("<I", F.crc32c(raw))
 
 
 def read_block(path: str, block: int) -> bytearray:
@@ -27,7 +38,7 @@ def set_field(path: str, block: int, offset: int, fmt: str, value, *, payload: b
     raw = read_block(path, block)
     values = value if isinstance(value, (tuple, list)) else (value,)
     struct.pack_into("<" + fmt, raw, (HDR if payload else 0) + offset, *values)
-    reseal(raw)
+    reseal(raw, block)
     write_block(path, block, raw)
 
 

@@ -15,7 +15,8 @@ import struct
 import crc32c as _crc
 
 from blkjournal.device import BLOCK_SIZE
-from blkjournal.format import HDR, HEADER, MAGIC, T_TXN, reseal
+from blkjournal.format import HDR, HEADER, MAGIC, T_TXN
+from imgedit import reseal
 
 INTERESTING = (0, 1, 2, 3, 7, 8, 127, 128, 255, 256, 511, 512, 4095, 4096, 0x7FFF, 0xFFFF, 0x10000,
                0x7FFFFFFF, 0xFFFFFFFF, 1 << 32, 1 << 40, (1 << 62), (1 << 63) - 1, 1 << 63, (1 << 64) - 1)
@@ -95,10 +96,10 @@ def mutate_image(image: bytes, meta: tuple[int, ...], p: Provider, owned: tuple[
 def seal_block(img: bytearray, b: int) -> None:
     """Re-seal block b; a journal descriptor also gets its transaction's commit recomputed."""
     blk = bytearray(img[b * BLOCK_SIZE:(b + 1) * BLOCK_SIZE])
-    _, t, _, _ = HEADER.unpack_from(blk)
+    t = HEADER.unpack_from(blk)[1]
     if t == T_TXN:
         _reseal_commit(img, b, blk)
-    reseal(blk)
+    reseal(blk, b)
     img[b * BLOCK_SIZE:(b + 1) * BLOCK_SIZE] = blk
 
 
@@ -106,7 +107,7 @@ def _reseal_commit(img: bytearray, b: int, desc: bytearray) -> None:
     """Make a descriptor's `commit` match its (possibly damaged) records, where they parse."""
     from blkjournal.journal import DATA, DESC, REC
 
-    seq, nblocks, ndata, nrec, prev, _ = DESC.unpack_from(desc, HDR)
+    seq, nblocks, ndata, nrec, prev = DESC.unpack_from(desc, HDR)[:5]
     if not 0 < nblocks <= 64 or (b + nblocks) * BLOCK_SIZE > len(img):
         return
     stream = bytes(desc[HDR + DESC.size:]) + b"".join(
@@ -122,7 +123,7 @@ def _reseal_commit(img: bytearray, b: int, desc: bytearray) -> None:
     if o > len(stream):
         return
     commit = _crc.crc32c(struct.pack("<QII", seq, nblocks, prev) + stream[:o])
-    struct.pack_into("<I", desc, HDR + DESC.size - 4, commit)
+    struct.pack_into("<I", desc, HDR + struct.calcsize("<QIIII"), commit)  # the field after prev
 
 
 # --------------------------------------------------------------------------- JSON text

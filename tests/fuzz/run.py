@@ -101,8 +101,7 @@ def fuzz_one(name: str, seconds: int, engine: str, out: str) -> None:
             c.found.append(lib_error)
             harness.STATS.inputs -= 1  # (done() counts the input again)
             c.done()
-        if found or lib_error or harness.STATS.inputs % 25 == 0:
-            write_stats()
+        write_stats()  # every input: libFuzzer leaves through exit(), past atexit
 
     harness.warm()
     if engine == "atheris":
