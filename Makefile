@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 SYSDEPS := .venv/.sysdeps
 
-.PHONY: demo test bench fuzz clean
+.PHONY: demo test bench faults fuzz clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -37,6 +37,10 @@ fuzz: $(FUZZSTAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# the fault explorer over 20 seeds x 200 ops, journal and ordered under flush and fua (docs/faults.md)
+faults: $(STAMP)
+	$(PY) -m bench.faults --seeds 20 --ops 200 --json bench/faults.json
 
 clean:
 	rm -rf .venv build *.egg-info

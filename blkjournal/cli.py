@@ -249,12 +249,35 @@ def _explore_options(res, json_f, junit_f, html_f) -> None:
     from .crash.report import print_summary, write_html, write_json, write_junit
 
     print_summary(res)
+    if res.faults is not None:
+        from .crash.faults import print_summary as print_faults
+
+        print_faults(res.faults)
     if json_f:
         write_json(res, json_f)
     if junit_f:
         write_junit(res, junit_f)
     if html_f:
         write_html(res, res.space, html_f)
+
+
+_FAULTS = typer.Option(None, "--faults", help="also inject storage faults, one at a time on sampled crash "
+                       "states: misdirect,lost-write,bitrot,read-error,garbage (docs/faults.md)")
+_FAULT_SAMPLES = typer.Option(100, help="faults injected per kind (a seeded sample)")
+_FAULT_AT = typer.Option(None, help="POINT[:BLOCK[:DEST]]: inject at this crash point (and block; a misdirected "
+                         "write lands at DEST)")
+
+
+def _fault_options(faults: Optional[str], samples: int, at: Optional[str]) -> dict:
+    from .crash.faults import parse_fault_at, parse_kinds
+
+    if faults is None:
+        if at is not None:
+            raise BlkError("--fault-at needs --faults")
+        return {}
+    if samples < 1:
+        raise BlkError("--fault-samples must be at least 1")
+    return dict(faults=parse_kinds(faults), fault_samples=samples, fault_at=parse_fault_at(at))
 
 
 def _parse_shard(shard: str) -> tuple[int, int]:
@@ -283,6 +306,8 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
               junit_f: Optional[str] = typer.Option(None, "--junit", help="write JUnit XML"),
               html_f: Optional[str] = typer.Option(None, "--html", help="write an HTML timeline"),
               keep_failing: Optional[str] = typer.Option(None, help="write each failing state as an image here"),
+              faults: Optional[str] = _FAULTS, fault_samples: int = _FAULT_SAMPLES,
+              fault_at: Optional[str] = _FAULT_AT,
               save_log: Optional[str] = typer.Option(None, help="keep the recorded dm-log-writes log here")):
     """Record a workload, enumerate every crash state, recover and check each.  Exit 1 if any is illegal."""
     import tempfile
@@ -295,6 +320,7 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
     if jobs < 1 or ops < 1 or bound < 1:
         raise BlkError("--jobs, --ops and --bound must be at least 1")
     size = parse_size(image_size)
+    fkw = _fault_options(faults, fault_samples, fault_at)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BLKJOURNAL_TMP", "/var/tmp")) as work:
         kw = dict(protocol=protocol, barrier=barrier, nops=ops, seed=seed, workload=workload, image_size=size,
                   sector_size=sector_size, jobs=jobs, bound=bound, torn=torn, progress=True)
@@ -308,7 +334,7 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
         if dev is not None:
             work = os.path.dirname(os.path.abspath(dev)) or "."
         res, _ = run_crashtest(work, shard=_parse_shard(shard), keep_failing=keep_failing, save_log=save_log,
-                               image=dev, **kw)
+                               image=dev, **kw, **fkw)
         _explore_options(res, json_f, junit_f, html_f)
         if workload == "append":
             from .crash.seedb import append_states
@@ -329,14 +355,18 @@ def check_log(log: str, protocol: Optional[str] = typer.Option(None, help="|".jo
               jobs: int = typer.Option(os.cpu_count() or 1), bound: int = typer.Option(4096),
               torn: bool = typer.Option(False, "--torn"), shard: str = typer.Option("0/1"),
               json_f: Optional[str] = typer.Option(None, "--json"), junit_f: Optional[str] = typer.Option(None, "--junit"),
-              html_f: Optional[str] = typer.Option(None, "--html"), keep_failing: Optional[str] = typer.Option(None)):
+              html_f: Optional[str] = typer.Option(None, "--html"), keep_failing: Optional[str] = typer.Option(None),
+              faults: Optional[str] = _FAULTS, fault_samples: int = _FAULT_SAMPLES,
+              fault_at: Optional[str] = _FAULT_AT,
+              seed: int = typer.Option(0, help="fault sampling seed")):
     """Explore a log recorded elsewhere (e.g. by the kernel's dm-log-writes in the VM)."""
     from .crash.explore import explore_log
 
     if protocol is not None and protocol not in PROTOCOLS:
         raise BlkError(f"unknown protocol {protocol!r}")
     res = explore_log(log, protocol=protocol, jobs=jobs, bound=bound, torn=torn, shard=_parse_shard(shard),
-                      keep_failing=keep_failing, progress=True)
+                      keep_failing=keep_failing, progress=True, seed=seed,
+                      **_fault_options(faults, fault_samples, fault_at))
     _explore_options(res, json_f, junit_f, html_f)
     if not res.ok:
         raise typer.Exit(1)

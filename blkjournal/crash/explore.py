@@ -133,10 +133,12 @@ class Result:
     failing_points: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     points: list = field(default_factory=list)  # (index, label, legal) for the JUnit report and picture
+    faults: dict | None = None  # the fault explorer's tally (faults.py), when --faults was given
 
     @property
     def ok(self) -> bool:
-        return self.illegal == 0
+        fx = self.faults or {}
+        return self.illegal == 0 and not fx.get("silent_corruptions") and not fx.get("crashed")
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("failures", "points", "space")}
@@ -330,7 +332,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
                 bound: int = DEFAULT_BOUND, torn: bool = False, seed: int = 0, jobs: int = 1,
                 shard: tuple[int, int] = (0, 1), keep_failing: str | None = None,
                 progress: bool = False, barrier: str | None = None, max_failures: int = 50,
-                first_failure: bool = False) -> Result:
+                first_failure: bool = False, faults: tuple[str, ...] = (), fault_samples: int | None = None,
+                fault_at: tuple | None = None) -> Result:
     """Enumerate, check and judge every crash state of a recorded run."""
     t0 = time.monotonic()
     log = read_log(log_path)
@@ -391,6 +394,11 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
             space.state(fl.state).overlay().materialize(fl.kept)
         res.failures.append(fl)
     res.space = space
+    if faults:  # storage faults layered on the crash states (faults.py)
+        from .faults import DEFAULT_SAMPLES, explore_faults
+
+        res.faults = explore_faults(space, ops, protocol, kinds=faults, samples=fault_samples or DEFAULT_SAMPLES,
+                                    seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
     res.seconds = time.monotonic() - t0
     return res
 

@@ -243,46 +243,6 @@ def _guest_plan(trials: list[TrialResult], opts: TrialOptions) -> dict:
     return {"trials": plan}
 
 
-def _run_cli(argv: list[str], out_path: str) -> int:
-    """`python -m blkjournal.hwcheck ARGV` in this process (stdout and stderr into out_path): its exit code."""
-    import contextlib
-
-    from .cli import hwcheck_app
-
-    with open(out_path, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            hwcheck_app(argv, prog_name="blkjournal hwcheck")
-        except SystemExit as e:
-            code = e.code
-            return code if isinstance(code, int) else (0 if code is None else 1)
-        except Exception as e:  # noqa: BLE001 - reported as the trial's failure, the next trial still runs
-            print(f"vmtrial: {type(e).__name__}: {e}", file=out)
-            return 3
-    return 0
-
-
-def guest_main(plan_path: str) -> int:
-    """In the guest: run every trial's `hwcheck write` one after the other, in one interpreter.
-
-    One interpreter because a Python start with these imports costs several seconds per trial under
-    TCG (9p lookups); the writer is the very CLI command `python -m blkjournal.hwcheck write` runs.
-    Each trial's exit code goes to DIR/exit (the host's cutter watches for it), its output to
-    DIR/writer.out, its last line to the console.
-    """
-    with open(plan_path) as f:
-        plan = json.load(f)
-    for trial in plan["trials"]:
-        print(f"vmtrial: {trial['label']}", flush=True)
-        out = os.path.join(trial["dir"], "writer.out")
-        code = _run_cli(trial["argv"], out)
-        with open(os.path.join(trial["dir"], "exit"), "w") as f:
-            f.write(f"{code}\n")
-        with open(out) as f:
-            last = (f.read().strip().splitlines() or [""])[-1]
-        print(f"vmtrial: exit {code}: {last}", flush=True)
-    return 0
-
-
 class _Cutter(threading.Thread):
     """Watches the trials in order; kills each trial's nbdkit a bounded time after its first ack."""
 
@@ -406,7 +366,7 @@ def run_trials(specs: list[TrialSpec], *, workdir: str | None = None, opts: Tria
         where = "removed afterwards" if own and not keep else "kept"
         say(f"vmtrial: booting the guest with {len(specs)} nbdkit disks; results in {results} ({where})")
         try:
-            res = run_guest(["-m", "blkjournal.hwcheck.vmtrial", "guest", plan],
+            res = run_guest(["-m", "blkjournal.hwcheck.guestrun", plan],
                             disks=[Disk(f"nbd:unix:{n.sock}") for n in disks],
                             timeout=timeout, results_dir=results)
         finally:
@@ -425,12 +385,3 @@ def run_trials(specs: list[TrialSpec], *, workdir: str | None = None, opts: Tria
         shutil.rmtree(socks, ignore_errors=True)
         if own and not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 3 or sys.argv[1] != "guest":
-        print("usage (in the guest): python -m blkjournal.hwcheck.vmtrial guest PLAN.json", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(guest_main(sys.argv[2]))
