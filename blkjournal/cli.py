@@ -130,10 +130,15 @@ def get(dev: str, name: str, to: Optional[str] = typer.Option(None, "--to", help
                 out.write(c)
             out.flush()
         else:
-            with open(to, "wb") as out:
-                out.write(first)
-                for c in chunks:
-                    out.write(c)
+            try:
+                with open(to, "wb") as out:
+                    out.write(first)
+                    for c in chunks:
+                        out.write(c)
+            except BaseException:  # a block failing its checksum half-way: no partial copy left
+                if os.path.isfile(to):  # (never a device such as /dev/null)
+                    os.unlink(to)
+                raise
 
 
 @app.command("ls")

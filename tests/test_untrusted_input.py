@@ -311,3 +311,24 @@ def test_two_map_entries_naming_one_data_block(store, tmp_path):
     copy = str(tmp_path / "t.img")
     shutil.copyfile(img, copy)
     assert contract("truncate", copy, "small", "0").code == 2
+
+
+def test_get_leaves_no_partial_copy_when_a_later_block_fails(tmp_path):
+    """`get --to FILE` streams; a data block failing its checksum after the first chunk removes
+    the partial copy (and never a device given as --to, such as /dev/null)."""
+    img = str(tmp_path / "g.img")
+    with Device(img, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("f", bytes(range(256)) * 16 * 300)  # 300 blocks: two chunks
+        s.close()
+    with Device(img) as d:
+        s = Store.open(d)
+        last, _ = s.lookup("f").map.lookup(299)
+    with open(img, "r+b") as f:
+        f.seek(last * 4096)
+        f.write(b"rot")
+    to = str(tmp_path / "copy")
+    r = contract("get", img, "f", "--to", to, readonly=(img,))
+    assert r.code == 2 and "checksum" in r.err and not os.path.exists(to)
+    r = contract("get", img, "f", "--to", os.devnull, readonly=(img,))
+    assert r.code == 2 and os.path.exists(os.devnull)
