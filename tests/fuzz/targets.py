@@ -139,27 +139,32 @@ def _log_commands(c: Checker, d: str, log: str, ro: tuple[str, ...], p: mutate.P
         c.run("check-log", log, "--jobs", "1", "--bound", "8", readonly=ro)
 
 
-def log(data: bytes) -> list[str]:
+def _log_target(name: str, data: bytes, build) -> list[str]:
+    """Write the files `build(provider, seed) -> (log, roles, workload, explore)` makes, run the
+    log commands on them."""
     p = mutate.Provider(data)
-    seed = corpus.crash_log()
-    c = Checker("log", data, SAVE_DIR)
+    c = Checker(name, data, SAVE_DIR)
     with _Scratch() as d:
-        keep = p.below(3)  # 0: log + sidecar + workload, 1: no sidecar, 2: log alone
-        path, ro = _log_files(d, mutate.mutate_log(seed["log"], p), seed["roles"] if keep == 0 else None,
-                              seed["workload"] if keep < 2 else None)
-        _log_commands(c, d, path, ro, p, explore=keep < 2)
+        log_raw, roles, wl, explore = build(p, corpus.crash_log())
+        path, ro = _log_files(d, log_raw, roles, wl)
+        _log_commands(c, d, path, ro, p, explore=explore)
     return c.done()
+
+
+def log(data: bytes) -> list[str]:
+    def build(p, seed):
+        keep = p.below(3)  # 0: log + sidecar + workload, 1: no sidecar, 2: log alone
+        return (mutate.mutate_log(seed["log"], p), seed["roles"] if keep == 0 else None,
+                seed["workload"] if keep < 2 else None, keep < 2)
+
+    return _log_target("log", data, build)
 
 
 def sidecar(data: bytes) -> list[str]:
-    p = mutate.Provider(data)
-    seed = corpus.crash_log()
-    c = Checker("sidecar", data, SAVE_DIR)
-    with _Scratch() as d:
-        path, ro = _log_files(d, seed["log"], mutate.mutate_lines(seed["roles"], p, mutate.plain_line),
-                              seed["workload"])
-        _log_commands(c, d, path, ro, p)
-    return c.done()
+    def build(p, seed):
+        return seed["log"], mutate.mutate_lines(seed["roles"], p, mutate.plain_line), seed["workload"], True
+
+    return _log_target("sidecar", data, build)
 
 
 def workload(data: bytes) -> list[str]:
