@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the VM tests and demo need (qemu-system-x86, busybox-static, nbdkit, dmsetup):
+# Debian packages the VM tests, the report test and demo need (qemu-system-x86, busybox-static, nbdkit,
+# dmsetup, chromium):
 # apt-get installs whichever are missing; quick when all are present.
 $(SYSDEPS): $(STAMP) blkjournal/vm/deps.py
 	$(PY) -m blkjournal.vm.deps

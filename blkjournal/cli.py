@@ -251,19 +251,20 @@ def fsck_(dev: str, repair: bool = typer.Option(False, "--repair", help="fix wha
 
 
 def _explore_options(res, json_f, junit_f, html_f) -> None:
-    from .crash.report import print_summary, write_html, write_json, write_junit
+    from .crash.report import print_summary, report_doc, write_html, write_json, write_junit
 
-    print_summary(res)
-    if res.faults is not None:
+    doc = report_doc(res)
+    print_summary(doc)
+    if doc.get("faults") is not None:
         from .crash.faults import print_summary as print_faults
 
-        print_faults(res.faults)
+        print_faults(doc["faults"])
     if json_f:
-        write_json(res, json_f)
+        write_json(doc, json_f)
     if junit_f:
-        write_junit(res, junit_f)
+        write_junit(doc, junit_f)
     if html_f:
-        write_html(res, res.space, html_f)
+        write_html(doc, html_f)
 
 
 _FAULTS = typer.Option(None, "--faults", help="also inject storage faults, one at a time on sampled crash "
@@ -377,6 +378,29 @@ def check_log(log: str, protocol: Optional[str] = typer.Option(None, help="|".jo
         raise typer.Exit(1)
 
 
+report_app = typer.Typer(help="Crash-exploration reports.", no_args_is_help=True, add_completion=False)
+
+
+@report_app.callback()
+def _report_group() -> None:
+    """Crash-exploration reports."""
+
+
+@report_app.command("merge")
+def report_merge(shards: list[str] = typer.Argument(..., help="the shard reports (crashtest --shard i/N --json)"),
+                 json_f: Optional[str] = typer.Option(None, "--json", help="write the merged report as JSON"),
+                 junit_f: Optional[str] = typer.Option(None, "--junit", help="write JUnit XML"),
+                 html_f: Optional[str] = typer.Option(None, "--html", help="write the HTML report")):
+    """Merge the shard reports of one exploration; exit 1 if any state is illegal, 2 if they do not fit."""
+    from .crash.merge import load_report, merge_reports
+
+    doc = merge_reports([load_report(p) for p in shards], shards)
+    _explore_options(doc, json_f, junit_f, html_f)
+    fx = doc.get("faults") or {}
+    if doc["illegal"] or fx.get("silent_corruptions") or fx.get("crashed"):
+        raise typer.Exit(1)
+
+
 def _mount_subapps() -> None:
     from .crash.cli import log_app, replay_cmd
     from .devices_cli import devices
@@ -386,6 +410,7 @@ def _mount_subapps() -> None:
     app.command("devices")(devices)
     app.command("replay")(replay_cmd)
     app.add_typer(log_app, name="log")
+    app.add_typer(report_app, name="report")
     app.add_typer(hwcheck_app, name="hwcheck")
     app.add_typer(vm_app, name="vm")
 

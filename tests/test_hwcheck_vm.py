@@ -17,11 +17,10 @@ About 70 s under load (boot ~20 s, ~2.5 s per trial); the tests without the VM c
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 
 import pytest
+from vmutil import need_vm as _need_vm
 from typer.testing import CliRunner
 
 from blkjournal.errors import BlkError
@@ -32,13 +31,6 @@ from blkjournal.hwcheck.vmtrial import (MAX_TRIALS, TrialBatch, TrialOptions, Tr
 
 runner = CliRunner()
 ROUNDS = 5
-
-
-def _need_vm() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the VM build, qemu and nbdkit need root (apt-get, /var/cache)")
-    if platform.machine() != "x86_64":
-        pytest.skip("the guest is an amd64 Debian kernel")
 
 
 @pytest.mark.vm

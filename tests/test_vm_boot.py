@@ -8,11 +8,10 @@ reads the log disk here on the host and checks the dm-log-writes v1 format (REFE
 from __future__ import annotations
 
 import json
-import os
-import platform
 import struct
 
 import pytest
+from vmutil import need_vm as _need_vm
 
 pytestmark = pytest.mark.vm
 
@@ -38,13 +37,6 @@ def read_log_minimal(path: str) -> tuple[int, int, list[tuple[int, int, int, byt
         if not flags & (DISCARD | MARK):
             pos += nr_sectors * sectorsize
     return version, sectorsize, entries
-
-
-def _need_vm() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the VM build and qemu need root (apt-get, /var/cache)")
-    if platform.machine() != "x86_64":
-        pytest.skip("the guest is an amd64 Debian kernel")
 
 
 def test_selftest_scenario_logs_and_drops(tmp_path):

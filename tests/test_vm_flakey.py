@@ -14,21 +14,13 @@ worker.  The host-only test at the end checks the cut planner without a VM.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 import pytest
+from vmutil import need_vm as _need_vm
 
 SEED, NOPS, CUTS = 1, 40, 10
 CONFIGS = (("journal", "flush"), ("journal", "fua"), ("ordered", "flush"), ("ordered", "fua"), ("none", "flush"))
-
-
-def _need_vm() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the VM build and qemu need root (apt-get, /var/cache)")
-    if platform.machine() != "x86_64":
-        pytest.skip("the guest is an amd64 Debian kernel")
 
 
 @pytest.mark.vm

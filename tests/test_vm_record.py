@@ -15,21 +15,14 @@ worker.  The host-only tests at the end check the prediction code without a VM.
 from __future__ import annotations
 
 import os
-import platform
 import time
 
 import pytest
+from vmutil import need_vm as _need_vm
 
 SEED, NOPS = 1, 40
 SIZE = 4 << 20
 RUNS = (("journal", "flush"), ("journal", "fua"), ("ordered", "flush"), ("none", "flush"))
-
-
-def _need_vm() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the VM build and qemu need root (apt-get, /var/cache)")
-    if platform.machine() != "x86_64":
-        pytest.skip("the guest is an amd64 Debian kernel")
 
 
 def _bound(protocol: str) -> int:
@@ -52,8 +45,13 @@ def test_kernel_log_same_verdicts_and_barriers(tmp_path):
     print(f"\none boot: {vm_seconds:.1f} s for {len(runs)} recordings "
           f"(host side {time.monotonic() - t0:.1f} s)")
 
+    from blkjournal.vm.build import build_guest
+
+    guest_kernel = build_guest().kernel_release
     for rec in recorded:
         p, b = rec.run.protocol, rec.run.barrier
+        assert rec.kernel == guest_kernel != os.uname().release
+        assert explore_log(rec.log, bound=16).kernel == guest_kernel  # check-log's report names it too
         klog = read_log(rec.log)
         marks = [e.mark for e in klog.entries if e.is_mark]
         assert marks[0] == MKFS_MARK and marks[-1] == END_MARK, marks[:2] + marks[-2:]

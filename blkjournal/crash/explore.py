@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from ..device import BLOCK_SIZE, BlockDevice, Device
 from ..errors import BlkError
 from ..format import BARRIERS, PROTOCOLS
-from ..untrusted import json_object, optional_integer
+from ..untrusted import json_object, optional_integer, text
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
+from .clusters import cluster_failures
+from .merge import run_identity
+from .progress import progress_bar
 from .minimize import explain
 from .logwrites import read_log
 from .recorder import MAX_NBLOCKS, RecordingDevice, read_sidecar, sidecar_path
@@ -65,6 +68,8 @@ def load_workload(log_path: str) -> dict | None:
         if w.get("protocol") not in PROTOCOLS or w.get("barrier", "flush") not in BARRIERS:
             raise ValueError("unknown protocol or barrier")
         w["nblocks"] = optional_integer(w.get("nblocks"), "nblocks", 0, MAX_NBLOCKS)
+        if w.get("kernel") is not None:
+            text(w["kernel"], "kernel", 256)
         cost = model_cost(w["ops"])
         if cost > MODEL_BUDGET:
             raise ValueError(f"its model would need {cost} bytes (at most {MODEL_BUDGET})")
@@ -133,6 +138,10 @@ class Result:
     failing_points: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     points: list = field(default_factory=list)  # (index, label, legal) for the JUnit report and picture
+    clusters: list = field(default_factory=list)  # illegal classes grouped by cause (clusters.py)
+    states_covered: int = 0  # legal crash states the checked classes stand for (coverage's numerator)
+    run: dict = field(default_factory=dict)  # what makes shards of one run (merge.py)
+    kernel: str | None = None  # the kernel that recorded the log (the VM's), when not this machine's
     faults: dict | None = None  # the fault explorer's tally (faults.py), when --faults was given
 
     @property
@@ -316,6 +325,19 @@ def _search_segment(si: int) -> dict:
     return out
 
 
+def recheck(failure: dict, combo: tuple) -> str | None:
+    """Check one candidate state for a failing class (at its segment end, judged at its point): the
+    reason it is illegal, or None when it is legal.  The cluster minimiser builds candidates."""
+    space, models = _CTX["space"], _CTX["models"]
+    contents, err, _ = recover_and_read(space.state_from_combo(failure["at"], combo).overlay())
+    if contents is None:
+        return err
+    if models is None:
+        return None
+    v = judge(contents, models, _window(space.points[failure["point"]], _CTX["nops"]), _CTX["kind"])
+    return None if v.legal else v.reason
+
+
 def _covers(later, earlier) -> bool:
     """A later write that persisted whole hides every sector of an earlier one."""
     return later.s0 <= earlier.s0 and earlier.s0 + earlier.n <= later.s0 + later.n
@@ -356,8 +378,10 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     i, n = shard
     if not 0 <= i < n:
         raise BlkError(f"shard {i}/{n}: want 0 <= i < n")
-    segments = segments_of(space, points)[i::n]
-    res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes))
+    every = segments_of(space, points)
+    segments = every[i::n]
+    res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes),
+                 kernel=(w or {}).get("kernel"))  # a log recorded in the VM names the guest's kernel
     if ops is None:
         res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
     _init_ctx(space, segments, ops, protocol, bound)
@@ -373,7 +397,9 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
             bad_points.setdefault(f["point"], f["reason"])
             fails.append(f)
     res.crash_points = sum(len(s) for s in segments)
+    res.run = run_identity(log, ops, bound=bound, torn=torn, shard=shard, nsegments=len(every), npoints=len(points))
     res.states_enumerated = legal
+    res.states_covered = covered
     res.coverage = covered / legal if legal else 1.0
     res.illegal = len({(f["at"], f["state"]) for f in fails})  # failing checks (each an equivalence class)
     res.illegal_states = sum(f["size"] for f in fails)  # the crash states those classes stand for
@@ -383,6 +409,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     fails.sort(key=lambda f: (f["point"], f["state"]))
     seen = set()
     firsts = [f for f in fails if (f["at"], f["state"]) not in seen and not seen.add((f["at"], f["state"]))]
+    # causes are minimised, except for --ablate's "is anything illegal?" runs
+    res.clusters = cluster_failures(space, fails, explain, None if first_failure else recheck)
     for f in firsts[:max_failures]:
         pt = space.points[f["point"]]
         fl = Failure(f["state"], f["point"], pt.label + (f" [{pt.last_mark}]" if pt.last_mark else ""), f["reason"],
@@ -437,17 +465,12 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
         pool = multiprocessing.get_context("fork").Pool(jobs)
         it = pool.imap_unordered(_search_segment, range(n), chunksize=1)
     try:
-        if progress:
-            from rich.progress import Progress
-
-            with Progress(transient=True) as bar:
-                task = bar.add_task("checking crash states", total=n)
-                out = []
-                for r in it:
-                    out.append(r)
-                    bar.advance(task)
-                return out
-        return list(it)
+        out = []
+        with progress_bar(sum(len(s) for s in _CTX["segments"]), progress) as tick:
+            for r in it:
+                out.append(r)
+                tick(r)
+        return out
     finally:
         if pool is not None:
             pool.close()
@@ -510,4 +533,7 @@ def demo(workdir: str) -> int:
         res, _ = crashtest(workdir, protocol=protocol, nops=nops, seed=1, jobs=2, progress=True)
         print_summary(res, limit=2)
         rc |= 0 if (res.ok or protocol == "none") else 1
+    from .report import keep_demo_report
+
+    keep_demo_report(res)
     return rc

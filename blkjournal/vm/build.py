@@ -4,12 +4,12 @@ Nothing is installed on the host: the kernel .deb is fetched with `apt-get downl
 with `dpkg -x` into a scratch directory. The .deb carries no modules.dep (and the host has no
 depmod), so module dependencies come from each module's `.modinfo` `depends=` field. The initramfs
 is a gzip'd newc cpio written here in Python: busybox, the modules in load order (`/modules.order`)
-and the `/init` of init.py. The bzImage's xz payload is unpacked to an ELF `vmlinux`, which qemu boots
+and the `/init` of vm/init.sh (the recipe, vm/guest.toml, read by recipe.py). The bzImage's xz payload is unpacked to an ELF `vmlinux`, which qemu boots
 directly through PVH (about 3.5 s faster than the bzImage under TCG).
 
 Cache: `$BLKJOURNAL_VM_CACHE` (default /var/cache/blkjournal-vm, or ~/.cache/blkjournal-vm when
 that is not writable), one directory per kernel ABI, package version and recipe hash, so clean clones
-reuse a build and a change to init or the module list rebuilds. A cached build is reused without asking
+reuse a build and a change to vm/guest.toml or vm/init.sh rebuilds. A cached build is reused without asking
 apt about newer kernels; `build_guest(refresh=True)` (`blkjournal vm build --refresh`) picks the newest.
 """
 
@@ -34,17 +34,11 @@ from pathlib import Path
 
 from blkjournal.errors import BlkError
 from blkjournal.vm import deps
-from blkjournal.vm.init import INIT_SCRIPT
+from blkjournal.vm.recipe import Recipe, current as current_recipe
 
-# Modules the guest needs; their dependencies are added from .modinfo. nbd is optional (an
-# nbd:unix: disk is attached by qemu as a virtio disk, so the guest never needs the nbd client).
-ROOT_MODULES = ["virtio_pci", "virtio_blk", "dm_mod", "dm_log_writes", "dm_flakey",
-                "9pnet_virtio", "9p"]
-OPTIONAL_MODULES = ["nbd"]
-
-KERNEL_PACKAGE_RE = re.compile(r"^(linux-image-(\d+\.\d+\.\d+-(\d+))-amd64-unsigned)\s")
-KERNEL_SERIES = "6.1.0"
-RECIPE_VERSION = 1  # bump when the artefact layout changes
+# What goes in the guest (kernel package, modules, /init, busybox applets) is the recipe's:
+# vm/guest.toml and vm/init.sh (recipe.py).
+RECIPE_VERSION = 2  # bump when the artefact layout changes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +53,7 @@ class GuestImage:
     package_version: str
     modules: tuple[str, ...]
     directory: str
+    recipe: str = ""  # the vm/guest.toml it was built from
 
     @property
     def pvh(self) -> bool:
@@ -88,10 +83,9 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
-def _recipe_hash(busybox: bytes) -> str:
+def _recipe_hash(busybox: bytes, recipe: Recipe) -> str:
     h = hashlib.sha256()
-    h.update(f"{RECIPE_VERSION}\n{ROOT_MODULES}\n{OPTIONAL_MODULES}\n".encode())
-    h.update(INIT_SCRIPT.encode())
+    h.update(f"{RECIPE_VERSION}\n{recipe.digest}\n".encode())
     h.update(hashlib.sha256(busybox).digest())
     return h.hexdigest()[:12]
 
@@ -99,18 +93,20 @@ def _recipe_hash(busybox: bytes) -> str:
 # --------------------------------------------------------------------------- apt
 
 
-def newest_kernel_package() -> tuple[str, str]:
-    """(package name, version) of the newest linux-image-6.1.0-NN-amd64-unsigned apt knows."""
+def newest_kernel_package(recipe: Recipe) -> tuple[str, str]:
+    """(package name, version) of the newest linux-image-<series>-NN-<flavour> apt knows."""
     deps.ensure_apt_lists()
-    out = _run(["apt-cache", "search", "--names-only", f"^linux-image-{KERNEL_SERIES}-[0-9]+-amd64-unsigned$"])
+    series, flavour = re.escape(recipe.kernel_series), re.escape(recipe.kernel_flavour)
+    out = _run(["apt-cache", "search", "--names-only", f"^linux-image-{series}-[0-9]+-{flavour}$"])
+    pattern = re.compile(rf"^(linux-image-{series}-(\d+)-{flavour})\s")
     best: tuple[int, str] | None = None
     for line in out.splitlines():
-        m = KERNEL_PACKAGE_RE.match(line)
-        if m and (best is None or int(m.group(3)) > best[0]):
-            best = (int(m.group(3)), m.group(1))
+        m = pattern.match(line)
+        if m and (best is None or int(m.group(2)) > best[0]):
+            best = (int(m.group(2)), m.group(1))
     if best is None:
-        raise BlkError("apt-cache search found no linux-image-6.1.0-NN-amd64-unsigned package "
-                       "(is this Debian 12 with deb.debian.org reachable?)")
+        raise BlkError(f"apt-cache search found no linux-image-{recipe.kernel_series}-NN-{recipe.kernel_flavour} "
+                       f"package (see {recipe.path}; is this Debian 12 with its mirror reachable?)")
     pkg = best[1]
     version = _run(["apt-cache", "show", "--no-all-versions", pkg])
     m = re.search(r"^Version: (\S+)", version, re.M)
@@ -295,15 +291,15 @@ class Cpio:
         return self.buf.getvalue()
 
 
-def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]], init_script: str) -> bytes:
+def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]], init_script: str,
+                    applets: tuple[str, ...]) -> bytes:
     c = Cpio()
     for d in ("bin", "sbin", "dev", "proc", "sys", "mnt", "mnt/host", "tmp", "lib", "lib/modules"):
         c.dir(d)
     c.chardev("dev/console", 5, 1)
     c.chardev("dev/null", 1, 3, 0o666)
     c.file("bin/busybox", busybox, 0o755)
-    for applet in ("sh", "mount", "insmod", "chroot", "setsid", "poweroff", "sync", "cat", "echo",
-                   "mkdir", "sleep", "umount"):
+    for applet in applets:
         c.symlink(f"bin/{applet}", "busybox")
     for name, data in modules:
         c.file(f"lib/modules/{name}.ko", data)
@@ -359,7 +355,7 @@ def prune_cache(keep: Path, max_age_days: float = 14) -> None:
 
 def cached_guest(recipe: str | None = None) -> GuestImage | None:
     """The newest complete build in the cache for the current recipe, without calling apt."""
-    recipe = recipe or _recipe_hash(_busybox_binary())
+    recipe = recipe or _recipe_hash(_busybox_binary(), current_recipe())
     builds = []
     for d in cache_root().glob(f"*-{recipe}"):
         img = _load(d)
@@ -377,7 +373,8 @@ def build_guest(*, refresh: bool = False, log=None) -> GuestImage:
     say = log or (lambda _msg: None)
     deps.ensure_host_packages(quiet=log is None)
     busybox = _busybox_binary()
-    recipe = _recipe_hash(busybox)
+    spec = current_recipe()
+    recipe = _recipe_hash(busybox, spec)
     if not refresh:
         img = cached_guest(recipe)
         if img is not None:
@@ -385,11 +382,11 @@ def build_guest(*, refresh: bool = False, log=None) -> GuestImage:
     root = cache_root()
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same thing
-        package = os.environ.get("BLKJOURNAL_VM_KERNEL")
+        package = os.environ.get("BLKJOURNAL_VM_KERNEL") or spec.kernel_package
         if package:
             version = "pinned"
         else:
-            package, version = newest_kernel_package()
+            package, version = newest_kernel_package(spec)
         release = package.removeprefix("linux-image-").removesuffix("-unsigned")
         directory = root / f"{release}_{version}-{recipe}"
         img = _load(directory)
@@ -402,13 +399,13 @@ def build_guest(*, refresh: bool = False, log=None) -> GuestImage:
             tmpdir = Path(tmp)
             say(f"unpacking {deb.name}")
             try:
-                _unpack_kernel(deb, tmpdir / "x", partial=True)
-                vmlinuz, moddir, modules = _kernel_parts(deb, tmpdir / "x")
+                _unpack_kernel(deb, tmpdir / "x", spec.module_dirs)
+                vmlinuz, moddir, modules = _kernel_parts(deb, tmpdir / "x", spec)
             except BlkError:
                 # A module outside the directories unpacked: unpack the whole package.
                 shutil.rmtree(tmpdir / "x")
-                _unpack_kernel(deb, tmpdir / "x", partial=False)
-                vmlinuz, moddir, modules = _kernel_parts(deb, tmpdir / "x")
+                _unpack_kernel(deb, tmpdir / "x", None)
+                vmlinuz, moddir, modules = _kernel_parts(deb, tmpdir / "x", spec)
             kernel_release = moddir.name
             say(f"modules in load order: {' '.join(n for n, _ in modules)}")
             out = tmpdir / "out"
@@ -418,7 +415,8 @@ def build_guest(*, refresh: bool = False, log=None) -> GuestImage:
             vmlinux = extract_vmlinux(bzimage)
             if vmlinux is not None:
                 (out / "vmlinux").write_bytes(vmlinux)
-            (out / "initramfs.cpio.gz").write_bytes(build_initramfs(busybox, modules, INIT_SCRIPT))
+            (out / "initramfs.cpio.gz").write_bytes(build_initramfs(busybox, modules, spec.init_script,
+                                                                             spec.applets))
             manifest = {
                 "kernel": str(directory / ("vmlinux" if vmlinux is not None else "vmlinuz")),
                 "initrd": str(directory / "initramfs.cpio.gz"),
@@ -427,6 +425,7 @@ def build_guest(*, refresh: bool = False, log=None) -> GuestImage:
                 "package": package,
                 "package_version": version,
                 "modules": [n for n, _ in modules],
+                "recipe": spec.path,
             }
             (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
             if directory.exists():
@@ -437,26 +436,23 @@ def build_guest(*, refresh: bool = False, log=None) -> GuestImage:
         return _load(directory)
 
 
-def _kernel_parts(deb: Path, root: Path) -> tuple[Path, Path, list[tuple[str, bytes]]]:
+def _kernel_parts(deb: Path, root: Path, spec: Recipe) -> tuple[Path, Path, list[tuple[str, bytes]]]:
     moddirs = glob.glob(str(root / "lib/modules/*"))
     vmlinuzs = glob.glob(str(root / "boot/vmlinuz-*"))
     if len(moddirs) != 1 or len(vmlinuzs) != 1:
         raise BlkError(f"{deb.name}: expected one module tree and one vmlinuz")
-    return Path(vmlinuzs[0]), Path(moddirs[0]), resolve_modules(Path(moddirs[0]), ROOT_MODULES, OPTIONAL_MODULES)
+    return Path(vmlinuzs[0]), Path(moddirs[0]), resolve_modules(Path(moddirs[0]), list(spec.modules),
+                                                                    list(spec.optional_modules))
 
 
-# Directories of the module tree that hold ROOT_MODULES and their dependencies (6.1).
-_MODULE_DIRS = ["drivers/virtio", "drivers/block", "drivers/md", "net/9p", "fs/9p", "fs/netfs", "fs/fscache"]
-
-
-def _unpack_kernel(deb: Path, dest: Path, *, partial: bool) -> None:
-    """Unpack the .deb (never installed); with `partial`, only the kernel and the module dirs needed."""
+def _unpack_kernel(deb: Path, dest: Path, module_dirs: tuple[str, ...] | None) -> None:
+    """Unpack the .deb (never installed); with `module_dirs`, only the kernel and those module dirs."""
     dest.mkdir(parents=True)
-    if not partial:
+    if module_dirs is None:
         _run(["dpkg", "-x", str(deb), str(dest)])
         return
     members = ["./boot/vmlinuz-*", "./lib/modules/*/modules.builtin"]
-    members += [f"./lib/modules/*/kernel/{d}/*" for d in _MODULE_DIRS]
+    members += [f"./lib/modules/*/kernel/{d}/*" for d in module_dirs]
     # dpkg-deb decompresses the data member itself (xz/zstd/gz); tar picks the members.
     fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     tar = subprocess.run(["tar", "-x", "-C", str(dest), "--wildcards", *members],

@@ -21,6 +21,11 @@ vm_app = typer.Typer(help="The qemu guest: a Debian kernel with dm-log-writes an
 
 
 
+def _recipe():
+    from blkjournal.vm.recipe import current
+    return current()
+
+
 def _disks(paths: List[str]):
     from blkjournal.vm.qemu import Disk
     return [Disk(p) for p in paths]
@@ -50,7 +55,7 @@ def shell(disk: List[str] = typer.Option([], "--disk", help="Image file or nbd:u
                                                             "/dev/vda, /dev/vdb, ... in order."),
           sector_size: int = typer.Option(512, help="Logical and physical block size of the disks."),
           results: Optional[str] = typer.Option(None, help="Host directory shared read-write at the same path."),
-          memory: str = typer.Option("512M", help="Guest memory.")) -> None:
+          memory: Optional[str] = typer.Option(None, help="Guest memory (default: vm/guest.toml's).")) -> None:
     """An interactive shell in the guest (chrooted in the host's read-only root; DM_DISABLE_UDEV=1)."""
     from blkjournal.vm.qemu import shell_guest
     try:
@@ -105,7 +110,8 @@ def record(protocol: str = typer.Option(..., "--protocol", help="journal | order
            sector_size: int = typer.Option(512, "--sector-size", help="Logical block size of the guest disks."),
            out: str = typer.Option(..., "--out", help="Where the kernel's log goes; LOG.workload.json and "
                                                         "LOG.roles (the sidecar) are written beside it."),
-           size: int = typer.Option(4 << 20, "--size", help="Data device size in bytes."),
+           size: Optional[int] = typer.Option(None, "--size", help="Data device size in bytes (default: "
+                                              "vm/guest.toml's disks.data)."),
            check: bool = typer.Option(True, "--check/--no-check", help="Explore the log afterwards "
                                                                           "(what `blkjournal check-log LOG` does)."),
            bound: int = typer.Option(4096, help="Crash states checked per segment at most."),
@@ -122,6 +128,7 @@ def record(protocol: str = typer.Option(..., "--protocol", help="journal | order
     if ops < 1:
         raise fail(BlkError("--ops must be at least 1"))
     try:
+        size = size or _recipe().data_size
         rec, res, vm_seconds = record_command(protocol, barrier, ops, seed, sector_size, out, size=size,
                                               timeout=timeout, bound=bound, jobs=jobs, explore=check,
                                               echo=sys.stderr if verbose else None)
@@ -149,7 +156,8 @@ def flakey(protocol: List[str] = typer.Option(..., "--protocol", help="journal |
            ops: int = typer.Option(40, "--ops", help="Number of random workload ops."),
            after: int = typer.Option(3, "--after", help="Ops the workload runs on after the cut (dropped)."),
            sector_size: int = typer.Option(512, "--sector-size", help="Logical block size of the guest disk."),
-           size: int = typer.Option(4 << 20, "--size", help="Data device size per cut in bytes."),
+           size: Optional[int] = typer.Option(None, "--size", help="Data device size per cut in bytes (default: "
+                                              "vm/guest.toml's disks.data)."),
            json_out: Optional[str] = typer.Option(None, "--json", help="Write every cut's result here."),
            timeout: float = typer.Option(300, help="Seconds before the guest counts as hung."),
            verbose: bool = typer.Option(False, "-v", help="Copy the guest console to stderr.")) -> None:
@@ -167,6 +175,7 @@ def flakey(protocol: List[str] = typer.Option(..., "--protocol", help="journal |
     if ops < 1 or cuts < 1 or after < 0:
         raise fail(BlkError("--ops and --cuts must be at least 1, --after at least 0"))
     try:
+        size = size or _recipe().data_size
         rows, vm_seconds = flakey_in_vm([Config(p, barrier) for p in dict.fromkeys(protocol)], cuts=cuts,
                                         seed=seed, nops=ops, size=size, sector_size=sector_size, after=after,
                                         timeout=timeout, echo=sys.stderr if verbose else None)
@@ -180,7 +189,8 @@ def flakey(protocol: List[str] = typer.Option(..., "--protocol", help="journal |
     typer.echo(f"one boot, {vm_seconds:.1f} s", err=True)
     if json_out:
         with open(json_out, "w") as f:
-            json.dump({"seed": seed, "ops": ops, "barrier": barrier, "cuts": rows}, f, indent=1)
+            json.dump({"seed": seed, "ops": ops, "barrier": barrier, "kernel": rows[0].get("kernel") if rows else None,
+                       "cuts": rows}, f, indent=1)
     if not all(r["legal"] for r in rows):
         raise typer.Exit(1)
 

@@ -1,4 +1,4 @@
-"""Host packages the VM needs, installed with apt-get when missing.
+"""Host packages the VM, report and CI tests need, installed with apt-get when missing.
 
 `ensure_host_packages()` is idempotent: when everything is present it costs one `dpkg-query` call.
 The kernel itself is never installed on the host: build.py downloads and unpacks its .deb.
@@ -23,6 +23,8 @@ HOST_PACKAGES: dict[str, str] = {
     "busybox-static": "busybox",
     "nbdkit": "nbdkit",
     "dmsetup": "dmsetup",
+    "chromium": "chromium",  # headless, to check that the HTML crash report renders (tests/test_reports.py)
+    "shellcheck": "shellcheck",  # the ci/ scripts, and actionlint's check of the workflow's run: steps
 }
 _SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

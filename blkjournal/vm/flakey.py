@@ -172,7 +172,8 @@ def flakey(ctx, argv: list[str]) -> int:
     finally:
         ctl.close()
         dm.remove(DM_NAME)
-    ctx.write_json("flakey.json", {"cuts": rows, "seconds": round(time.monotonic() - t_all, 3)})
+    ctx.write_json("flakey.json", {"cuts": rows, "seconds": round(time.monotonic() - t_all, 3),
+                                   "kernel": os.uname().release})
     return 0
 
 
@@ -255,6 +256,7 @@ def flakey_in_vm(configs: list[Config], *, cuts: int, seed: int, nops: int, size
         rows = out["cuts"]
         for r in rows:
             r["seed"] = seed
+            r["kernel"] = out.get("kernel")
         return rows, res.elapsed
     finally:
         if own:

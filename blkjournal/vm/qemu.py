@@ -36,7 +36,6 @@ from blkjournal.vm.build import GuestImage, build_guest
 
 CONSOLE_TAIL_LINES = 30
 SECTOR_SIZES = (512, 1024, 2048, 4096)
-KERNEL_ARGS = "console=ttyS0 panic=-1 loglevel=4 mitigations=off"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,18 +110,22 @@ def project_root() -> str:
 
 
 def qemu_command(image: GuestImage, disks: list[Disk], *, sector_size: int, ctl_dir: str,
-                 results_dir: str | None, memory: str = "512M", interactive: bool = False,
+                 results_dir: str | None, memory: str | None = None, interactive: bool = False,
                  kernel_args: str = "") -> list[str]:
+    """The qemu command line; machine defaults (accel, cpu, cpus, memory, kernel args) from vm/guest.toml."""
+    from blkjournal.vm.recipe import current
+
+    spec = current()
     for ss in [sector_size] + [d.sector_size for d in disks if d.sector_size]:
         if ss not in SECTOR_SIZES:
             raise BlkError(f"sector size must be one of {', '.join(map(str, SECTOR_SIZES))}, not {ss}")
     cmd = [
         shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
-        "-accel", "tcg,thread=multi", "-cpu", "max", "-m", memory, "-smp", "1",
+        "-accel", spec.accel, "-cpu", spec.cpu, "-m", memory or spec.memory, "-smp", str(spec.cpus),
         "-nographic", "-no-reboot", "-nodefaults",
         "-serial", "mon:stdio" if interactive else "stdio",
         "-kernel", image.kernel, "-initrd", image.initrd,
-        "-append", f"{KERNEL_ARGS} {kernel_args}".strip(),
+        "-append", f"{spec.kernel_args} {kernel_args}".strip(),
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={_qemu_escape(ctl_dir)},mount_tag=blkctl,security_model=none,multidevs=remap",
     ]
@@ -203,7 +206,7 @@ _ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[c()][0-9A-B]?)")
 
 
 def run_guest(argv: list[str], *, disks: list[Disk], timeout: float, results_dir: str,
-              sector_size: int = 512, env: dict[str, str] | None = None, memory: str = "512M",
+              sector_size: int = 512, env: dict[str, str] | None = None, memory: str | None = None,
               image: GuestImage | None = None, echo=None, python: bool = True,
               console_log: str | None = "console.log",
               power_cut: Callable[[float, str], bool] | None = None) -> GuestResult:
@@ -310,7 +313,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def shell_guest(*, disks: list[Disk], sector_size: int = 512, results_dir: str | None = None,
-                command: list[str] | None = None, memory: str = "512M") -> int:
+                command: list[str] | None = None, memory: str | None = None) -> int:
     """An interactive guest on this terminal (Ctrl-A X quits qemu); returns the shell's exit code.
 
     The shell runs chrooted in the host's root like run_guest's programs, with the disks at

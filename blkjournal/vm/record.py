@@ -47,8 +47,9 @@ import zlib
 
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.errors import BlkError, CorruptError
+from blkjournal.vm.recipe import current as current_recipe
 
-LOG_SLICE_MIN = 64 << 20  # bytes of log device per run (sparse on the host)
+# the log device per run (sparse on the host) is at least vm/guest.toml's disks.log_min
 DEFAULT_SIZE = 4 << 20  # data device per run: the host crashtest's default image size
 KERNEL_FLUSH_ROLE = "kernel: flush after an RWF_DSYNC write"
 END_ROLE = "dmsetup remove"
@@ -196,7 +197,7 @@ def record(ctx, argv: list[str]) -> int:
             out = {"name": run["name"], "events": dev.events, "counters": counters,
                    "status": {"entries": entries, "highest_sector": highest, "logging_disabled": disabled},
                    "mark_seconds": round(dev.mark_seconds, 3), "marks": len(ops) + 1,
-                   "seconds": round(time.monotonic() - t0, 3)}
+                   "seconds": round(time.monotonic() - t0, 3), "kernel": os.uname().release}
             ctx.write_json(f"{run['name']}.events.json", out)
             summary["runs"].append({k: v for k, v in out.items() if k != "events"})
             print(f"record: {run['name']}: {len(ops)} ops, {entries} log entries, {out['seconds']} s "
@@ -236,6 +237,7 @@ class Recorded:
     mark_seconds: float
     counters: dict
     sidecar: bool
+    kernel: str | None = None  # the guest kernel whose dm-log-writes wrote the log
 
 
 def record_in_vm(runs: list[Run], *, sector_size: int = 512, timeout: float = 300, workdir: str | None = None,
@@ -258,7 +260,7 @@ def record_in_vm(runs: list[Run], *, sector_size: int = 512, timeout: float = 30
     try:
         plan, doff, loff = [], 0, 0
         for r in runs:
-            lsize = log_slice or max(LOG_SLICE_MIN, 4 * r.size)
+            lsize = log_slice or max(current_recipe().log_min, 4 * r.size)
             plan.append({"name": r.name, "protocol": r.protocol, "barrier": r.barrier,
                          "ops": [o.to_json() for o in r.ops],
                          "data_offset": doff // SECTOR, "data_sectors": r.size // SECTOR,
@@ -283,9 +285,9 @@ def record_in_vm(runs: list[Run], *, sector_size: int = 512, timeout: float = 30
             extract_log(log_img, pl["log_offset"] * SECTOR, pl["log_sectors"] * SECTOR, r.out)
             write_kernel_sidecar(r.out, ev["events"], nblocks=r.size // BLOCK_SIZE)
             save_workload(r.out, r.protocol, r.barrier, r.ops, seed=r.seed, source="vm dm-log-writes",
-                          nblocks=r.size // BLOCK_SIZE, sector_size=sector_size)
+                          nblocks=r.size // BLOCK_SIZE, sector_size=sector_size, kernel=ev.get("kernel"))
             out.append(Recorded(r, r.out, ev["status"]["entries"], ev["seconds"], ev["mark_seconds"],
-                                ev["counters"], True))
+                                ev["counters"], True, ev.get("kernel")))
         return out, res.elapsed
     finally:
         if own:

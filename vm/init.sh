@@ -1,19 +1,18 @@
-"""The guest's /init (busybox sh), baked into the initramfs by build.py.
-
-It never changes per run (so the initramfs stays cached): what to run comes from the control share
-`blkctl`, a host directory qemu.py fills for each boot:
-  env.sh      sourced: exports BLKJOURNAL_* (results path, python, disks, ...)
-  run.sh      run with the host's /bin/sh inside the chroot
-  exit_code   written here by /init when run.sh ends (absent: the guest died first)
-
-Steps (REFERENCE.md §2): proc/sysfs/devtmpfs, insmod the modules in /modules.order, mount the host's
-root read-only over 9p (qemu exports it with multidevs=remap), a tmpfs on its /run (with /run/tmp,
-the guest's $TMPDIR: the host's /tmp stays visible, read-only), proc, sysfs and /dev bound into it, the control share at /run/blkjournal, the results share at the results
-directory's own host path, `export DM_DISABLE_UDEV=1` (no udev: dmsetup makes its own /dev/mapper
-nodes), chroot, run, record the exit code, `poweroff -f`.
-"""
-
-INIT_SCRIPT = r"""#!/bin/busybox sh
+#!/bin/busybox sh
+# The guest's /init (busybox sh), baked into the initramfs from vm/guest.toml's recipe.
+#
+# It never changes per run (so the initramfs stays cached): what to run comes from the control
+# share `blkctl`, a host directory qemu.py fills for each boot:
+#   env.sh      sourced: exports BLKJOURNAL_* (results path, python, disks, ...)
+#   run.sh      run with the host's /bin/sh inside the chroot
+#   exit_code   written here by /init when run.sh ends (absent: the guest died first)
+#
+# Steps: proc/sysfs/devtmpfs, insmod the modules in /modules.order (the recipe's list with their
+# dependencies), mount the host's root read-only over 9p (qemu exports it with multidevs=remap), a
+# tmpfs on its /run (with /run/tmp, the guest's $TMPDIR), proc, sysfs and /dev bound into it, the
+# control share at /run/blkjournal, the results share at the results directory's own host path,
+# DM_DISABLE_UDEV=1 (no udev: dmsetup makes its own /dev/mapper nodes), chroot, run, record the
+# exit code, poweroff -f.
 export PATH=/bin:/sbin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
@@ -51,4 +50,3 @@ say "exit $rc"
 sync
 poweroff -f
 sleep 10
-"""
