@@ -210,8 +210,9 @@ def test_damaged_sidecar(recorded, tmp_path, damage):
     lambda w: json.dumps(dict(json.loads(w), protocol="bogus")).encode(),
     lambda w: json.dumps(dict(json.loads(w), nblocks=1 << 62)).encode(),
     lambda w: json.dumps([1, 2]).encode(),
+    lambda w: json.dumps(dict(json.loads(w), kernel=[[1]] * 1000)).encode(),
 ], ids=["utf8", "ops-object", "size-huge", "no-such-file", "kind", "name-int", "short", "protocol",
-        "nblocks", "not-object"])
+        "nblocks", "not-object", "kernel"])
 def test_damaged_workload_file(recorded, tmp_path, damage):
     with open(recorded + ".workload.json", "rb") as f:
         w = f.read()
