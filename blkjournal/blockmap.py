@@ -8,6 +8,10 @@ Copy-on-write is the "ordered" protocol's tool: a node is never edited in place 
 origin may point at it; the first edit in an operation moves it to a fresh block (`cow=True`), so
 the old tree stays intact on disk until the new origin is durable.  Under "journal" the journal
 gives atomicity and nodes are edited in place.
+
+Every entry carries the crc32c of what it points at -- a data block at height 1, a child node
+above -- so the tree is a Merkle tree hung from the origin: a stale (lost) or misplaced node is
+caught by its parent.  `seal()` restores that after an operation's edits, bottom up.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from array import array
 
 from .errors import FieldError
-from .format import FANOUT, FANOUT_BITS, ROOT_SLOTS, MapNode
+from .format import FANOUT, FANOUT_BITS, ROOT_SLOTS, MapNode, crc32c
 
 
 class BlockMap:
@@ -28,13 +32,14 @@ class BlockMap:
 
     @classmethod
     def load(cls, origin, read_node) -> "BlockMap":
-        """Read every node reachable from the origin with `read_node(b) -> MapNode`."""
+        """Read every node reachable from the origin with `read_node(b, crc) -> MapNode`, `crc`
+        being what the parent entry expects of the node."""
         m = cls(origin.height, origin.root_blocks, origin.root_crcs)
         m.read_nodes(read_node)
         return m
 
     def read_nodes(self, read_node) -> None:
-        """Fill self.nodes from the root down; `read_node(b)` may return None to skip a subtree.
+        """Fill self.nodes from the root down; `read_node(b, crc)` may return None to skip a subtree.
 
         A tree names each node once.  A node reached a second time -- a cycle, or a subtree
         shared by two parents -- is a FieldError: walking it would visit FANOUT**height entries
@@ -42,23 +47,54 @@ class BlockMap:
         """
         seen: set[int] = set()
 
-        def walk(b: int, h: int) -> None:
+        def walk(b: int, crc: int, h: int) -> None:
             if b in seen:
                 raise FieldError(f"block index map: node {b} is reached twice (a cycle or a shared subtree)")
             seen.add(b)
-            node = read_node(b)
+            node = read_node(b, crc)
             if node is None:
                 return
             self.nodes[b] = node
             if h > 1:
-                for c in node.blocks:
+                for c, cc in zip(node.blocks, node.crcs):
                     if c:
-                        walk(c, h - 1)
+                        walk(c, cc, h - 1)
 
         if self.height:
-            for b in self.root_blocks:
+            for b, crc in zip(self.root_blocks, self.root_crcs):
                 if b:
-                    walk(b, self.height)
+                    walk(b, crc, self.height)
+
+    def seal(self, dirty, gen: int) -> set[int]:
+        """After an operation edited the nodes in `dirty`: stamp them and every ancestor with `gen`
+        and refresh, bottom up, the crc each parent (or the root) holds for them.  Returns the
+        nodes whose image changed (under "journal" the ancestors are edited in place too)."""
+        if not self.height or not dirty:
+            return set()
+        parent: dict[int, tuple[int | None, int, int]] = {}  # node -> (parent or None, slot, depth)
+
+        def walk(b: int, h: int, p: int | None, slot: int, depth: int) -> None:
+            parent[b] = (p, slot, depth)
+            if h > 1:
+                for s, c in enumerate(self.nodes[b].blocks):
+                    if c:
+                        walk(c, h - 1, b, s, depth + 1)
+
+        for s, b in enumerate(self.root_blocks):
+            if b:
+                walk(b, self.height, None, s, 0)
+        todo = {b for b in dirty if b in parent}
+        for b in list(todo):
+            p = parent[b][0]
+            while p is not None and p not in todo:
+                todo.add(p)
+                p = parent[p][0]
+        for b in sorted(todo, key=lambda n: parent[n][2], reverse=True):
+            node = self.nodes[b]
+            node.gen = gen
+            p, slot, _ = parent[b]
+            (self.root_crcs if p is None else self.nodes[p].crcs)[slot] = crc32c(node.pack(b))
+        return todo
 
     def capacity(self, height: int | None = None) -> int:
         return ROOT_SLOTS << (FANOUT_BITS * (self.height if height is None else height))

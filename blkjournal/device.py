@@ -21,7 +21,7 @@ import stat
 import struct
 from dataclasses import dataclass, asdict
 
-from .errors import BlkError
+from .errors import BlkError, DeviceReadError
 
 BLOCK_SIZE = 4096
 BLKSSZGET = 0x1268  # logical sector size
@@ -164,7 +164,13 @@ class Device(BlockDevice):
         _check_extent(self, block, count)
         n = count * BLOCK_SIZE
         view = self._buf.view(n)
-        got = os.preadv(self.fd, [view], block * BLOCK_SIZE)
+        try:
+            got = os.preadv(self.fd, [view], block * BLOCK_SIZE)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise BlkError(f"{self.path}: reading block {block}: {e.strerror}") from None
+            where = f"block {block}" if count == 1 else f"blocks {block}..{block + count - 1}"
+            raise DeviceReadError(f"{self.path}: {where}: read-error: the device returned EIO") from None
         if got != n:
             raise BlkError(f"{self.path}: short read at block {block} ({got} of {n} bytes)")
         self.counters.reads += 1

@@ -12,13 +12,40 @@ class BlkError(Exception):
 
 
 class CorruptError(BlkError):
-    """On-disk bytes that fail magic, type, version or checksum checks: reported, never trusted."""
+    """On-disk bytes that fail magic, type, version or checksum checks: reported, never trusted.
+
+    `fault` names the kind of damage (fsck reports it under that name); subclasses below name the
+    faults a block's own checksum cannot see.
+    """
+
+    fault = "checksum"
+
+
+class MisdirectedError(CorruptError):
+    """A valid block found at an address other than the one its header names: a misdirected write."""
+
+    fault = "misdirected-write"
+
+
+class StaleBlockError(CorruptError):
+    """A valid block at the right address that is not the version its pointer expects (a lost write)."""
+
+    fault = "stale-block"
+
+
+class DeviceReadError(CorruptError):
+    """The device returned an I/O error (EIO) for a block: a latent sector error, never a traceback."""
+
+    fault = "read-error"
+    errno = 5  # EIO, what the kernel returned
 
 
 class FieldError(CorruptError):
     """A block whose checksum holds but a field is out of range (a pointer outside the device, a
     size no map can cover, a count that overruns its block): what a damaged or hostile disk, or a
     bug that wrote a bad value and sealed it, looks like."""
+
+    fault = "bad-field"
 
 
 class RefusedError(BlkError):

@@ -1,21 +1,32 @@
 """The on-disk format: block types, the common metadata header, and every on-disk record.
 
-Every metadata block starts with the same 12-byte header (magic, type, version, crc32c of the whole
-block with the crc field zeroed), so any block read back can be checked before it is trusted and a
-block of the wrong type is caught where it is used.  Data blocks carry no header: their crc32c lives
-in the block index map entry that points at them, which is what lets fsck tell "metadata says the
-data is there" from "the data is really there" (seed B's crash case 6).
+Every metadata block starts with the same 28-byte header (magic, type, version, crc32c of the whole
+block with the crc field zeroed, the block's own number, the generation that wrote it), so any block
+read back can be checked before it is trusted: a block of the wrong type, a valid block written to
+the wrong address (`misdirected-write`) and, where a pointer says which generation and crc it
+expects, a valid but outdated block (`stale-block`, a lost write) are all caught where they are
+used, as ZFS and btrfs block pointers do.  Data blocks carry no header: their crc32c lives in the
+block index map entry that points at them, which is what lets fsck tell "metadata says the data is
+there" from "the data is really there" (seed B's crash case 6).
+
+BLKJOURNAL_WEAK_DETECTION=1 (test-only) turns off what format 2 added -- the address and generation
+checks, the crcs carried by used-list, origin, map-node and journal-superblock pointers, and the
+generation evidence recovery uses (a journal descriptor's `durable`, an object map entry's
+creation generation) -- and keeps every block's own crc and the data crcs: detection as format 1
+had it, so the fault explorer can show that the checks it turns off are what catch misdirected
+and lost writes.
 
 Layout of a store (4 KiB blocks):
     0                      superblock
     [journal]              journal superblock + circular journal area (protocol "journal" only)
-    object map             one 136-byte entry per file id: two origin slots, birth, name
+    object map             one 148-byte entry per file id: origin slots (+ expected gen, crc), birth, name
     bitmap                 the global freelist, one bit per block
     data start ...         origins, used lists, map nodes and data blocks, all allocated
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -23,11 +34,11 @@ from dataclasses import dataclass, field
 import crc32c as _crc
 
 from .device import BLOCK_SIZE
-from .errors import CorruptError, FieldError
+from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
-VERSION = 1
-HEADER = struct.Struct("<4sHHI")  # magic, type, version, crc32c
+VERSION = 2  # 2: the header names the block's address and generation; pointers carry crc + gen
+HEADER = struct.Struct("<4sHHIQQ")  # magic, type, version, crc32c, own block number, generation
 HDR = HEADER.size
 PAYLOAD = BLOCK_SIZE - HDR
 
@@ -44,41 +55,68 @@ def crc32c(data) -> int:
     return _crc.crc32c(data)
 
 
-def seal(btype: int, payload: bytes) -> bytes:
-    """A whole metadata block: header + payload (zero padded) with its crc filled in."""
+WEAK_ENV = "BLKJOURNAL_WEAK_DETECTION"
+
+
+def weak_detection() -> bool:
+    """Test-only: format 1's detection (own crc and data crcs only); see the module docstring."""
+    return os.environ.get(WEAK_ENV) == "1"
+
+
+def seal(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
+    """A whole metadata block for address `block`, written by generation `gen`, crc filled in."""
     if len(payload) > PAYLOAD:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a block")
-    body = HEADER.pack(MAGIC, btype, VERSION, 0) + payload + bytes(PAYLOAD - len(payload))
+    body = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload + bytes(PAYLOAD - len(payload))
     return body[:8] + struct.pack("<I", crc32c(body)) + body[12:]
 
 
-def reseal(block: bytearray) -> None:
-    """Recompute the crc of a block image edited in place."""
-    block[8:12] = b"\0\0\0\0"
-    block[8:12] = struct.pack("<I", crc32c(block))
+def header(raw: bytes) -> tuple:
+    """(magic, type, version, crc, block, gen) of a block, unchecked."""
+    return HEADER.unpack_from(raw)
 
 
-def check(raw: bytes, btype: int, where: int | str) -> memoryview:
-    """Verify a metadata block and return its payload; CorruptError names the block and the fault."""
-    magic, t, version, crc = HEADER.unpack_from(raw)
+def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None,
+          whole: bool = True) -> memoryview:
+    """Verify a metadata block read from block `where` and return its payload.
+
+    `gen` and `crc` are what the pointer that led here expects (None: it expects nothing).
+    `whole=False` skips the block's own crc (each of its sectors carries one: a torn object map).
+    CorruptError (its subclass names the fault) says which block and what is wrong.
+    """
+    magic, t, version, own, block, bgen = HEADER.unpack_from(raw)
     name = TYPE_NAMES.get(btype, str(btype))
     if magic != MAGIC:
         raise CorruptError(f"block {where}: bad magic for {name} ({magic!r})")
+    if version != VERSION:
+        if t == T_SUPER and version < VERSION:
+            raise CorruptError(f"block {where}: a format {version} store; this blkjournal reads format "
+                               f"{VERSION} only (mkfs a new store)")
+        raise CorruptError(f"block {where}: {name} has unsupported format version {version} (want {VERSION})")
     if t != btype:
         raise CorruptError(f"block {where}: expected {name}, found type {TYPE_NAMES.get(t, t)}")
-    if version != VERSION:
-        raise CorruptError(f"block {where}: {name} has unsupported version {version}")
     body = bytearray(raw)
     body[8:12] = b"\0\0\0\0"
-    if crc32c(body) != crc:
+    if whole and crc32c(body) != own:
         raise CorruptError(f"block {where}: {name} checksum mismatch")
+    if weak_detection():
+        return memoryview(raw)[HDR:]
+    if isinstance(where, int) and block != where:
+        raise MisdirectedError(f"block {where}: misdirected-write: holds the {name} of block {block} "
+                               f"(generation {bgen})")
+    if gen is not None and bgen != gen:
+        raise StaleBlockError(f"block {where}: stale-block: {name} of generation {bgen}, its pointer "
+                              f"expects generation {gen}")
+    if crc is not None and crc32c(raw) != crc:
+        raise StaleBlockError(f"block {where}: stale-block: {name} (generation {bgen}) is not the "
+                              f"version its pointer expects")
     return memoryview(raw)[HDR:]
 
 
 def block_type(raw: bytes) -> int | None:
     """The type of a valid metadata block, or None (data, garbage, torn)."""
     try:
-        _, t, _, _ = HEADER.unpack_from(raw)
+        t = HEADER.unpack_from(raw)[1]
         check(raw, t, "?")
         return t
     except (CorruptError, struct.error):
@@ -110,7 +148,7 @@ class Superblock:
         return seal(T_SUPER, self.FMT.pack(
             self.nblocks, PROTOCOLS.index(self.protocol), BARRIERS.index(self.barrier),
             self.journal_start, self.journal_blocks, self.objmap_start, self.objmap_blocks,
-            self.bitmap_start, self.bitmap_blocks, self.data_start, self.uuid))
+            self.bitmap_start, self.bitmap_blocks, self.data_start, self.uuid), 0)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Superblock":
@@ -130,10 +168,64 @@ class Superblock:
 
 
 # --- object map: file id -> origin slots (+ the name: the flat namespace lives in the same entry) ---
-OBJ = struct.Struct("<QQQH110s")  # origin slot a, origin slot b, birth, name length, name
-OBJ_PER_BLOCK = PAYLOAD // OBJ.size  # 30
+OBJ = struct.Struct("<QQQQIH110s")  # origin slot a, slot b, birth, origin gen, origin crc, name length, name
+SECTOR = 512
+OBJ_PER_SECTOR = 3  # (512 - 4) // 148, and 3 fit after the header in sector 0 too
+OBJ_PER_BLOCK = OBJ_PER_SECTOR * (BLOCK_SIZE // SECTOR)  # 24
+_EMPTY_ENTRY = bytes(OBJ.size)  # an entry never used
+
+
+def _entry_offset(k: int) -> int:
+    s, j = divmod(k, OBJ_PER_SECTOR)
+    return s * SECTOR + (HDR if s == 0 else 0) + j * OBJ.size
+
+
+def _sector_crc(body, block: int, s: int) -> int:
+    """crc32c of sector s but its last 4 bytes (where it goes), sector 0 with the block crc zeroed,
+    followed by the block number and sector index: a sector of another block fails, and the
+    sectors are not crc codewords (a block of codewords would have a constant whole-block crc)."""
+    sec = bytearray(body[s * SECTOR:(s + 1) * SECTOR - 4])
+    if s == 0:
+        sec[8:12] = b"\0\0\0\0"
+    return crc32c(bytes(sec) + struct.pack("<QI", block, s))
+
+
+def pack_objmap(entries: list, block: int, gen: int) -> bytes:
+    """An object map block: entries never straddle a 512-byte sector and every sector ends in its
+    own crc32c, so a write torn at any sector boundary leaves each sector whole (old or new)."""
+    body = bytearray(BLOCK_SIZE)
+    body[:HDR] = HEADER.pack(MAGIC, T_OBJMAP, VERSION, 0, block, gen)
+    for k, e in enumerate(entries):
+        off = _entry_offset(k)
+        body[off:off + OBJ.size] = e.pack()
+    for s in range(BLOCK_SIZE // SECTOR):
+        body[(s + 1) * SECTOR - 4:(s + 1) * SECTOR] = struct.pack("<I", _sector_crc(body, block, s))
+    body[8:12] = struct.pack("<I", crc32c(body))
+    return bytes(body)
+
+
+def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> list:
+    """The entries of object map block `block` (file ids from `first_fid`).
+
+    With `torn_ok` (ordered: entries are written in place, no journal) a block failing its own
+    crc is accepted when every sector passes its own: a torn write, each sector old or new, and
+    every entry whole.  A sector that fails is damage: CorruptError naming block and sector."""
+    try:
+        check(raw, T_OBJMAP, block)
+    except CorruptError as e:
+        if not torn_ok or e.fault != "checksum":
+            raise
+        check(raw, T_OBJMAP, block, whole=False)  # header (magic, type, version, address) still
+        for s in range(BLOCK_SIZE // SECTOR):
+            if struct.unpack_from("<I", raw, (s + 1) * SECTOR - 4)[0] != _sector_crc(raw, block, s):
+                raise CorruptError(f"block {block}: object map checksum mismatch (sector {s})") from None
+    out = []
+    for k in range(OBJ_PER_BLOCK):
+        ent = raw[_entry_offset(k):_entry_offset(k) + OBJ.size]
+        out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
+    return out
 MAX_NAME = 110
-MAX_OBJMAP_BLOCKS = 1 << 16  # ~2 million files; geometry() lays out at most 137 blocks (4096 files)
+MAX_OBJMAP_BLOCKS = 1 << 16  # far past what geometry() lays out (4096 files at most)
 
 
 @dataclass(frozen=True)
@@ -144,12 +236,21 @@ class ObjEntry:
     holds a deleted file's valid origin is never mistaken for this file's.  A freed entry keeps
     its last birth (origin slots 0), so the counter -- the maximum over all entries -- never goes
     back after a delete and a reopen.
+
+    Under "journal" the entry is the origin's pointer and carries what it expects (`origin_gen`,
+    `origin_crc`: the journal rewrites both with every origin change, so a lost or misdirected
+    checkpoint write of the origin is a stale-block).  Under "ordered" the origin slots are the
+    commit point and nothing above them is rewritten per operation: `origin_gen` is the
+    generation that created the file (recovery's evidence that its first origin is durable) and
+    `origin_crc` 0.
     """
 
     origin_a: int = 0
     origin_b: int = 0
     birth: int = 0
     name: str = ""
+    origin_gen: int = 0
+    origin_crc: int = 0
 
     @property
     def in_use(self) -> bool:
@@ -157,15 +258,15 @@ class ObjEntry:
 
     def pack(self) -> bytes:
         nm = self.name.encode()
-        return OBJ.pack(self.origin_a, self.origin_b, self.birth, len(nm), nm)
+        return OBJ.pack(self.origin_a, self.origin_b, self.birth, self.origin_gen, self.origin_crc, len(nm), nm)
 
     @classmethod
     def unpack(cls, raw, where="?") -> "ObjEntry":
-        a, b, birth, n, nm = OBJ.unpack(raw)
+        a, b, birth, ogen, ocrc, n, nm = OBJ.unpack(raw)
         if n > MAX_NAME:
             raise CorruptError(f"object map entry {where}: name length {n} too long")
         try:
-            return cls(a, b, birth, nm[:n].decode())
+            return cls(a, b, birth, nm[:n].decode(), ogen, ocrc)
         except UnicodeDecodeError:
             raise CorruptError(f"object map entry {where}: name is not UTF-8") from None
 
@@ -187,9 +288,13 @@ MAX_FILE_SIZE = map_capacity(MAX_HEIGHT) * BLOCK_SIZE  # 2^51 bytes: the largest
 
 @dataclass(frozen=True)
 class Origin:
-    """A file's origin block: size, map root, used list head, and (ordered) the slot generation."""
+    """A file's origin block: size, map root, used list head, and the generation that wrote it.
 
-    FMT = struct.Struct("<QQQQQQB7x")  # file id, birth, generation, size, mtime_ns, used list head, height
+    The used-list head is a full pointer (block, generation, crc32c of the head block); the map
+    root entries carry the crc32c of the node or data block they point at.
+    """
+
+    FMT = struct.Struct("<QQQQQQQIB3x")  # file id, birth, gen, size, mtime_ns, used list head, head gen, head crc, height
     file_id: int
     birth: int
     gen: int
@@ -199,15 +304,19 @@ class Origin:
     height: int
     root_blocks: tuple = field(default=(0,) * ROOT_SLOTS)
     root_crcs: tuple = field(default=(0,) * ROOT_SLOTS)
+    ul_gen: int = 0
+    ul_crc: int = 0
 
-    def pack(self) -> bytes:
-        head = self.FMT.pack(self.file_id, self.birth, self.gen, self.size, self.mtime_ns, self.usedlist, self.height)
-        return seal(T_ORIGIN, head + array("Q", self.root_blocks).tobytes() + array("I", self.root_crcs).tobytes())
+    def pack(self, block: int) -> bytes:
+        head = self.FMT.pack(self.file_id, self.birth, self.gen, self.size, self.mtime_ns, self.usedlist,
+                             self.ul_gen, self.ul_crc, self.height)
+        return seal(T_ORIGIN, head + array("Q", self.root_blocks).tobytes() + array("I", self.root_crcs).tobytes(),
+                    block, self.gen)
 
     @classmethod
-    def unpack(cls, raw, where="?") -> "Origin":
-        p = check(raw, T_ORIGIN, where)
-        fid, birth, gen, size, mtime, ul, height = cls.FMT.unpack_from(p)
+    def unpack(cls, raw, where="?", *, gen=None, crc=None) -> "Origin":
+        p = check(raw, T_ORIGIN, where, gen=gen, crc=crc)
+        fid, birth, gen, size, mtime, ul, ul_gen, ul_crc, height = cls.FMT.unpack_from(p)
         o = cls.FMT.size
         blocks = array("Q", bytes(p[o:o + 8 * ROOT_SLOTS]))
         crcs = array("I", bytes(p[o + 8 * ROOT_SLOTS:o + 12 * ROOT_SLOTS]))
@@ -216,57 +325,65 @@ class Origin:
         if size > MAX_FILE_SIZE:
             raise FieldError(f"block {where}: origin size {size} exceeds the largest file a map can address "
                              f"({MAX_FILE_SIZE} bytes)")
-        return cls(fid, birth, gen, size, mtime, ul, height, tuple(blocks), tuple(crcs))
+        return cls(fid, birth, gen, size, mtime, ul, height, tuple(blocks), tuple(crcs), ul_gen, ul_crc)
 
 
 class MapNode:
-    """A block index map node: FANOUT (block, crc32c) pairs; at height 1 they point at data blocks.
+    """A block index map node: FANOUT (block, crc32c) pairs; at height 1 they point at data blocks,
+    above that at nodes (the crc is then the child node's, so a stale node is caught by its parent).
 
     Mutable in memory (arrays) because a large write edits thousands of entries; pack()/unpack()
-    are the on-disk boundary.
+    are the on-disk boundary.  `gen` is the generation that last wrote the node.
     """
 
-    __slots__ = ("blocks", "crcs")
+    __slots__ = ("blocks", "crcs", "gen")
 
-    def __init__(self, blocks=None, crcs=None):
+    def __init__(self, blocks=None, crcs=None, gen: int = 0):
         self.blocks = blocks if blocks is not None else array("Q", bytes(8 * FANOUT))
         self.crcs = crcs if crcs is not None else array("I", bytes(4 * FANOUT))
+        self.gen = gen
 
     def copy(self) -> "MapNode":
-        return MapNode(array("Q", self.blocks), array("I", self.crcs))
+        return MapNode(array("Q", self.blocks), array("I", self.crcs), self.gen)
 
-    def pack(self) -> bytes:
-        return seal(T_MAPNODE, self.blocks.tobytes() + self.crcs.tobytes())
+    def pack(self, block: int) -> bytes:
+        return seal(T_MAPNODE, self.blocks.tobytes() + self.crcs.tobytes(), block, self.gen)
 
     @classmethod
-    def unpack(cls, raw, where="?") -> "MapNode":
-        p = check(raw, T_MAPNODE, where)
-        return cls(array("Q", bytes(p[:8 * FANOUT])), array("I", bytes(p[8 * FANOUT:12 * FANOUT])))
+    def unpack(cls, raw, where="?", *, crc=None) -> "MapNode":
+        p = check(raw, T_MAPNODE, where, crc=crc)
+        return cls(array("Q", bytes(p[:8 * FANOUT])), array("I", bytes(p[8 * FANOUT:12 * FANOUT])),
+                   header(raw)[5])
 
 
-UL_SLOTS = (PAYLOAD - 8) // 8  # 509 block ids after the next pointer
+UL_NEXT = struct.Struct("<QQI4x")  # next block, its generation, its crc32c
+UL_SLOTS = (PAYLOAD - UL_NEXT.size) // 8  # 505 block ids after the next pointer
 
 
 class UsedListBlock:
-    """One block of a file's used list: a next pointer and slots of owned block ids (0 = empty).
-
-    Removal zeroes a slot in place and addition fills the first empty slot, so every change is a
-    single-block write: a crash can never leave an entry half-moved between two blocks.
+    """One block of a file's used list: a next pointer (block, gen, crc) and slots of owned block
+    ids (0 = empty).  The chain is sealed from its tail (usedlist.py), so every link says exactly
+    which version of the next block it expects.
     """
 
-    __slots__ = ("next", "slots")
+    __slots__ = ("next", "next_gen", "next_crc", "slots", "gen")
 
-    def __init__(self, next_block: int = 0, slots=None):
+    def __init__(self, next_block: int = 0, slots=None, next_gen: int = 0, next_crc: int = 0, gen: int = 0):
         self.next = next_block
+        self.next_gen = next_gen
+        self.next_crc = next_crc
         self.slots = slots if slots is not None else array("Q", bytes(8 * UL_SLOTS))
+        self.gen = gen
 
-    def pack(self) -> bytes:
-        return seal(T_USEDLIST, struct.pack("<Q", self.next) + self.slots.tobytes())
+    def pack(self, block: int) -> bytes:
+        return seal(T_USEDLIST, UL_NEXT.pack(self.next, self.next_gen, self.next_crc) + self.slots.tobytes(),
+                    block, self.gen)
 
     @classmethod
-    def unpack(cls, raw, where="?") -> "UsedListBlock":
-        p = check(raw, T_USEDLIST, where)
-        return cls(struct.unpack_from("<Q", p)[0], array("Q", bytes(p[8:8 + 8 * UL_SLOTS])))
+    def unpack(cls, raw, where="?", *, gen=None, crc=None) -> "UsedListBlock":
+        p = check(raw, T_USEDLIST, where, gen=gen, crc=crc)
+        nxt, ngen, ncrc = UL_NEXT.unpack_from(p)
+        return cls(nxt, array("Q", bytes(p[UL_NEXT.size:UL_NEXT.size + 8 * UL_SLOTS])), ngen, ncrc, header(raw)[5])
 
 
 BITS_PER_BITMAP = PAYLOAD * 8
@@ -275,19 +392,32 @@ BITS_PER_BITMAP = PAYLOAD * 8
 @dataclass(frozen=True)
 class JournalSuper:
     """First block of the journal: where the live log starts (tail), the sequence number found
-    there, and the commit checksum of the transaction before it (the start of the hash chain)."""
+    there, and the commit checksum of the transaction before it (the start of the hash chain).
 
-    FMT = struct.Struct("<QQI")
+    It also records the crc32c of every fixed-address block (object map, then bitmap) as that
+    checkpoint left it: nothing else points at them, so this is how a lost or misdirected
+    checkpoint write of one is caught (up to JSB_CRCS blocks; docs/format.md)."""
+
+    FMT = struct.Struct("<QQII")  # tail seq, tail pos, tail prev, number of crcs that follow
     tail_seq: int
     tail_pos: int
     tail_prev: int = 0
+    crcs: tuple = ()
 
-    def pack(self) -> bytes:
-        return seal(T_JSUPER, self.FMT.pack(self.tail_seq, self.tail_pos, self.tail_prev))
+    def pack(self, block: int) -> bytes:
+        return seal(T_JSUPER, self.FMT.pack(self.tail_seq, self.tail_pos, self.tail_prev, len(self.crcs))
+                    + array("I", self.crcs).tobytes(), block, self.tail_seq)
 
     @classmethod
     def unpack(cls, raw, where="?") -> "JournalSuper":
-        return cls(*cls.FMT.unpack_from(check(raw, T_JSUPER, where)))
+        p = check(raw, T_JSUPER, where)
+        seq, pos, prev, n = cls.FMT.unpack_from(p)
+        if n > JSB_CRCS:
+            raise CorruptError(f"block {where}: journal superblock lists {n} crcs (at most {JSB_CRCS})")
+        return cls(seq, pos, prev, tuple(array("I", bytes(p[cls.FMT.size:cls.FMT.size + 4 * n]))))
+
+
+JSB_CRCS = (PAYLOAD - JournalSuper.FMT.size) // 4  # 1011 fixed blocks: 133 object map + 878 bitmap (~114 GB)
 
 
 def geometry(nblocks: int, protocol: str, barrier: str, *, max_files: int | None = None,
@@ -319,5 +449,8 @@ def is_own_store(path: str) -> bool:
             return False
         Superblock.unpack(raw)
         return True
-    except (OSError, CorruptError):
+    except CorruptError:  # an older format's superblock is still ours (mkfs may replace it)
+        magic, t, version = HEADER.unpack_from(raw)[:3]
+        return magic == MAGIC and t == T_SUPER and 0 < version < VERSION
+    except OSError:
         return False

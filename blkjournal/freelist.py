@@ -8,7 +8,7 @@ protocol's business (journaled under "journal", written at sync and rebuilt by r
 from __future__ import annotations
 
 from .errors import NoSpaceError
-from .format import PAYLOAD, T_BITMAP, check, seal
+from .format import PAYLOAD, T_BITMAP, check, header, seal
 
 
 class Freelist:
@@ -18,6 +18,7 @@ class Freelist:
         self.nbitmap = bitmap_blocks
         self.bits = bytearray(bitmap_blocks * PAYLOAD)
         self.dirty: set[int] = set()
+        self.gens: dict[int, int] = {}  # bitmap block -> generation that last wrote it
         self.hint = 0
         self.nfree = nblocks
         self.held: set[int] = set()  # free on disk, not yet reusable (see hold())
@@ -27,7 +28,9 @@ class Freelist:
     def load(self, read) -> None:
         """Read the bitmap blocks through `read(block) -> bytes` (CorruptError on a bad block)."""
         for i in range(self.nbitmap):
-            self.bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(self.start + i), T_BITMAP, self.start + i)
+            raw = read(self.start + i)
+            self.bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(raw, T_BITMAP, self.start + i)
+            self.gens[self.start + i] = header(raw)[5]
         self.nfree = self.nblocks - self._count_used()
 
     def _count_used(self) -> int:
@@ -35,7 +38,12 @@ class Freelist:
 
     def image(self, home: int) -> bytes:
         i = home - self.start
-        return seal(T_BITMAP, bytes(self.bits[i * PAYLOAD:(i + 1) * PAYLOAD]))
+        return seal(T_BITMAP, bytes(self.bits[i * PAYLOAD:(i + 1) * PAYLOAD]), home, self.gens.get(home, 0))
+
+    def stamp(self, gen: int) -> None:
+        """The dirty bitmap blocks are about to be written by generation `gen`."""
+        for b in self.dirty:
+            self.gens[b] = gen
 
     def homes(self) -> range:
         return range(self.start, self.start + self.nbitmap)

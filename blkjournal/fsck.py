@@ -12,12 +12,18 @@ from dataclasses import asdict, dataclass, field
 
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
-from .format import (OBJ, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_OBJMAP, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c)
+from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, check, crc32c, read_objmap)
 from .blockmap import BlockMap
+from .journal import DESC
+from .op import Op
+from .store import Store
 
 # finding codes, in seed B's terms where one applies
 CHECKSUM = "checksum"  # a metadata block fails magic/type/crc
+MISDIRECTED = "misdirected-write"  # a valid block at an address other than the one its header names
+STALE = "stale-block"  # a valid block, but not the generation/crc its pointer expects: a lost write
+READ_ERROR = "read-error"  # the device returned EIO
 BAD_POINTER = "bad-pointer"  # a pointer outside the data area or to a block of the wrong type
 BAD_FIELD = "bad-field"  # a block whose crc holds but a field is out of range (size, height, a shared node)
 NO_ORIGIN = "no-origin"  # an object map entry whose origin slots hold no valid origin
@@ -28,7 +34,6 @@ UNLISTED = "unlisted"  # referenced, but not in the file's used list: recovery w
 OWNED_TWICE = "owned-twice"
 LEAK = "leak"  # allocated (bitmap or used list) but unreachable
 JOURNAL = "journal"
-_EMPTY_ENTRY = bytes(OBJ.size)
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class Report:
             parts.append("inconsistent: space leak")
         if DATA_CHECKSUM in c:
             parts.append("garbage data (metadata points at a block that does not hold the file's data)")
-        if c & {CHECKSUM, BAD_POINTER, BAD_FIELD, NO_ORIGIN, DUP_NAME, JOURNAL}:
+        if c & {CHECKSUM, BAD_POINTER, BAD_FIELD, NO_ORIGIN, DUP_NAME, JOURNAL, MISDIRECTED, STALE, READ_ERROR}:
             parts.append("corrupt metadata")
         return "; ".join(parts)
 
@@ -89,8 +94,6 @@ def fsck(dev: BlockDevice) -> Report:
     r = Report()
     images: dict[int, bytes] = {}
     if sb.protocol == "journal":
-        from .store import Store
-
         st = Store(dev, sb)
         try:
             st.protocol.journal.load_super(dev)
@@ -101,7 +104,7 @@ def fsck(dev: BlockDevice) -> Report:
                                f"fails its checks: a torn tail after a crash, or a damaged block; "
                                f"it and anything after it are not applied")
         except CorruptError as e:
-            r.add(JOURNAL, str(e), [sb.journal_start])
+            r.add(e.fault if e.fault != CHECKSUM else JOURNAL, str(e), [sb.journal_start])
             txns = []
         homes: dict[int, bytearray] = {}
         for t in txns:
@@ -115,6 +118,9 @@ def fsck(dev: BlockDevice) -> Report:
                 else:
                     img[off:off + len(buf)] = buf
         images = {b: bytes(v) for b, v in homes.items()}
+        for b, err in st.protocol.journal.check_fixed(dev.read, images):
+            if err.fault != CHECKSUM:  # (a block failing its own crc is reported below)
+                r.add(err.fault, str(err), [b])
         r.replayed = len(txns)
         if txns:
             r.notes.append(f"applied {len(txns)} committed journal transactions in memory")
@@ -133,7 +139,7 @@ def fsck(dev: BlockDevice) -> Report:
         try:
             bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(b), T_BITMAP, b)
         except CorruptError as e:
-            r.add(CHECKSUM, str(e), [b])
+            r.add(e.fault, str(e), [b])
             bitmap_ok = False
 
     def marked(b: int) -> bool:
@@ -144,16 +150,12 @@ def fsck(dev: BlockDevice) -> Report:
     for i in range(sb.objmap_blocks):
         b = sb.objmap_start + i
         try:
-            p = check(read(b), T_OBJMAP, b)
-            for k in range(OBJ_PER_BLOCK):
-                fid = i * OBJ_PER_BLOCK + k
-                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
-                if fid < sb.max_files and raw != _EMPTY_ENTRY:
-                    e = ObjEntry.unpack(raw, fid)
-                    if e.in_use:
-                        entries[fid] = e
+            ents = read_objmap(read(b), b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            for k, e in enumerate(ents):
+                if i * OBJ_PER_BLOCK + k < sb.max_files and e.in_use:
+                    entries[i * OBJ_PER_BLOCK + k] = e
         except CorruptError as e:
-            r.add(CHECKSUM, str(e), [b])
+            r.add(e.fault, str(e), [b])
 
     owner: dict[int, int] = {}
     in_use: set[int] = set(range(sb.data_start))
@@ -184,13 +186,12 @@ def fsck(dev: BlockDevice) -> Report:
         best = None
         for b in slots:
             try:
-                o = Origin.unpack(read(b), b)
-            except FieldError as err:  # sealed, so no torn write: a bad value was written
-                r.add(BAD_FIELD, f"file {fid} ({e.name!r}): {err}", [b])
-                continue
+                # journal: the entry says which origin it expects; ordered: slots are the commit point
+                o = (Origin.unpack(read(b), b) if ordered else
+                     Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None))
             except CorruptError as err:
-                if not ordered:
-                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", [b])
+                if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
+                    r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best.gen):
                 best = o
@@ -206,22 +207,24 @@ def fsck(dev: BlockDevice) -> Report:
         # the used list
         listed: set[int] = set()
         nslots = 0
-        b, seen = best.usedlist, set()
+        b, seen, gen, crc = best.usedlist, set(), best.ul_gen, best.ul_crc
         while b:
             if not in_data(b) or b in seen:
                 r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list link to block {b}", [b])
                 break
             seen.add(b)
             try:
-                ul = UsedListBlock.unpack(read(b), b)
+                ul = UsedListBlock.unpack(read(b), b, gen=gen, crc=crc)
             except CorruptError as err:
-                r.add(CHECKSUM if marked(b) else BAD_POINTER, f"file {fid} ({e.name!r}) used list: {err}", [b])
+                # journal trusts the bitmap: a link to a free block that fails is a bad pointer
+                code = BAD_POINTER if err.fault == CHECKSUM and not ordered and not marked(b) else err.fault
+                r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
                 break
             claim(b, fid, "used list")
             entries_here = [x for x in ul.slots if x]
             nslots += len(entries_here)
             listed.update(entries_here)
-            b = ul.next
+            b, gen, crc = ul.next, ul.next_gen, ul.next_crc
         if nslots != len(listed):
             r.add(OWNED_TWICE, f"file {fid} ({e.name!r}): its used list names {nslots - len(listed)} blocks twice")
         reach = set()
@@ -231,7 +234,12 @@ def fsck(dev: BlockDevice) -> Report:
                 continue
             reach.add(db)
             claim(db, fid, "data")
-            if crc32c(dev.read(db)) != crc:
+            try:
+                raw = dev.read(db)
+            except CorruptError as err:
+                r.add(err.fault, f"file {fid} ({e.name!r}): data block {db} (file block {idx}): {err}", [db])
+                continue
+            if crc32c(raw) != crc:
                 r.add(DATA_CHECKSUM, f"file {fid} ({e.name!r}): data block {db} (file block {idx}) "
                       f"does not hold the data its map entry promises", [db])
         reach |= set(m.nodes)
@@ -274,12 +282,9 @@ def fsck(dev: BlockDevice) -> Report:
 
 def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
     """(block, seq) if the journal ends where a block starts like its next transaction."""
-    from .format import HEADER, MAGIC, T_TXN
-    from .journal import DESC
-
     for p in ((j.head_pos, 0) if j.head_pos else (0,)):
         raw = dev.read(j.area + p)
-        magic, t, _, _ = HEADER.unpack_from(raw)
+        magic, t = HEADER.unpack_from(raw)[:2]
         if magic == MAGIC and t == T_TXN:
             d = DESC.unpack_from(raw, HEADER.size)
             if d[0] == j.next_seq and d[4] == j.prev:
@@ -291,16 +296,16 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
     """Load every map node of a file into m.nodes; False (with findings) if the tree is broken."""
     ok = True
 
-    def node(b: int) -> MapNode | None:
+    def node(b: int, crc: int) -> MapNode | None:
         nonlocal ok
         if not in_data(b):
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): map node pointer {b} outside the data area", [b])
             ok = False
             return None
         try:
-            n = MapNode.unpack(read(b), b)
+            n = MapNode.unpack(read(b), b, crc=crc)
         except CorruptError as err:
-            r.add(CHECKSUM, f"file {fid} ({e.name!r}) block index map: {err}", [b])
+            r.add(err.fault, f"file {fid} ({e.name!r}) block index map: {err}", [b])
             ok = False
             return None
         claim(b, fid, "map node")
@@ -329,6 +334,9 @@ WHY_NOT = {
     LEAK: "the freelist is rebuilt only when every file loads",
     JOURNAL: "a committed journal transaction is damaged or writes outside the metadata area; "
              "replaying it could overwrite good metadata",
+    MISDIRECTED: "the block holds another block's write; the block that belongs here is lost",
+    STALE: "the block is an older version than its pointer expects (a lost write); the newer one is gone",
+    READ_ERROR: "the device cannot read the block",
 }
 
 
@@ -344,8 +352,6 @@ def repair(dev: BlockDevice) -> tuple[list[str], str | None]:
     not all load is left untouched, since rebuilding the freelist without them would hand their
     blocks out again.
     """
-    from .store import Store
-
     try:
         st = Store.open(dev, recover=True)
     except CorruptError as e:
@@ -358,8 +364,6 @@ def repair(dev: BlockDevice) -> tuple[list[str], str | None]:
     st.freelist.rebuild(st.owned_blocks())
     if bytes(st.freelist.bits) != before:
         if st.sb.protocol == "journal":
-            from .store import Op
-
             st.protocol.commit(Op("fsck: rebuild freelist", cow=False))
         else:
             st.protocol.sync()

@@ -25,10 +25,12 @@ import struct
 from dataclasses import dataclass
 
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import CorruptError, FieldError, NoSpaceError
-from .format import HEADER, MAGIC, PAYLOAD, T_TXN, JournalSuper, Superblock, check, crc32c, seal
+from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
+from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
+                     crc32c, seal, weak_detection)
 
-DESC = struct.Struct("<QIIIII")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit
+DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
+COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
 DATA = struct.Struct("<QI")  # data block, crc32c
 REC = struct.Struct("<QHH")  # home block, offset, length
 
@@ -72,23 +74,38 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     return [(lo, new[lo:hi]) for lo, hi in out]
 
 
-def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]]) -> tuple[list[bytes], int]:
-    """The blocks of one transaction (descriptor first) and its commit checksum."""
+def _nblocks(stream_len: int) -> int:
+    return 1 + max(0, -(-(stream_len - (PAYLOAD - DESC.size)) // PAYLOAD))
+
+
+def txn_blocks(data: list, records: list) -> int:
+    """How many journal blocks the transaction of `data` and `records` takes (to place it)."""
+    return _nblocks(DATA.size * len(data) + sum(REC.size + len(buf) for _, _, buf in records))
+
+
+def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
+           at: int, durable: int = 0) -> tuple[list[bytes], int]:
+    """The blocks of one transaction (descriptor first) to be written from block `at`, and its
+    commit checksum.  Each block's header names its own address and the sequence number.
+
+    `durable` is the newest transaction known durable (flushed, or completed FUA) as this one is
+    written: evidence that lets replay tell a damaged durable transaction from a torn tail."""
     stream = b"".join(DATA.pack(b, c) for b, c in data)
     stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
     first_room = PAYLOAD - DESC.size
-    nblocks = 1 + max(0, -(-(len(stream) - first_room) // PAYLOAD))
-    commit = crc32c(struct.pack("<QII", seq, nblocks, prev) + stream)
-    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit) + stream[:first_room])]
-    for i in range(first_room, len(stream), PAYLOAD):
-        blocks.append(seal(T_TXN, stream[i:i + PAYLOAD]))
+    nblocks = _nblocks(len(stream))
+    commit = crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream)
+    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
+                   + stream[:first_room], at, seq)]
+    for k, i in enumerate(range(first_room, len(stream), PAYLOAD), 1):
+        blocks.append(seal(T_TXN, stream[i:i + PAYLOAD], at + k, seq))
     return blocks, commit
 
 
-def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
-    _, nblocks, ndata, nrec, prev, commit = desc
+def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | None:
+    _, nblocks, ndata, nrec, prev, commit, durable = desc
     try:
-        payloads = [bytes(check(b, T_TXN, "journal")) for b in blocks]
+        payloads = [bytes(check(b, T_TXN, at + k, gen=seq)) for k, b in enumerate(blocks)]
     except CorruptError:
         return None
     stream = payloads[0][DESC.size:] + b"".join(payloads[1:])
@@ -109,7 +126,7 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc) -> Txn | None:
             return None
         recs.append((h, off, stream[o:o + n]))
         o += n
-    if crc32c(struct.pack("<QII", seq, nblocks, prev) + stream[:o]) != commit:
+    if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
         return None
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
 
@@ -142,6 +159,9 @@ class Journal:
     def __init__(self, sb: Superblock) -> None:
         self.data_area = range(sb.data_start, sb.nblocks)
         self.jsb_block = sb.journal_start
+        self.fixed = list(range(sb.objmap_start, sb.data_start))[:JSB_CRCS]  # blocks whose crc the jsb keeps
+        self.fixed_crcs: tuple = ()  # as the last checkpoint left them
+        self.bitmap_start = sb.bitmap_start
         self.area = sb.journal_start + 1
         self.size = sb.journal_blocks - 1
         self.tail_pos = 0
@@ -151,16 +171,33 @@ class Journal:
         self.next_seq = 1
         self.prev = 0  # commit checksum of the newest transaction
         self.used = 0  # blocks from tail to head, including any skipped at a wrap
+        self.durable = 0  # the newest transaction known durable (what the next descriptor claims)
 
     def load_super(self, dev: BlockDevice) -> None:
         js = JournalSuper.unpack(dev.read(self.jsb_block), self.jsb_block)
         if js.tail_pos >= self.size:
             raise CorruptError(f"block {self.jsb_block}: journal tail {js.tail_pos} outside the journal")
         self.tail_pos, self.tail_seq, self.tail_prev = js.tail_pos, js.tail_seq, js.tail_prev
+        self.fixed_crcs = js.crcs
         self.head_pos, self.next_seq, self.prev, self.used = js.tail_pos, js.tail_seq, js.tail_prev, 0
+        self.durable = js.tail_seq - 1
 
-    def super_image(self) -> bytes:
-        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev).pack()
+    def super_image(self, crcs: tuple) -> bytes:
+        """The journal superblock for the current tail; `crcs` of the fixed blocks, as checkpointed."""
+        self.fixed_crcs = crcs
+        return JournalSuper(self.tail_seq, self.tail_pos, self.tail_prev, crcs).pack(self.jsb_block)
+
+    def check_fixed(self, read, replayed) -> list[tuple[int, CorruptError]]:
+        """The fixed blocks no replayed transaction rewrites that are not what the last checkpoint
+        wrote (a lost or misdirected home write): [(block, error naming the fault)]."""
+        bad = []
+        for b, crc in zip(self.fixed, self.fixed_crcs):
+            if b not in replayed:
+                try:
+                    check(read(b), T_OBJMAP if b < self.bitmap_start else T_BITMAP, b, crc=crc)
+                except CorruptError as e:
+                    bad.append((b, e))
+        return bad
 
     def place(self, nblocks: int) -> int | None:
         """Where a transaction of nblocks goes next, or None when the log must be checkpointed."""
@@ -199,7 +236,7 @@ class Journal:
             txn = None
             for p in ((pos, 0) if pos else (pos,)):
                 first = dev.read(self.area + p)
-                magic, t, _, _ = HEADER.unpack_from(first)
+                magic, t = HEADER.unpack_from(first)[:2]
                 if magic != MAGIC or t != T_TXN:
                     continue
                 d = DESC.unpack_from(first, HEADER.size)
@@ -207,7 +244,7 @@ class Journal:
                     continue
                 n = d[1]
                 blocks = _read_txn_blocks(dev, self.area + p, first, n)
-                txn = _decode(seq, p, blocks, d) if blocks else None
+                txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
                 bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
                 if bad is not None:
                     raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
@@ -227,4 +264,47 @@ class Journal:
             if pos == self.size:
                 pos = 0
         self.head_pos, self.next_seq, self.prev, self.used = pos, seq, prev, used
+        if used < self.size:
+            self._no_durable_successor(dev, pos, seq, prev)
         return txns
+
+    def _no_durable_successor(self, dev: BlockDevice, pos: int, seq: int, prev: int) -> None:
+        """Replay stopped at `seq`: a torn tail, unless a later transaction says `seq` was durable
+        when it was written.  Then `seq` was damaged after the fact (a lost, misdirected or rotted
+        write), and stopping here would silently drop durable transactions: refuse, by name.
+
+        A descriptor claims durability only after a flush (or a completed FUA write) made `seq`
+        durable, so any valid one with a later seq and `durable >= seq` is proof.  Later
+        transactions sit after `seq` (or from block 0, after a wrap): scan from there across
+        blocks of `seq` and later ones; past the first block (the damaged one, perhaps) a foreign
+        block (never written, or an older lap of the log) ends a scan.  So a clean open reads
+        two blocks after the tail end and two at block 0: few reads, and few blocks a crash state
+        can vary that recovery looks at (the explorer's equivalence classes stay exhaustive)."""
+        if weak_detection():  # a generation check: off with format 1's detection
+            return
+        own = None
+        try:
+            check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
+        except CorruptError as e:
+            own = e
+        for begin in dict.fromkeys((pos, 0)):
+            q = begin
+            while q < self.size:
+                raw = dev.read(self.area + q)
+                try:
+                    check(raw, T_TXN, self.area + q)
+                    gen = HEADER.unpack_from(raw)[5]
+                except CorruptError:
+                    gen = -1
+                if gen < seq:
+                    if q > begin + 1:
+                        break
+                else:
+                    d = DESC.unpack_from(raw, HEADER.size)
+                    if gen > seq and d[0] == gen and d[6] >= seq:
+                        cls = type(own) if own else StaleBlockError
+                        raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
+                                  f"{f' ({own})' if own else ''}, but transaction {gen} (block {self.area + q}), "
+                                  f"written after it was durable, follows it: a durable transaction was lost or "
+                                  f"damaged")
+                q += 1

@@ -2,10 +2,10 @@
 
 journal   seed B: data to fresh blocks, then one checksummed transaction of metadata deltas; a
           sync is one flush.  Metadata reaches its home blocks only at checkpoint.
-ordered   seed A: allocation recorded in the used list and barriered before any block is
-          written; the new origin (in the other origin slot) written only after the data and map
-          it points at are durable; recovery trusts the newest valid origin, drops used-list
-          entries it does not reach and rebuilds the freelist from the used lists.
+ordered   seed A: the used list, the map and the data written copy-on-write to fresh blocks;
+          the new origin (in the other origin slot) written only after everything it points at
+          is durable; recovery trusts the newest valid origin and rebuilds the freelist from the
+          used lists.
 none      the ordered protocol's writes with every barrier removed: the counter-example.
 
 A barrier is a flush (`--barrier flush`: plain writes then fdatasync) or FUA writes (`--barrier
@@ -16,9 +16,10 @@ operation's exact write and barrier order and the crash argument for it.
 from __future__ import annotations
 
 from .device import BLOCK_SIZE
-from .errors import CorruptError
-from .format import ObjEntry, Origin, crc32c
-from .journal import ZERO_FILL, Journal, delta, encode
+from .errors import CorruptError, StaleBlockError
+from .format import ObjEntry, Origin, crc32c, weak_detection
+from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
+from .op import Op
 
 MAX_RUN = 1024  # blocks per device write (4 MiB)
 
@@ -28,6 +29,14 @@ def make_protocol(store):
     if p == "journal":
         return JournalProtocol(store)
     return OrderedProtocol(store, barriers=(p == "ordered"))
+
+
+def SITES(protocol: str, barrier: str) -> tuple[str, ...]:
+    """The named barrier sites of a protocol (what --ablate removes one at a time)."""
+    if protocol == "none":
+        return ()
+    cls = JournalProtocol if protocol == "journal" else OrderedProtocol
+    return cls.SITES_FUA if barrier == "fua" else cls.SITES_FLUSH
 
 
 def run_role(roles: dict, first: int, last: int, why: str = "") -> str:
@@ -40,6 +49,7 @@ class Protocol:
     cow = False
     origin_slots = 1
     trusts_bitmap = True  # False: recovery rebuilds the freelist and never reads the bitmap
+    tears_objmap = False  # True: object map blocks are written in place unjournaled (sector-checked)
 
     def __init__(self, store) -> None:
         self.store = store
@@ -109,6 +119,41 @@ class Protocol:
         new |= {b for b in changed if b in op.fresh}
         return changed - new, new
 
+    def seal(self, op, changed_ul: set, gen: int) -> set:
+        """Seal what the operation edited with generation `gen`: each touched file's used list
+        (copy-on-write when the protocol is) and map, so every pointer names the crc and gen of
+        what it points at; the files whose origin thereby changes join op.origins.  Returns the
+        used-list blocks to write."""
+        st = self.store
+        written: set = set()
+
+        def alloc() -> int:
+            b = st.freelist.alloc(1)[0]
+            op.fresh.add(b)
+            return b
+
+        for fid in sorted(set(op.owned) | set(op.released) | op.origins | op.created):
+            f = st.files.get(fid)
+            if f is None:
+                continue
+            mine = {b for b in changed_ul if b in f.ul.blocks} | ({f.ul.head} if fid in op.created else set())
+            w, given_up = f.ul.commit(gen, mine, keep=op.fresh, alloc=alloc if self.cow else None)
+            for b in w:
+                op.roles[b] = f"used list of file {fid}"
+            written |= w
+            if given_up:
+                op.released.setdefault(fid, []).extend(given_up)
+            nodes = f.map.seal({b for b in op.fresh | op.meta if b in f.map.nodes}, gen)
+            for b in nodes:
+                op.roles.setdefault(b, f"map node of file {fid}")
+                if b not in op.fresh:
+                    op.meta.add(b)
+            if w or nodes:
+                op.origins.add(fid)
+            if fid in op.origins:
+                f.gen = gen
+        return written
+
 
 # ====================================================================== journal
 class JournalProtocol(Protocol):
@@ -128,7 +173,15 @@ class JournalProtocol(Protocol):
         store.freelist.reclaim = self.checkpoint  # held blocks come back at a checkpoint
 
     def mkfs_blocks(self) -> dict[int, bytes]:
-        return {self.journal.jsb_block: self.journal.super_image()}
+        st = self.store
+        images = {b: st.objmap_image(b) if b < st.sb.bitmap_start else st.freelist.image(b) for b in self.journal.fixed}
+        return {self.journal.jsb_block: self.journal.super_image(self.fixed_crcs(images))}
+
+    def fixed_crcs(self, images: dict[int, bytes]) -> tuple:
+        """The crc of each fixed block as committed; one no transaction of a store made in this
+        process has touched (not in `images`) is as mkfs wrote it."""
+        old = dict(zip(self.journal.fixed, self.journal.fixed_crcs))
+        return tuple(crc32c(images[b]) if b in images else old[b] for b in self.journal.fixed)
 
     def begin(self) -> None:
         self.images  # the lazy committed images must be taken before the op edits the state
@@ -144,8 +197,8 @@ class JournalProtocol(Protocol):
         out = {b: st.objmap_image(b) for b in range(st.sb.objmap_start, st.sb.bitmap_start)}
         out.update({b: st.freelist.image(b) for b in st.freelist.homes()})
         for f in st.files.values():
-            out[f.origin_block] = f.origin().pack()
-            out.update({b: n.pack() for b, n in f.map.nodes.items()})
+            out[f.origin_block] = f.origin_image()
+            out.update({b: n.pack(b) for b, n in f.map.nodes.items()})
             out.update({b: f.ul.image(b) for b in f.ul.blocks})
         return out
 
@@ -166,27 +219,53 @@ class JournalProtocol(Protocol):
                 else:
                     img[off:off + len(buf)] = buf
         self.replayed = len(txns)
-        problems = st.load({b: bytes(v) for b, v in homes.items()})
+        self.repairs: list[str] = []
+        stale_bitmap, problems = [], []
+        for b, err in self.journal.check_fixed(self.dev.read, homes):
+            if b >= st.sb.bitmap_start and err.fault != "checksum":  # rebuilt below from what files own
+                stale_bitmap.append(b)
+                self.repairs.append(f"rebuilt the freelist: {err}")
+            elif strict:
+                raise err
+            else:
+                problems.append(str(err))
+        problems += st.load({b: bytes(v) for b, v in homes.items()})
         if problems and strict:
-            raise CorruptError(problems[0])
+            raise st.problem(problems[0])
         self._images = None  # built on the first commit: a read-only open never needs them
         self.unckpt = {b: bytes(v) for b, v in homes.items()}
         if write and txns:
             self.unflushed = False
             self.checkpoint()
+        if stale_bitmap:
+            st.freelist.rebuild(st.owned_blocks())
+            if write:
+                op = Op("recovery: rebuild a stale bitmap", cow=False)
+                op.fresh.update(stale_bitmap)  # logged whole: the home's content is not the base
+                st.freelist.dirty.update(stale_bitmap)
+                self.commit(op)
+                self.checkpoint()
         return problems
 
     def commit(self, op) -> None:
         st = self.store
 
+        gen = self.journal.next_seq  # the generation of everything this transaction writes
         changed, new = self.own_and_release(op, remove=True)
+        ul = self.seal(op, changed | new, gen)
+        for fid in op.origins:  # the object map entry is the origin's pointer: gen + crc
+            f = st.files.get(fid)
+            if f is not None:
+                f.expect_origin()
+                st.entries[fid] = f.entry
+                op.objmap.add(st.objmap_home(fid))
         released = [b for blocks in op.released.values() for b in blocks]
         for b in released:
             st.freelist.hold(b)
         blocks: dict[int, bytes] = {}
-        for b in changed | op.meta:
+        for b in ul | op.meta:
             blocks[b] = st.meta_image(b)
-        for b in new | op.fresh:
+        for b in op.fresh:
             if b not in blocks:
                 try:
                     blocks[b] = st.meta_image(b)
@@ -195,9 +274,11 @@ class JournalProtocol(Protocol):
         for fid in op.origins:
             f = st.files.get(fid)
             if f is not None:
-                blocks[f.origin_block] = f.origin().pack()
+                blocks[f.origin_block] = f.origin_image()
         for b in op.objmap:
+            st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
+        st.freelist.stamp(gen)
         for b in st.freelist.dirty:
             blocks[b] = st.freelist.image(b)
         st.freelist.dirty.clear()
@@ -209,13 +290,17 @@ class JournalProtocol(Protocol):
         data_crcs = [(b, op.crcs[b] if b in op.crcs else crc32c(d)) for b, d in sorted(op.data.items())]
         if op.data:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-        txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records)
-        pos = self.journal.place(len(txn))
+        n = txn_blocks(data_crcs, records)
+        pos = self.journal.place(n)
         if pos is None:
             self.checkpoint()
-            pos = self.journal.place(len(txn))
+            pos = self.journal.place(n)
+        txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
+                             durable=self.journal.durable)
         self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
                        role=f"journal txn {self.journal.next_seq} [{op.name}]")
+        if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
+            self.journal.durable = self.journal.next_seq  # completed FUA: durable now
         self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
@@ -228,13 +313,13 @@ class JournalProtocol(Protocol):
     def checkpoint(self) -> None:
         """Write committed metadata home, make it durable, then advance the journal tail."""
         if self.unflushed and self.on("checkpoint flush before homes"):
-            self.dev.flush()
+            self.flush()
         roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
         self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
         if not self.fua and self.on("checkpoint flush after homes"):
-            self.dev.flush()
+            self.flush()
         self.journal.retire()
-        self.dev.write(self.journal.jsb_block, self.journal.super_image(),
+        self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
                        fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
         # The new tail must be durable before the log space behind it is reused: a replay from the
         # old tail through transactions half overwritten by new ones would roll homes back.
@@ -246,10 +331,15 @@ class JournalProtocol(Protocol):
             self.store.freelist.held.discard(b)
         self.held.clear()
 
+    def flush(self) -> None:
+        """A device flush: every transaction written so far is durable (later ones say so)."""
+        self.dev.flush()
+        self.journal.durable = self.journal.next_seq - 1
+
     def sync(self) -> None:
         if self.unflushed:
             if self.on("sync flush"):
-                self.dev.flush()
+                self.flush()
             self.unflushed = False
 
     def close(self) -> None:
@@ -264,8 +354,9 @@ class OrderedProtocol(Protocol):
     cow = True
     origin_slots = 2
     trusts_bitmap = False
-    SITES_FLUSH = ("A0 used-list chain flush", "B data and map flush", "sync flush")
-    SITES_FUA = ("A0 used-list chain FUA", "A used-list entries FUA", "B data and map FUA", "C origin FUA")
+    tears_objmap = True
+    SITES_FLUSH = ("B data and map flush", "sync flush")
+    SITES_FUA = ("A used-list entries FUA", "B data and map FUA", "C origin FUA")
 
     def __init__(self, store, barriers: bool = True) -> None:
         super().__init__(store)
@@ -273,8 +364,7 @@ class OrderedProtocol(Protocol):
         self.elevator: dict[int, tuple[bytes, str]] = {}  # none: an op's writes, issued in block order
         self.epoch = 0  # barriers passed
         self.written = False  # a write since the last barrier (else a sync has nothing to flush)
-        self.pending: list[tuple[int, int, int]] = []  # (fid, block, epoch its unreferencing write was issued in)
-        self.unlisting: list[tuple[int, int]] = []  # (block, epoch its used-list removal was written in)
+        self.pending: list[tuple[int, int]] = []  # (block, epoch the origin that dropped it was issued in)
 
     def barrier(self, site: str = "") -> None:
         """Everything written so far is durable from here on (under "none": pretend so)."""
@@ -285,7 +375,7 @@ class OrderedProtocol(Protocol):
 
     def phase(self, blocks: dict[int, bytes], roles: dict, *, durable: bool, site: str, why: str = "") -> None:
         """Write a phase.  Under fua every write of a durable phase is a FUA write; under flush a
-        durable phase ends in a flush.  `none` holds the writes back for `drain`."""
+        durable phase B ends in a flush.  `none` holds the writes back for `drain`."""
         if not blocks:
             return
         self.written = True
@@ -295,7 +385,7 @@ class OrderedProtocol(Protocol):
             self.elevator.update({b: (d, run_role(roles, b, b, why)) for b, d in blocks.items()})
         else:
             self.write_blocks(blocks, roles, fua=durable and self.fua and self.on(f"{site} FUA"), why=why)
-        if durable and (self.fua or not self.barriers or site.startswith(("A0", "B"))):
+        if durable and (self.fua or not self.barriers or site.startswith("B")):
             self.barrier(f"{site} flush")
 
     def drain(self) -> None:
@@ -305,65 +395,53 @@ class OrderedProtocol(Protocol):
             for b in sorted(held):  # one request per block: each object's write stays its own
                 self.dev.write(b, held[b][0], role=held[b][1])
 
+    def free_released(self) -> None:
+        """A block an origin dropped becomes allocatable once that origin is behind a barrier:
+        from then on recovery can only choose it or a newer one, none of which points at it."""
+        fl = self.store.freelist
+        for b, tag in self.pending:
+            if self.epoch > tag:
+                fl.mark_free(b)
+        self.pending = [(b, tag) for b, tag in self.pending if self.epoch <= tag]
+
     def commit(self, op) -> None:
         st = self.store
-
-        # Releases: a block leaves its used list once the origin that dropped it is durable, and
-        # becomes allocatable once that removal is durable too.
-        for b, tag in self.unlisting:
-            if self.epoch > tag:
-                st.freelist.mark_free(b)
-        self.unlisting = [(b, tag) for b, tag in self.unlisting if self.epoch <= tag]
-        ready = [(fid, b) for fid, b, tag in self.pending if self.epoch > tag]
-        self.pending = [p for p in self.pending if self.epoch <= p[2]]
-        changed_a = set()
-        for fid, b in ready:
-            f = st.files.get(fid)
-            if f is not None and f.ul.where.get(b):
-                changed_a |= f.ul.remove([b])
-                self.unlisting.append((b, self.epoch))
-            else:
-                st.freelist.mark_free(b)  # its file's deletion is durable: no list holds it
-        changed, new = self.own_and_release(op, remove=False)
-        heads = {st.files[fid].ul.head for fid in op.created if fid in st.files}
-        changed |= changed_a | heads
-        for b in changed_a:
-            op.roles.setdefault(b, f"used list block {b}")
-        # Phase A0: used-list blocks newly linked into an existing chain, durable before the link.
-        links = new - heads
-        self.phase({b: self._ul_image(b) for b in links}, op.roles, durable=True, site="A0 used-list chain",
+        self.free_released()
+        gen = st.txid
+        st.txid += 1
+        changed, new = self.own_and_release(op, remove=True)
+        # Phase A: the used lists, copy-on-write (fresh blocks only).  Under flush no barrier of
+        # its own: B's flush orders them before the origin, which is all that matters.
+        ul = self.seal(op, changed | new, gen)
+        self.phase({b: self._ul_image(b) for b in ul}, op.roles, durable=True, site="A used-list entries",
                    why=op.name)
-        # Phase A: the used-list entries (and a new file's head).  Under flush no barrier of its
-        # own: B's flush orders them before the origin, which is all that matters (docs/protocols.md).
-        self.phase({b: self._ul_image(b) for b in changed - links}, op.roles, durable=True,
-                   site="A used-list entries", why=op.name)
         # Phase B: data and the new map nodes it hangs from.
         blocks = dict(op.data)
         for b in op.fresh | op.meta:
             for f in st.files.values():
                 if b in f.map.nodes:
-                    blocks[b] = f.map.nodes[b].pack()
+                    blocks[b] = f.map.nodes[b].pack(b)
         origins = {}
         for fid in op.origins:
             f = st.files.get(fid)
             if f is not None:
                 f.slot ^= 1
-                f.gen += 1
-                origins[f.origin_block] = f.origin().pack()
+                origins[f.origin_block] = f.origin_image()
                 op.roles[f.origin_block] = f"origin of file {fid} (slot {'ab'[f.slot]}, gen {f.gen})"
         for b in op.objmap:
+            st.objmap_gens[b] = gen
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
         if origins and self.written and not self.fua and not blocks:
-            blocks = {}  # nothing of B's own, but A's entries still need the barrier before C
+            blocks = {}  # nothing of B's own, but A's used lists still need the barrier before C
             self.barrier("B data and map flush")
         self.phase(blocks, op.roles, durable=bool(origins), site="B data and map", why=op.name)
         # Phase C: the new origins (and object map entries) -- the operation's commit point.
         tag = self.epoch
         self.phase(origins, op.roles, durable=self.fua, site="C origin", why=op.name)
         self.drain()
-        for fid, blocks in op.released.items():
-            self.pending.extend((fid, b, tag) for b in blocks)
+        for blocks in op.released.values():
+            self.pending.extend((b, tag) for b in blocks)
 
     def _ul_image(self, b: int) -> bytes:
         for f in self.store.files.values():
@@ -373,6 +451,7 @@ class OrderedProtocol(Protocol):
 
     def sync(self) -> None:
         st = self.store
+        st.freelist.stamp(st.txid)
         bitmap = {b: st.freelist.image(b) for b in st.freelist.dirty}
         st.freelist.dirty.clear()
         if bitmap:
@@ -382,72 +461,83 @@ class OrderedProtocol(Protocol):
             self.barrier("sync flush")
 
     def close(self) -> None:
-        """A clean shutdown leaves no used-list entry that reaches nothing (fsck: no leak).
-
-        Released blocks leave the used lists only once the origin that dropped them is durable:
-        sync (now every release is, and the bitmap is written), drop them (phase A of an empty
-        operation), sync (the bitmap again).  Without this the next open's recovery does the same.
-        """
+        """A clean shutdown: sync, then free what that sync made releasable and write the bitmap
+        hint again (recovery would rebuild it anyway)."""
         self.sync()
         if self.pending:
-            from .store import Op
-
-            self.commit(Op("close: drop released blocks from the used lists", cow=True))
+            self.free_released()
             self.sync()
 
     # ---------------------------------------------------------------- recovery
     def choose_origin(self, fid: int, e: ObjEntry, read):
-        """The newest valid origin slot that belongs to this file (birth matches), or None."""
+        """The newest valid origin slot that belongs to this file (birth matches), or None.
+
+        A slot failing its crc is what a torn origin write leaves: the other slot is the file.
+        A slot that cannot be read, or holds another block's write, may have held the newest
+        origin: taking the other would roll the file back unnoticed, so the file is refused."""
         best = None
         for slot, b in enumerate((e.origin_a, e.origin_b)):
             if not b:
                 continue
             try:
                 o = Origin.unpack(read(b), b)
-            except CorruptError:
+            except CorruptError as err:
+                if err.fault != "checksum":
+                    raise type(err)(f"origin slot {b}: {err}") from None
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best[1].gen):
                 best = (slot, o)
         return best
 
     def recover(self, write: bool = True, strict: bool = True) -> list[str]:
-        """Newest origin per file; used-list entries it does not reach dropped; freelist rebuilt."""
+        """Newest origin per file; freelist rebuilt from what the files own, before anything is
+        allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
         problems = st.load(origin_choice=self.choose_origin)
         self.repairs: list[str] = []
         writes: dict[int, bytes] = {}
-        roles: dict[int, str] = {}
         for fid, e in enumerate(st.entries):
             if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
                                                         for p in problems):
+                home = st.objmap_home(fid)
+                if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen and not weak_detection():
+                    # The entry's block was written again by a later operation, after a barrier
+                    # that made this file's first origin durable: the origin was lost or damaged.
+                    problems.append(st.note_problem(
+                        f"file {fid} ({e.name!r}): stale-block: no valid origin, though object map block {home} "
+                        f"(generation {st.objmap_gens[home]}) was written after the file's creation (generation "
+                        f"{e.origin_gen}) was durable", StaleBlockError))
+                    continue
                 st.entries[fid] = ObjEntry(birth=e.birth)  # a create that never became durable
-                writes[st.objmap_home(fid)] = None
+                writes[home] = None
                 self.repairs.append(f"dropped object map entry {fid} ({e.name!r}): no durable origin")
         problems = [p for p in problems if not p.endswith("no valid origin")]
         if problems and strict:
-            raise CorruptError(problems[0])
+            raise st.problem(problems[0])
+        # The freelist first: until it is rebuilt it may call any block free, the superblock too.
+        st.freelist.rebuild(st.owned_blocks())
+        repair = Op("recovery: used lists made to match their maps", cow=True)
         for f in st.files.values():
             reach = {b for _, b, _ in f.map.data_entries()} | set(f.map.all_nodes())
-            stray = f.ul.owned() - reach
+            stray, missing = f.ul.owned() - reach, reach - f.ul.owned()
             if stray:
-                for b in f.ul.remove(sorted(stray)):
-                    writes[b] = None
+                repair.released[f.fid] = sorted(stray)
                 self.repairs.append(f"file {f.fid}: dropped {len(stray)} used-list entries it does not reference")
-            missing = reach - f.ul.owned()
             if missing:
-                c, n = f.ul.add(sorted(missing), lambda: st.freelist.alloc(1)[0])
-                for b in c | set(n):
-                    writes[b] = None
+                repair.owned[f.fid] = sorted(missing)
                 self.repairs.append(f"file {f.fid}: listed {len(missing)} referenced blocks missing from its used list")
-        st.freelist.rebuild(st.owned_blocks())
+            if stray or missing:
+                repair.origins.add(f.fid)
+        if write and repair.origins:
+            self.commit(repair)
         for b in st.freelist.homes():  # the on-disk bitmap is only a hint: rewrite it whole
             writes[b] = None
+        st.freelist.stamp(st.txid)
         st.freelist.dirty.clear()
         for b in writes:
-            writes[b] = st.objmap_image(b) if st.sb.objmap_start <= b < st.sb.bitmap_start else (
-                st.freelist.image(b) if st.sb.bitmap_start <= b < st.sb.data_start else self._ul_image(b))
-            roles[b] = f"recovery: {st.role_of(b)}"
+            writes[b] = st.objmap_image(b) if st.sb.objmap_start <= b < st.sb.bitmap_start else st.freelist.image(b)
         if write and writes:
-            self.write_blocks(writes, roles, fua=self.fua and self.barriers)
+            self.write_blocks(writes, {b: f"recovery: {st.role_of(b)}" for b in writes},
+                              fua=self.fua and self.barriers)
             self.barrier("recovery")
         return problems

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
-from .format import (FANOUT_BITS, MAX_NAME, OBJ, OBJ_PER_BLOCK, ROOT_SLOTS, T_OBJMAP, UL_SLOTS,
-                     MapNode, ObjEntry, Origin, Superblock, UsedListBlock, check, crc32c, geometry, seal)
+from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, crc32c, geometry, header, pack_objmap, read_objmap)
 from .freelist import Freelist
+from .op import Op
+from .protocols import SITES, make_protocol
 from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
 ZERO_CRC = crc32c(ZERO)
-_EMPTY_ENTRY = bytes(OBJ.size)  # an object map entry never used
 
 
 @dataclass
@@ -50,8 +51,16 @@ class FileState:
         return self.entry.origin_b if self.slot else self.entry.origin_a
 
     def origin(self) -> Origin:
-        return Origin(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, self.ul.head,
-                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs))
+        head, ul_gen, ul_crc = self.ul.head_ptr()
+        return Origin(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, head,
+                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs), ul_gen, ul_crc)
+
+    def origin_image(self) -> bytes:
+        return self.origin().pack(self.origin_block)
+
+    def expect_origin(self) -> None:
+        """Journal: the object map entry records what its origin now is (gen, crc)."""
+        self.entry = replace(self.entry, origin_gen=self.gen, origin_crc=crc32c(self.origin_image()))
 
     def structure_blocks(self) -> set[int]:
         """Blocks owned by the file's structure itself (origin slots, used list chain)."""
@@ -59,34 +68,6 @@ class FileState:
         if self.entry.origin_b:
             s.add(self.entry.origin_b)
         return s
-
-
-@dataclass
-class Op:
-    """What one operation changed; built by Store, written by the protocol."""
-
-    name: str
-    cow: bool
-    data: dict = field(default_factory=dict)  # block -> bytes (always fresh blocks)
-    crcs: dict = field(default_factory=dict)  # block -> crc32c of data[block], computed once
-    roles: dict = field(default_factory=dict)  # block -> role text
-    meta: set = field(default_factory=set)  # metadata blocks changed in place (not fresh)
-    fresh: set = field(default_factory=set)  # metadata blocks allocated by this op
-    owned: dict = field(default_factory=dict)  # fid -> [blocks] newly owned
-    released: dict = field(default_factory=dict)  # fid -> [blocks] no longer referenced
-    origins: set = field(default_factory=set)  # fids whose origin changes
-    objmap: set = field(default_factory=set)  # object map blocks changed
-    created: set = field(default_factory=set)
-    deleted: list = field(default_factory=list)  # FileStates removed (their blocks all released)
-
-    def own(self, f: FileState, b: int) -> None:
-        self.owned.setdefault(f.fid, []).append(b)
-
-    def release(self, f: FileState, b: int) -> None:
-        if b in self.fresh:
-            self.fresh.discard(b)
-        self.data.pop(b, None)
-        self.released.setdefault(f.fid, []).append(b)
 
 
 class MapEdit:
@@ -133,8 +114,6 @@ class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
     def __init__(self, dev: BlockDevice, sb: Superblock) -> None:
-        from .protocols import make_protocol
-
         self.dev = dev
         self.sb = sb
         self.freelist = Freelist(sb.nblocks, sb.bitmap_start, sb.bitmap_blocks)
@@ -142,6 +121,10 @@ class Store:
         self.files: dict[int, FileState] = {}
         self.names: dict[str, int] = {}
         self.births = 0
+        self.txid = 1  # the generation the next operation stamps on what it writes
+        self.objmap_gens: dict[int, int] = {}  # object map block -> generation that last wrote it
+        self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
+        self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
         self.op_count = 0
 
@@ -197,15 +180,17 @@ class Store:
         if self.protocol.trusts_bitmap:
             self.freelist.load(read)
         problems = []
-        self.files, self.names, self.births = {}, {}, 0
+        self.files, self.names, self.births, self.damaged = {}, {}, 0, {}
+        gens = [0]
         for i in range(self.sb.objmap_blocks):
             b = self.sb.objmap_start + i
-            p = check(read(b), T_OBJMAP, b)
-            for k in range(OBJ_PER_BLOCK):
-                fid = i * OBJ_PER_BLOCK + k
-                raw = p[k * OBJ.size:(k + 1) * OBJ.size]
-                if fid < self.sb.max_files:
-                    self.entries[fid] = ObjEntry.unpack(raw, fid) if raw != _EMPTY_ENTRY else ObjEntry()
+            raw = read(b)
+            ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=self.protocol.tears_objmap)
+            self.objmap_gens[b] = header(raw)[5]
+            gens.append(self.objmap_gens[b])
+            for k, e in enumerate(ents):
+                if i * OBJ_PER_BLOCK + k < self.sb.max_files:
+                    self.entries[i * OBJ_PER_BLOCK + k] = e
         for fid, e in enumerate(self.entries):
             self.births = max(self.births, e.birth)
             if not e.in_use:
@@ -214,13 +199,26 @@ class Store:
                 f = self.load_file(fid, e, read, origin_choice)
             except CorruptError as err:
                 problems.append(f"file {fid} ({e.name!r}): {err}")
+                self.damaged[e.name] = problems[-1]
+                self._faults[problems[-1]] = type(err)
                 continue
             if f is None:
                 problems.append(f"file {fid} ({e.name!r}): no valid origin")
                 continue
             self.files[fid] = f
             self.names[e.name] = fid
+            gens.append(f.gen)
+        self.txid = max(gens) + 1
         return problems
+
+    def note_problem(self, text: str, cls: type) -> str:
+        """Record a problem found outside load() with the CorruptError class that names it."""
+        self._faults[text] = cls
+        return text
+
+    def problem(self, text: str) -> CorruptError:
+        """The error for a problem load() returned, of the class that named its fault."""
+        return self._faults.get(text, CorruptError)(text)
 
     def load_file(self, fid: int, e: ObjEntry, read, origin_choice=None) -> FileState | None:
         for b in (e.origin_a, e.origin_b):
@@ -231,21 +229,22 @@ class Store:
             if chosen is None:
                 return None
             slot, o = chosen
-        else:
-            o, slot = Origin.unpack(read(e.origin_a), e.origin_a), 0
+        else:  # one slot; the entry says which origin it expects (0: nothing, e.g. format tests)
+            o = Origin.unpack(read(e.origin_a), e.origin_a, gen=e.origin_gen or None, crc=e.origin_crc or None)
+            slot = 0
         if o.file_id != fid or o.birth != e.birth:
             raise CorruptError(f"block {e.origin_a}: origin belongs to another file")
 
-        def node(b):
+        def node(b, crc):
             self._check_ptr(b, "map node")
-            return MapNode.unpack(read(b), b)
+            return MapNode.unpack(read(b), b, crc=crc)
 
-        def ulb(b):
+        def ulb(b, gen, crc):
             self._check_ptr(b, "used list")
-            return UsedListBlock.unpack(read(b), b)
+            return UsedListBlock.unpack(read(b), b, gen=gen, crc=crc)
 
         m = BlockMap.load(o, node)
-        ul = UsedList.load(o.usedlist, ulb)
+        ul = UsedList.load(o.usedlist, ulb, o.ul_gen, o.ul_crc)
         self._check_file_pointers(m, ul)
         return FileState(fid, e, o.size, o.mtime_ns, o.gen, slot, m, ul)
 
@@ -275,7 +274,8 @@ class Store:
     def objmap_image(self, b: int) -> bytes:
         i = b - self.sb.objmap_start
         ents = self.entries[i * OBJ_PER_BLOCK:(i + 1) * OBJ_PER_BLOCK]
-        return seal(T_OBJMAP, b"".join(e.pack() for e in ents))
+        ents = ents + [ObjEntry()] * (OBJ_PER_BLOCK - len(ents))
+        return pack_objmap(ents, b, self.objmap_gens.get(b, 0))
 
     def objmap_home(self, fid: int) -> int:
         return self.sb.objmap_start + fid // OBJ_PER_BLOCK
@@ -289,7 +289,7 @@ class Store:
             return self.freelist.image(b)
         for f in self.files.values():
             if b in f.map.nodes:
-                return f.map.nodes[b].pack()
+                return f.map.nodes[b].pack(b)
             if b in f.ul.blocks:
                 return f.ul.image(b)
         raise KeyError(b)
@@ -310,6 +310,8 @@ class Store:
     def lookup(self, name: str) -> FileState:
         fid = self.names.get(name)
         if fid is None:
+            if name in self.damaged:
+                raise self.problem(self.damaged[name])
             raise BlkError(f"no such file: {name!r}")
         return self.files[fid]
 
@@ -361,7 +363,10 @@ class Store:
             run = 1  # coalesce physically contiguous blocks into one read
             while idx + run <= last and f.map.lookup(idx + run)[0] == b + run:
                 run += 1
-            buf = self.dev.read(b, run)
+            try:
+                buf = self.dev.read(b, run)
+            except CorruptError as err:  # a read error: say which file and which of its blocks
+                raise type(err)(f"file {f.name!r} (file block {idx}): {err}") from None
             if verify:
                 for k in range(run):
                     c = f.map.lookup(idx + k)[1]
@@ -381,9 +386,12 @@ class Store:
         self.protocol.commit(op)
         self.op_count += 1
 
-    def _reserve(self, n: int) -> None:
+    def _reserve(self, n: int, f: FileState | None = None) -> None:
         """Refuse an operation before it changes anything when it may need more than the free
-        blocks: running out half-way would leave the in-memory store ahead of the disk."""
+        blocks: running out half-way would leave the in-memory store ahead of the disk.  Under
+        copy-on-write a changed used list is rewritten from its head: up to its whole chain."""
+        if f is not None and self.protocol.cow:
+            n += len(f.ul.chain)
         fl = self.freelist
         if n > fl.nfree - len(fl.held) and fl.held and fl.reclaim is not None:
             fl.reclaim()
@@ -426,10 +434,12 @@ class Store:
         blocks = self.freelist.alloc(nslots + 1)
         ul_head = blocks[-1]
         self.births += 1
-        e = ObjEntry(blocks[0], blocks[1] if nslots == 2 else 0, self.births, name)
+        # ordered: the entry remembers the generation that created the file (recovery's evidence
+        # that its first origin became durable: see OrderedProtocol.recover)
+        e = ObjEntry(blocks[0], blocks[1] if nslots == 2 else 0, self.births, name,
+                     origin_gen=self.txid if nslots == 2 else 0)
         f = FileState(fid, e, 0, time.time_ns(), 0, 1 if nslots == 2 else 0, BlockMap(),
-                      UsedList(ul_head))
-        f.ul.blocks[ul_head] = UsedListBlock()
+                      UsedList(ul_head, {ul_head: UsedListBlock()}))
         self.entries[fid] = e
         self.files[fid] = f
         self.names[name] = fid
@@ -444,7 +454,7 @@ class Store:
         """Create or replace a whole file, as one atomic operation."""
         op = self._begin(f"put {name}")
         old = self.files[self.names[name]] if name in self.names else None
-        self._reserve((0 if old else 3) + self._write_need(old.map.height if old else 0, 0, len(data)))
+        self._reserve((0 if old else 3) + self._write_need(old.map.height if old else 0, 0, len(data)), old)
         if name in self.names:
             f = self.lookup(name)
             self._truncate(op, f, 0)
@@ -457,7 +467,7 @@ class Store:
         op = self._begin(f"write {name} @{offset}+{len(data)}")
         f = self.lookup(name)
         if offset >= 0:
-            self._reserve(self._write_need(f.map.height, offset, len(data)))
+            self._reserve(self._write_need(f.map.height, offset, len(data)), f)
         self._write(op, f, offset, data)
         self._commit(op)
 
@@ -468,7 +478,7 @@ class Store:
         f = self.lookup(name)
         if size < f.size:  # a partial last block is rewritten; copy-on-write copies the nodes at the cut
             n = (1 if size % BLOCK_SIZE else 0) + (2 * f.map.height if self.protocol.cow else 0)
-            self._reserve(n + 1 if n else 0)  # (+1: a used-list chain block for their entries)
+            self._reserve(n + 1 if n else 0, f)  # (+1: a used-list chain block for their entries)
         self._truncate(op, f, size)
         self._commit(op)
 
@@ -490,12 +500,7 @@ class Store:
     @staticmethod
     def site_names(protocol: str, barrier: str) -> tuple[str, ...]:
         """The named barrier sites of a protocol (what --ablate removes one at a time)."""
-        from .protocols import JournalProtocol, OrderedProtocol
-
-        if protocol == "none":
-            return ()
-        cls = JournalProtocol if protocol == "journal" else OrderedProtocol
-        return cls.SITES_FUA if barrier == "fua" else cls.SITES_FLUSH
+        return SITES(protocol, barrier)
 
     def close(self) -> None:
         self.protocol.close()

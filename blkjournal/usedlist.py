@@ -1,15 +1,21 @@
 """A file's used list (seed A): the persistent record of every block the file owns.
 
-Allocation is recorded here before the block is written, so after a crash a block is either in
-some used list or free -- never in limbo.  The list is a chain of blocks of slots; adding fills the
-first empty slot and removing zeroes a slot in place, so each change touches exactly one block.
-The chain's own blocks and the head are owned by the list itself, not listed in it.
+The list is a chain of blocks of slots; adding fills the first empty slot and removing zeroes a
+slot.  The chain's own blocks and the head are owned by the list itself, not listed in it.
+
+Every link is a full pointer: the origin holds (head, gen, crc32c of the head block) and each
+block holds (next, gen, crc32c of the next block), so a stale (lost) or misplaced chain block is
+caught where the chain is walked.  Hence a change to block k changes every block before it: an
+operation edits the slots in memory, then `commit()` seals the chain from block k back to the
+head with the operation's generation.  Under "ordered" that commit is copy-on-write (each sealed
+block moves to a fresh block, the old ones are released), so a live used-list block is never
+written in place and a torn write can only hit a block no durable origin points at yet.
 """
 
 from __future__ import annotations
 
 from .errors import FieldError
-from .format import UsedListBlock
+from .format import UsedListBlock, crc32c
 
 
 class UsedList:
@@ -18,6 +24,7 @@ class UsedList:
         self.blocks: dict[int, UsedListBlock] = blocks if blocks is not None else {head: UsedListBlock()}
         self.chain: list[int] = []
         self.where: dict[int, tuple[int, int]] = {}  # owned block -> (list block, slot)
+        self._images: dict[int, bytes] = {}  # sealed image of each chain block, as last committed
         self._reindex()
 
     def _reindex(self) -> None:
@@ -36,15 +43,16 @@ class UsedList:
             b = self.blocks[b].next
 
     @classmethod
-    def load(cls, head: int, read_block) -> "UsedList":
-        """Walk the chain from `head` with `read_block(b) -> UsedListBlock` (raises on a bad block)."""
+    def load(cls, head: int, read_block, gen: int | None = None, crc: int | None = None) -> "UsedList":
+        """Walk the chain from `head` with `read_block(b, gen, crc) -> UsedListBlock`, each block
+        checked against what the pointer to it expects (raises on a bad block)."""
         blocks = {}
         b = head
         while b:
             if b in blocks:
                 raise FieldError(f"used list: the chain loops back to block {b}")
-            blocks[b] = read_block(b)
-            b = blocks[b].next
+            blocks[b] = read_block(b, gen, crc)
+            b, gen, crc = blocks[b].next, blocks[b].next_gen, blocks[b].next_crc
         return cls(head, blocks)
 
     def owned(self) -> set[int]:
@@ -54,7 +62,7 @@ class UsedList:
         return block in self.where
 
     def add(self, blocks, alloc_listblock) -> tuple[set[int], list[int]]:
-        """Record `blocks`; returns (changed list blocks, newly chained list blocks).
+        """Record `blocks` in memory; returns (changed list blocks, newly chained list blocks).
 
         `alloc_listblock()` supplies a block for a new chain link when every slot is taken.
         """
@@ -64,7 +72,6 @@ class UsedList:
             while True:
                 if self.scan == len(self.chain):
                     nb = alloc_listblock()
-                    self.blocks[self.chain[-1]].next = nb
                     changed.add(self.chain[-1])
                     self.blocks[nb] = UsedListBlock()
                     self.chain.append(nb)
@@ -79,6 +86,7 @@ class UsedList:
                     continue
                 self.hint = i + 1
                 slots[i] = b
+                self._images.pop(lb, None)
                 self.where[b] = (lb, i)
                 changed.add(lb)
                 break
@@ -89,12 +97,57 @@ class UsedList:
         for b in blocks:
             lb, i = self.where.pop(b)
             self.blocks[lb].slots[i] = 0
+            self._images.pop(lb, None)
             changed.add(lb)
             ci = self.chain.index(lb)
             if ci < self.scan or (ci == self.scan and i < self.hint):
                 self.scan, self.hint = ci, i
         return changed
 
-    def image(self, lb: int) -> bytes:
-        return self.blocks[lb].pack()
+    def commit(self, gen: int, changed, *, keep=frozenset(), alloc=None) -> tuple[set[int], list[int]]:
+        """Seal the chain after in-memory edits of `changed`: the furthest changed block and every
+        block before it get generation `gen` and fresh links (their successors' gen and crc).
 
+        With `alloc` (copy-on-write) each of those blocks not in `keep` (already fresh in this
+        operation) moves to `alloc()`.  Returns (blocks to write, blocks given up).
+        """
+        pos = {b: i for i, b in enumerate(self.chain)}
+        idx = [pos[b] for b in changed if b in pos]
+        if not idx:
+            return set(), []
+        written: set[int] = set()
+        released: list[int] = []
+        for i in range(max(idx), -1, -1):
+            b = self.chain[i]
+            if alloc is not None and b not in keep:
+                nb = alloc()
+                blk = self.blocks.pop(b)
+                self._images.pop(b, None)
+                self.blocks[nb] = blk
+                self.chain[i] = nb
+                for s, v in enumerate(blk.slots):
+                    if v:
+                        self.where[v] = (nb, s)
+                released.append(b)
+                b = nb
+            blk = self.blocks[b]
+            blk.gen = gen
+            if i + 1 < len(self.chain):
+                nxt = self.chain[i + 1]
+                blk.next, blk.next_gen, blk.next_crc = nxt, self.blocks[nxt].gen, crc32c(self.image(nxt))
+            else:
+                blk.next = blk.next_gen = blk.next_crc = 0
+            self._images[b] = blk.pack(b)
+            written.add(b)
+        self.head = self.chain[0]
+        return written, released
+
+    def image(self, lb: int) -> bytes:
+        img = self._images.get(lb)
+        if img is None:
+            img = self._images[lb] = self.blocks[lb].pack(lb)
+        return img
+
+    def head_ptr(self) -> tuple[int, int, int]:
+        """(head block, its generation, its crc32c): what the origin points at."""
+        return self.head, self.blocks[self.head].gen, crc32c(self.image(self.head))

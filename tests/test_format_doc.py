@@ -23,6 +23,7 @@ FROM_CODE = {
     "origin fields (before the map root)": F.Origin.FMT.size,
     "origin map root (128 × u64 + 128 × u32)": F.ROOT_SLOTS * 12,
     "map node (256 × u64 + 256 × u32)": F.FANOUT * 12,
+    "used list link (next u64, next generation u64, next crc u32, pad)": F.UL_NEXT.size,
     "used list slots per block": F.UL_SLOTS,
     "bitmap bits per block": F.BITS_PER_BITMAP,
     "journal superblock fields": F.JournalSuper.FMT.size,
@@ -47,8 +48,8 @@ def test_documented_record_sizes_match_the_struct_formats():
 
 
 def test_prose_numbers_match_the_code():
-    text = _doc()
-    assert f"one {F.OBJ.size}-byte entry per file id ({F.OBJ_PER_BLOCK} per block)" in text
+    text = " ".join(_doc().split())  # prose wraps anywhere
+    assert f"one {F.OBJ.size}-byte entry per file id ({F.OBJ_PER_BLOCK} per block" in text
     assert f"**Object map entry** ({F.OBJ.size} bytes, {F.OBJ_PER_BLOCK} per block)" in text
     assert f"{F.UL_SLOTS} u64 slots" in text
     assert f"{F.BITS_PER_BITMAP:,} bits per block" in text
@@ -56,10 +57,10 @@ def test_prose_numbers_match_the_code():
     # the descriptor's fields, in struct order
     fields = re.search(r"holds (seq u64, nblocks u32, .*?), then the stream", text, re.S)[1]
     names = [w.split()[0] for w in re.sub(r"\(.*?\)", "", fields, flags=re.S).split(",")]
-    assert names == ["seq", "nblocks", "ndata", "nrecords", "prev", "commit"]
-    assert len(names) == len(J.DESC.format) - 1  # one name per field of "<QIIIII"
+    assert names == ["seq", "nblocks", "ndata", "nrecords", "prev", "commit", "durable"]
+    assert len(names) == len(J.DESC.format) - 1  # one name per field of "<QIIIIIQ"
 
 
 def test_the_check_fails_on_a_wrong_document():
-    wrong = _doc().replace("| object map entry | 136 |", "| object map entry | 128 |")
+    wrong = _doc().replace(f"| object map entry | {F.OBJ.size} |", "| object map entry | 128 |")
     assert documented_sizes(wrong) != FROM_CODE

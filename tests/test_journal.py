@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from blkjournal.device import BLOCK_SIZE, Device
+from blkjournal.errors import CorruptError
 from blkjournal.format import T_JSUPER, T_TXN, block_type
 from blkjournal.fsck import fsck
 from blkjournal.journal import Journal
@@ -208,11 +209,20 @@ def test_whole_transaction_is_replayed(torn, tmp_path):
 
 def test_a_later_transaction_never_outlives_a_torn_one(torn, tmp_path):
     """d's transaction is whole but c's is not: replay stops at c, so d is not applied either
-    (d's metadata could depend on c's), and the store goes on working over d's leftovers."""
+    (d's metadata could depend on c's), and the store goes on working over d's leftovers.
+
+    Under fua that state is no crash: c's transaction completed FUA before d was written, and d
+    says so (its descriptor names the newest durable transaction).  There c must have been lost
+    or damaged afterwards, and replay refuses by name rather than silently dropping c and d."""
     base, c, d = torn
     data, txn = split(c)
     img = str(tmp_path / "crash.img")
     overlay(base, img, data + txn[1:] + [(b, x) for b, x, _ in d])
+    if "fua" in base:
+        with Device(img) as dev:
+            with pytest.raises(CorruptError, match="journal transaction 3 .* written after it was durable"):
+                Store.open(dev)
+        return
     check_store(img, AB)
     with Device(img) as dev:
         s = Store.open(dev)

@@ -235,7 +235,7 @@ def test_store_matches_model(protocol, barrier):
 # ---------------------------------------------------------------------------- fixed scenarios
 @pytest.mark.parametrize("protocol", ["journal", "ordered", "none"])
 def test_big_file_used_list_chain_and_map_height(image, protocol):
-    """600 blocks: the used list chains (509 slots per block) and the map is height 1; a sparse
+    """600 blocks: the used list chains (505 slots per block) and the map is height 1; a sparse
     block at 1 GiB makes it height 2; truncating down mid-block and reopening keeps it all."""
     dev = Device(image, create_size=IMAGE_SIZE)
     s = Store.mkfs(dev, protocol, "flush")

@@ -52,7 +52,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..device import BLOCK_SIZE, BlockDevice, _check_extent
-from ..errors import BlkError
+from ..errors import BlkError, DeviceReadError
 from ..format import block_type
 from ..fsck import fsck
 from ..store import Store
@@ -138,7 +138,8 @@ class FaultyDevice(BlockDevice):
         _check_extent(self, block, count)
         for b in range(block, block + count):
             if b in self.eio:
-                raise OSError(errno.EIO, f"{errno.errorcode[errno.EIO]}: input/output error reading block {b}")
+                # what Device.read makes of the kernel's EIO (the store names it: read-error)
+                raise DeviceReadError(f"block {b}: read-error: the device returned EIO")
         raw = self.inner.read(block, count)
         hit = [b for b in range(block, block + count) if b in self.patch]
         if not hit:

@@ -23,6 +23,8 @@ import os
 import shutil
 import tempfile
 
+from blkjournal.format import WEAK_ENV
+
 from . import corpus, mutate
 from .harness import Checker
 
@@ -48,11 +50,24 @@ def _image(data: bytes) -> tuple[mutate.Provider, bytes, str]:
 
 @contextlib.contextmanager
 def _damaged_image(target: str, data: bytes):
-    """(checker, path of the damaged image in a scratch directory) for one input."""
-    _, raw, _ = _image(data)
+    """(checker, path of the damaged image in a scratch directory) for one input.
+
+    Half the inputs run with BLKJOURNAL_WEAK_DETECTION=1 (format 1's detection; the children
+    inherit it): format 2's pointer crcs would otherwise stop most re-sealed edits at the pointer,
+    and a hostile image can forge those too -- the field checks behind them must hold alone."""
+    p, raw, _ = _image(data)
     c = Checker(target, data, SAVE_DIR)
-    with _Scratch() as d:
-        yield c, _write(os.path.join(d, "img"), raw)
+    weak = p.chance(128)
+    saved = os.environ.pop(WEAK_ENV, None)
+    if weak:
+        os.environ[WEAK_ENV] = "1"
+    try:
+        with _Scratch() as d:
+            yield c, _write(os.path.join(d, "img"), raw)
+    finally:
+        os.environ.pop(WEAK_ENV, None)
+        if saved is not None:
+            os.environ[WEAK_ENV] = saved
 
 
 def _write(path: str, raw: bytes) -> str:

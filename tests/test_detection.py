@@ -1,0 +1,313 @@
+"""Format 2 detects what a block's own checksum cannot: misdirected and lost (stale) writes.
+
+Each fault is built on a real image exactly as a device would leave it, and shown caught by name
+-- on the store's read path and by fsck.  Each is then shown *not* caught with
+BLKJOURNAL_WEAK_DETECTION=1 (format 1's checks: own crc and data crcs only), which proves that
+the address, generation and pointer-crc checks are what catch it (and gives the fault explorer a
+weakened store to catch).  Also: an old-format image is refused in one line, and the ordered
+protocol survives torn used-list writes.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+import struct
+
+import pytest
+
+from blkjournal.crash.explore import crashtest
+from blkjournal.device import BLOCK_SIZE, Device
+from blkjournal.errors import CorruptError, MisdirectedError, StaleBlockError
+from blkjournal.format import WEAK_ENV, UsedListBlock, crc32c
+from blkjournal.fsck import MISDIRECTED, STALE, UNLISTED, fsck
+from blkjournal.store import Store
+from cliutil import cli
+
+
+def one_line_error(r):
+    """A refusal: exit 2, one line on stderr, no traceback."""
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and len(lines) == 1 and "Traceback" not in r.err, r
+    return r
+
+
+def _raw(img: str, b: int, data: bytes | None = None) -> bytes:
+    with open(img, "r+b") as f:
+        f.seek(b * BLOCK_SIZE)
+        if data is None:
+            return f.read(BLOCK_SIZE)
+        f.write(data)
+        return data
+
+
+def _settle(img: str) -> None:
+    """Open with recovery and close: under journal the homes are checkpointed, the log empty."""
+    with Device(img) as d:
+        Store.open(d).close()
+
+
+def _numbered(nblocks: int) -> bytes:
+    return b"".join(struct.pack("<I", i) * (BLOCK_SIZE // 4) for i in range(nblocks))
+
+
+@pytest.fixture
+def weak(monkeypatch):
+    def on():
+        monkeypatch.setenv(WEAK_ENV, "1")
+    return on
+
+
+@pytest.mark.parametrize("protocol", ["journal", "ordered"])
+def test_a_misplaced_valid_block_is_a_misdirected_write(image, protocol, weak):
+    """Map node 1's image written over map node 2 (a write that landed at the wrong address)."""
+    data = _numbered(300)  # height 1: two map nodes
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, protocol, "flush")
+        s.put("f", data)
+        s.close()
+    _settle(image)
+    with Device(image, readonly=True) as d:
+        n1, n2 = Store.open(d, recover=False).lookup("f").map.root_blocks[:2]
+    _raw(image, n2, _raw(image, n1))
+    with Device(image, readonly=True) as d:
+        with pytest.raises(MisdirectedError, match=rf"file 0 \('f'\): block {n2}: misdirected-write: "
+                                                   rf"holds the block index map of block {n1}"):
+            Store.open(d, recover=False)
+        assert MISDIRECTED in fsck(d).codes()
+    weak()
+    with Device(image, readonly=True) as d:  # format 1's checks: wrong bytes returned as good
+        got = Store.open(d, recover=False).read("f")
+    assert got != data and got[256 * BLOCK_SIZE:] == data[:44 * BLOCK_SIZE]
+
+
+def test_a_lost_origin_write_is_a_stale_block(image, weak):
+    """journal: the checkpoint write of an origin never reached the medium; the home holds the
+    previous origin, valid and at the right address.  The object map entry expects the new one."""
+    old, new = b"old" * 2000, b"new" * 3000
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("f", old)
+        s.close()
+    _settle(image)
+    with Device(image, readonly=True) as d:
+        home = Store.open(d, recover=False).lookup("f").origin_block
+    before = _raw(image, home)
+    with Device(image) as d:
+        s = Store.open(d)
+        s.put("f", new)
+        s.close()
+    _settle(image)
+    _raw(image, home, before)  # the lost write
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"file 0 \('f'\): block {home}: stale-block: origin of "
+                                                  r"generation \d+, its pointer expects generation \d+"):
+            Store.open(d, recover=False)
+        assert STALE in fsck(d).codes()
+    assert one_line_error(cli("get", image, "f")).code == 2
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: the old file, silently
+        assert Store.open(d, recover=False).read("f") == old
+
+
+def test_a_lost_object_map_write_is_a_stale_block(image, weak):
+    """journal: the checkpoint write of the object map block that records a new file was lost.
+    Nothing points at a fixed-address block; the journal superblock keeps its crc instead."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("a", b"a" * 100)
+        s.close()
+    _settle(image)
+    with Device(image, readonly=True) as d:
+        home = Store.open(d, recover=False).sb.objmap_start
+    before = _raw(image, home)
+    with Device(image) as d:
+        s = Store.open(d)
+        s.put("b", b"b" * 100)
+        s.close()
+    _settle(image)
+    _raw(image, home, before)  # the lost write: "b" is not in the object map at home
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"block {home}: stale-block: object map"):
+            Store.open(d, recover=False)
+        assert STALE in fsck(d).codes()
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: a synced, checkpointed file silently gone
+        s = Store.open(d, recover=False)
+        assert s.exists("a") and not s.exists("b")
+
+
+def _ordered_file_of_three_blocks(image: str):
+    """An ordered store holding "f" (3 blocks), closed; its FileState as a reopen loads it."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "ordered", "flush")
+        s.put("f", os.urandom(3 * BLOCK_SIZE))
+        s.close()
+        return Store.open(d).lookup("f")
+
+
+def test_a_stale_used_list_block_is_a_stale_block(image, weak):
+    """ordered: the file's used list block holds an older version of itself (its own address, a
+    lower generation, one entry fewer): what a lost write of it leaves."""
+    f = _ordered_file_of_three_blocks(image)
+    y = f.ul.head
+    cur = f.ul.blocks[y]
+    slots = array("Q", cur.slots)
+    slots[list(slots).index(f.map.lookup(2)[0])] = 0
+    stale = UsedListBlock(0, slots, gen=cur.gen - 1).pack(y)
+    _raw(image, y, stale)
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"block {y}: stale-block: used list of generation"):
+            Store.open(d, recover=False)
+        assert STALE in fsck(d).codes()
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: loads; only the accounting is off
+        s = Store.open(d, recover=False)
+        assert len(s.lookup("f").ul.owned()) == 2
+        codes = fsck(d).codes()
+        assert STALE not in codes and UNLISTED in codes
+
+
+def test_a_format_1_image_is_refused(image):
+    assert cli("mkfs", image, "--size", "4M").code == 0
+    sb = bytearray(_raw(image, 0))
+    sb[6:8] = struct.pack("<H", 1)
+    sb[8:12] = bytes(4)
+    sb[8:12] = struct.pack("<I", crc32c(bytes(sb)))
+    _raw(image, 0, bytes(sb))
+    r = one_line_error(cli("ls", image))
+    assert r.code == 2 and "a format 1 store; this blkjournal reads format 2 only" in r.err
+    with Device(image, readonly=True) as d:
+        with pytest.raises(CorruptError, match="format 1"):
+            fsck(d)
+
+
+@pytest.mark.parametrize("barrier", ["flush", "fua"])
+def test_ordered_survives_torn_used_list_writes(tmp_path, barrier):
+    """issue 9: the `grow` workload's used list outgrows a block; every tear at 512 B is legal
+    because no live used-list block is ever written in place."""
+    res, _ = crashtest(str(tmp_path), protocol="ordered", barrier=barrier, workload="grow", torn=True,
+                       image_size=8 << 20)
+    assert res.illegal == 0, [(f.reason, f.explanation[:3]) for f in res.failures[:3]]
+    assert res.coverage == 1.0 and res.states_checked > 50
+
+
+def test_journal_superblock_records_the_fixed_blocks_at_every_checkpoint(image):
+    """Checkpoints (the log wraps on a 2 MiB store) in the process that made the store and after a
+    reopen: each time the journal superblock's crcs match the object map and bitmap at home."""
+    from blkjournal.format import JournalSuper
+
+    with Device(image, create_size=2 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        for i in range(200):
+            s.put(f"f{i % 9}", os.urandom(BLOCK_SIZE * (i % 4)))
+        assert s.protocol.journal.tail_seq > 1  # checkpointed at least once
+        s.close()
+    for _ in range(2):
+        _settle(image)
+        with Device(image, readonly=True) as d:
+            s = Store.open(d, recover=False)
+            js = JournalSuper.unpack(d.read(s.sb.journal_start), s.sb.journal_start)
+            fixed = range(s.sb.objmap_start, s.sb.data_start)
+            assert js.crcs == tuple(crc32c(d.read(b)) for b in fixed)
+            assert fsck(d).clean
+
+
+@pytest.mark.parametrize("cut", [512, 1024, 1536, 3584])
+def test_a_torn_object_map_write_loses_only_the_create_in_flight(tmp_path, cut):
+    """ordered: a create's object map write torn at a sector boundary.  The block's own crc fails,
+    but every sector carries its own and no entry straddles one, so each sector is whole (old or
+    new): the other files survive, and the create is as if not done (its origin never landed)."""
+    import shutil
+
+    from devutil import WriteLogDevice
+
+    work, before = str(tmp_path / "w.img"), str(tmp_path / "before.img")
+    rec = WriteLogDevice(work, create_size=4 << 20)
+    s = Store.mkfs(rec, "ordered", "flush")
+    for n in "abcdefg":
+        s.put(n, n.encode() * 100)
+    s.sync()
+    shutil.copyfile(work, before)
+    rec.log.clear()
+    s.put("h", b"h" * 100)  # entry 7: sector 2
+    (b, new), = [(b, data) for b, data, role in rec.log if role.startswith("object map")]
+    rec.close()
+    old = _raw(before, b)
+    _raw(before, b, new[:cut] + old[cut:])
+    with Device(before) as d:
+        s = Store.open(d)
+        assert sorted(s.names) == list("abcdefg") and s.read("c") == b"c" * 100
+    with Device(before, readonly=True) as d:
+        assert fsck(d).clean
+
+
+def test_a_misdirected_write_over_an_origin_slot_refuses_the_file(image):
+    """ordered: a valid block of another address over the newest origin slot.  The other slot is
+    the file one operation back: taking it would be a silent rollback, so the file is refused by
+    name (a slot failing its crc, what a torn write leaves, still falls back)."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "ordered", "flush")
+        s.put("f", b"1" * 100)
+        s.put("f", b"2" * 100)
+        s.put("g", b"g" * 100)
+        s.close()
+    with Device(image, readonly=True) as d:
+        s = Store.open(d, recover=False)
+        slot, other = s.lookup("f").origin_block, s.lookup("g").origin_block
+    _raw(image, slot, _raw(image, other))
+    with Device(image, readonly=True) as d:
+        assert MISDIRECTED in fsck(d).codes()
+        s, problems = Store.inspect(d)
+        assert s.read("g") == b"g" * 100  # unaffected files read back exactly
+        with pytest.raises(MisdirectedError, match=rf"file 0 \('f'\): origin slot {slot}: block {slot}: "
+                                                   "misdirected-write"):
+            s.read("f")
+        with pytest.raises(MisdirectedError):
+            Store.open(d, recover=False)
+
+
+def test_a_damaged_durable_transaction_is_not_taken_for_a_torn_tail(image, weak):
+    """journal: b's transaction was synced, then c's was written (it says b's was durable); b's
+    descriptor then rots.  Replay must not stop there silently as at a torn tail."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("a", b"a" * 100)
+        s.sync()
+        s.put("b", b"b" * 100)
+        s.sync()
+        b_txn = s.protocol.journal.area + s.protocol.journal.head_pos - 1
+        s.put("c", b"c" * 100)
+        s.sync()
+    raw = bytearray(_raw(image, b_txn))
+    raw[300] ^= 0x10
+    _raw(image, b_txn, bytes(raw))
+    with Device(image, readonly=True) as d:
+        with pytest.raises(CorruptError, match=rf"journal transaction 2 at block {b_txn} fails its checks .*checksum"
+                                               r".*transaction 3 .* written after it was durable"):
+            Store.open(d, recover=False)
+        assert fsck(d).codes() == {"journal"}  # named: the journal cannot be replayed past it
+    weak()
+    with Device(image, readonly=True) as d:  # format 1: b and c silently gone, though synced
+        assert sorted(Store.open(d, recover=False).names) == ["a"]
+
+
+def test_ordered_recovery_allocates_only_after_rebuilding_the_freelist(image, weak):
+    """issue 9: recovery that must list referenced blocks missing from a used list allocates new
+    used-list blocks; before the freelist is rebuilt every block looks free, block 0 first.  (The
+    weak mode lets the short used list load at all: format 2 would refuse it as stale.)"""
+    f = _ordered_file_of_three_blocks(image)
+    y, cur = f.ul.head, f.ul.blocks[f.ul.head]
+    crc = crc32c(f.ul.image(y))
+    short = UsedListBlock(0, array("Q", bytes(8 * len(cur.slots))), gen=cur.gen).pack(y)
+    _raw(image, y, short)
+    sb = _raw(image, 0)
+    weak()
+    with Device(image) as d:
+        s = Store.open(d)
+        assert any("listed 3 referenced blocks" in r for r in s.protocol.repairs), s.protocol.repairs
+        s.close()
+    assert _raw(image, 0) == sb
+    with Device(image, readonly=True) as d:
+        assert fsck(d).clean
+        assert crc32c(_raw(image, Store.open(d, recover=False).lookup("f").ul.head)) != crc
