@@ -3,7 +3,7 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 SYSDEPS := .venv/.sysdeps
 
-.PHONY: demo test bench faults clean mutate
+.PHONY: demo test bench faults fuzz mutate clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -27,6 +27,18 @@ test: $(STAMP) $(SYSDEPS)
 # The mutation suite (tests/mutants/): every planted crash bug must be caught; ~5 min on 2 cores.
 mutate: $(STAMP)
 	$(PY) -m tests.mutants --jobs 2
+
+# Fuzzing (tests/fuzz/): every target for FUZZ_SECONDS under atheris, coverage-guided; failing
+# inputs land in tests/fuzz/crashes/ and become regression tests.  A bounded run is in `make test`.
+FUZZ_SECONDS ?= 600
+FUZZSTAMP := .venv/.fuzz
+
+$(FUZZSTAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,fuzz]'
+	touch $(FUZZSTAMP)
+
+fuzz: $(FUZZSTAMP)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m tests.fuzz.run
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from array import array
 
+from .errors import FieldError
 from .format import FANOUT, FANOUT_BITS, ROOT_SLOTS, MapNode, crc32c
 
 
@@ -38,11 +39,18 @@ class BlockMap:
         return m
 
     def read_nodes(self, read_node) -> None:
-        """Fill self.nodes from the root down; `read_node(b, crc)` may return None to skip a subtree."""
+        """Fill self.nodes from the root down; `read_node(b, crc)` may return None to skip a subtree.
+
+        A tree names each node once.  A node reached a second time -- a cycle, or a subtree
+        shared by two parents -- is a FieldError: walking it would visit FANOUT**height entries
+        (a self-pointing node under height 4 is four billion of them) and free a block twice.
+        """
+        seen: set[int] = set()
 
         def walk(b: int, crc: int, h: int) -> None:
-            if b in self.nodes:
-                return
+            if b in seen:
+                raise FieldError(f"block index map: node {b} is reached twice (a cycle or a shared subtree)")
+            seen.add(b)
             node = read_node(b, crc)
             if node is None:
                 return

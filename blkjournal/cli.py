@@ -6,6 +6,7 @@ Exit codes: 0 ok / clean, 1 problems found (fsck findings, illegal crash states,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from typing import Optional
 import typer
 
 from .device import Device
-from .errors import BlkError
+from .errors import BlkError, error_line
 from .format import BARRIERS, PROTOCOLS, is_own_store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -116,16 +117,28 @@ def put(dev: str, name: str, from_: Optional[str] = typer.Option(None, "--from",
 
 @app.command()
 def get(dev: str, name: str, to: Optional[str] = typer.Option(None, "--to", help="FILE or - (stdout)")):
-    """Read file NAME."""
+    """Read file NAME (streamed: any size, little memory)."""
     s = _open_store(dev, readonly=True)
     with s.dev:
-        data = s.read(name)
-    if to is None or to == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        with open(to, "wb") as f:
-            f.write(data)
+        f = s.lookup(name)
+        chunks = s.stream_file(f)
+        first = next(chunks, b"")  # a file that fails at once leaves no output file behind
+        if to is None or to == "-":
+            out = sys.stdout.buffer
+            out.write(first)
+            for c in chunks:
+                out.write(c)
+            out.flush()
+        else:
+            try:
+                with open(to, "wb") as out:
+                    out.write(first)
+                    for c in chunks:
+                        out.write(c)
+            except BaseException:  # a block failing its checksum half-way: no partial copy left
+                if os.path.isfile(to):  # (never a device such as /dev/null)
+                    os.unlink(to)
+                raise
 
 
 @app.command("ls")
@@ -199,21 +212,26 @@ def recover(dev: str):
 @app.command("fsck")
 def fsck_(dev: str, repair: bool = typer.Option(False, "--repair", help="fix what is safe to fix"),
           json_out: bool = typer.Option(False, "--json")):
-    """Check every invariant; exit 1 when anything is wrong."""
-    from .fsck import fsck, repair as do_repair
+    """Check every invariant; exit 1 when anything is wrong.
+
+    --repair runs recovery and rebuilds the freelist; whatever it leaves is listed with the
+    reason it could not be repaired."""
+    from .fsck import fsck, not_repaired, repair as do_repair
 
     with Device(dev, readonly=not repair) as d:
         report = fsck(d)
-        done = []
+        done, refused, left = [], None, []
         if repair and not report.clean:
-            done = do_repair(d)
+            done, refused = do_repair(d)
             after = fsck(d)
+            left = not_repaired(after)
         else:
             after = report
     if json_out:
         out = report.to_json()
         if repair:
             out["repairs"] = done
+            out["not_repaired"] = ([refused] if refused else []) + left
             out["after_repair"] = after.to_json()
         typer.echo(json.dumps(out, indent=2))
     else:
@@ -222,6 +240,10 @@ def fsck_(dev: str, repair: bool = typer.Option(False, "--repair", help="fix wha
         typer.echo(f"{dev}: {report.files} files; {report.verdict()}")
         for line in done:
             typer.echo(f"repaired: {line}")
+        if refused:
+            typer.echo(f"not repaired: {refused}")
+        for line in left:
+            typer.echo(f"not repaired: {line}")
         if repair and not report.clean:
             typer.echo(f"after repair: {after.verdict()}")
     if not report.clean:
@@ -398,18 +420,44 @@ def _mount_subapps() -> None:
 _mount_subapps()
 
 
-def main() -> None:
-    """Run the CLI; click handles usage errors (exit 2), BlkError becomes one line and its exit code."""
+@functools.lru_cache(maxsize=None)
+def _command():
+    """The click command typer builds from `app` (once per process: building it costs ~60 ms)."""
+    return typer.main.get_command(app)
+
+
+def _click_errors():
+    """(ClickException, NoArgsIsHelpError) of the click typer uses (vendored in newer typer)."""
     try:
-        app()
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # older typer depends on click itself
+        from click.exceptions import ClickException
+
+        NoArgsIsHelpError = ()  # noqa: N806 (older click shows the help itself)
+    return ClickException, NoArgsIsHelpError
+
+
+def main() -> None:
+    """Run the CLI.  Every error -- a usage error, BlkError, an OS error -- is one line in one
+    format (errors.error_line) and an exit code: 2 bad input or refused, 1 problems found."""
+    click_error, no_args = _click_errors()
+    try:
+        rc = _command().main(args=sys.argv[1:], prog_name="blkjournal", standalone_mode=False)
+    except no_args as e:
+        typer.echo(e.ctx.get_help())
+        rc = 0
     except BlkError as e:
-        print(f"blkjournal: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(error_line(e), file=sys.stderr)
+        rc = e.exit_code
+    except click_error as e:
+        print(error_line(f"{e.format_message()} (see --help)"), file=sys.stderr)
+        rc = 2
     except KeyboardInterrupt:
-        sys.exit(130)
+        rc = 130
     except OSError as e:
-        print(f"blkjournal: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
-        sys.exit(2)
+        print(error_line(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"), file=sys.stderr)
+        rc = 2
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

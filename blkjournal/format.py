@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import crc32c as _crc
 
 from .device import BLOCK_SIZE
-from .errors import CorruptError, MisdirectedError, StaleBlockError
+from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
 VERSION = 2  # 2: the header names the block's address and generation; pointers carry crc + gen
@@ -158,6 +158,10 @@ class Superblock:
         sb = cls(n, PROTOCOLS[p], BARRIERS[b], js, jb, os_, ob, bs, bb, ds, uuid)
         if not (1 <= os_ and os_ + ob <= bs and bs + bb == ds and ds < n and ob > 0 and bb > 0):
             raise CorruptError("block 0: superblock geometry is inconsistent")
+        if bb != -(-n // BITS_PER_BITMAP):  # what geometry() lays out; memory is sized from it
+            raise FieldError(f"block 0: superblock bitmap of {bb} blocks does not match {n} blocks")
+        if ob > MAX_OBJMAP_BLOCKS:
+            raise FieldError(f"block 0: superblock object map of {ob} blocks (at most {MAX_OBJMAP_BLOCKS})")
         if jb and not (js == 1 and js + jb == os_):
             raise CorruptError("block 0: superblock journal geometry is inconsistent")
         return sb
@@ -221,6 +225,7 @@ def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> lis
         out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
     return out
 MAX_NAME = 110
+MAX_OBJMAP_BLOCKS = 1 << 16  # far past what geometry() lays out (4096 files at most)
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,15 @@ class ObjEntry:
 ROOT_SLOTS = 128
 FANOUT_BITS = 8
 FANOUT = 1 << FANOUT_BITS
+MAX_HEIGHT = 4
+
+
+def map_capacity(height: int) -> int:
+    """File blocks a block index map of this height covers (so a file size can be range-checked)."""
+    return ROOT_SLOTS << (FANOUT_BITS * height)
+
+
+MAX_FILE_SIZE = map_capacity(MAX_HEIGHT) * BLOCK_SIZE  # 2^51 bytes: the largest file a map addresses
 
 
 @dataclass(frozen=True)
@@ -306,8 +320,11 @@ class Origin:
         o = cls.FMT.size
         blocks = array("Q", bytes(p[o:o + 8 * ROOT_SLOTS]))
         crcs = array("I", bytes(p[o + 8 * ROOT_SLOTS:o + 12 * ROOT_SLOTS]))
-        if height > 4:
-            raise CorruptError(f"block {where}: origin has impossible map height {height}")
+        if height > MAX_HEIGHT:
+            raise FieldError(f"block {where}: origin has impossible map height {height}")
+        if size > MAX_FILE_SIZE:
+            raise FieldError(f"block {where}: origin size {size} exceeds the largest file a map can address "
+                             f"({MAX_FILE_SIZE} bytes)")
         return cls(fid, birth, gen, size, mtime, ul, height, tuple(blocks), tuple(crcs), ul_gen, ul_crc)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .device import BlockDevice
-from .errors import CorruptError
+from .errors import CorruptError, FieldError
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, check, crc32c, read_objmap)
 from .blockmap import BlockMap
@@ -25,6 +25,7 @@ MISDIRECTED = "misdirected-write"  # a valid block at an address other than the 
 STALE = "stale-block"  # a valid block, but not the generation/crc its pointer expects: a lost write
 READ_ERROR = "read-error"  # the device returned EIO
 BAD_POINTER = "bad-pointer"  # a pointer outside the data area or to a block of the wrong type
+BAD_FIELD = "bad-field"  # a block whose crc holds but a field is out of range (size, height, a shared node)
 NO_ORIGIN = "no-origin"  # an object map entry whose origin slots hold no valid origin
 DUP_NAME = "duplicate-name"
 DATA_CHECKSUM = "data-checksum"  # a data block does not hold what its map entry promises: garbage data
@@ -73,7 +74,7 @@ class Report:
             parts.append("inconsistent: space leak")
         if DATA_CHECKSUM in c:
             parts.append("garbage data (metadata points at a block that does not hold the file's data)")
-        if c & {CHECKSUM, BAD_POINTER, NO_ORIGIN, DUP_NAME, JOURNAL, MISDIRECTED, STALE, READ_ERROR}:
+        if c & {CHECKSUM, BAD_POINTER, BAD_FIELD, NO_ORIGIN, DUP_NAME, JOURNAL, MISDIRECTED, STALE, READ_ERROR}:
             parts.append("corrupt metadata")
         return "; ".join(parts)
 
@@ -161,9 +162,15 @@ def fsck(dev: BlockDevice) -> Report:
     names: dict[str, int] = {}
     ordered = sb.protocol != "journal"
 
+    mine: dict[int, str] = {}  # the current file's blocks by role (origin, map node, data, used list)
+
     def claim(b: int, fid: int, what: str) -> None:
         if b in owner and owner[b] != fid:
             r.add(OWNED_TWICE, f"block {b} ({what}) is owned by files {owner[b]} and {fid}", [b])
+        elif what != "used list entry" and b in mine:  # a tree names each block once
+            r.add(OWNED_TWICE, f"block {b} is referenced twice by file {fid} (as {mine[b]} and as {what})", [b])
+        if what != "used list entry":
+            mine[b] = what
         owner[b] = fid
         in_use.add(b)
 
@@ -191,6 +198,7 @@ def fsck(dev: BlockDevice) -> Report:
         if best is None:
             r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
             continue
+        mine.clear()
         for b in slots:
             claim(b, fid, "origin")
         r.files += 1
@@ -198,6 +206,7 @@ def fsck(dev: BlockDevice) -> Report:
         nodes_ok = _walk_map(m, fid, e, read, in_data, r, claim)
         # the used list
         listed: set[int] = set()
+        nslots = 0
         b, seen, gen, crc = best.usedlist, set(), best.ul_gen, best.ul_crc
         while b:
             if not in_data(b) or b in seen:
@@ -212,8 +221,12 @@ def fsck(dev: BlockDevice) -> Report:
                 r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
                 break
             claim(b, fid, "used list")
-            listed.update(x for x in ul.slots if x)
+            entries_here = [x for x in ul.slots if x]
+            nslots += len(entries_here)
+            listed.update(entries_here)
             b, gen, crc = ul.next, ul.next_gen, ul.next_crc
+        if nslots != len(listed):
+            r.add(OWNED_TWICE, f"file {fid} ({e.name!r}): its used list names {nslots - len(listed)} blocks twice")
         reach = set()
         for idx, db, crc in m.data_entries() if nodes_ok else ():
             if not in_data(db):
@@ -254,11 +267,14 @@ def fsck(dev: BlockDevice) -> Report:
             r.add(IN_USE_BUT_FREE, f"{len(free_used)} blocks in use but marked free", free_used)
         # leaks: bits set in the bitmap for data-area blocks nobody owns (big-integer set algebra)
         marked_int = int.from_bytes(bits, "little") & (((1 << sb.nblocks) - 1) ^ ((1 << sb.data_start) - 1))
-        owned_int = 0
-        for b in in_use:
-            owned_int |= 1 << b
+        owned = bytearray(len(bits))
+        for b in in_use:  # one bit per block, then one big integer (not one shift-and-or per block)
+            if b < sb.nblocks:
+                owned[b >> 3] |= 1 << (b & 7)
+        owned_int = int.from_bytes(owned, "little")
         stray_int = marked_int & ~owned_int
-        leaked = {i for i in range(sb.data_start, sb.nblocks) if stray_int >> i & 1} if stray_int else set()
+        stray_bits = stray_int.to_bytes(len(bits), "little") if stray_int else b""
+        leaked = {8 * i + k for i, byte in enumerate(stray_bits) if byte for k in range(8) if byte >> k & 1}
         if leaked:
             r.add(LEAK, f"{len(leaked)} blocks marked used but owned by no file", leaked)
     return r
@@ -295,13 +311,51 @@ def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, clai
         claim(b, fid, "map node")
         return n
 
-    m.read_nodes(node)
+    try:
+        m.read_nodes(node)
+    except FieldError as err:
+        r.add(BAD_FIELD, f"file {fid} ({e.name!r}): {err}")
+        return False
     return ok
 
 
-def repair(dev: BlockDevice) -> list[str]:
-    """Run the protocol's recovery and rebuild the freelist from what files own; say what was done."""
-    st = Store.open(dev, recover=True)
+# Why a finding that is still there after --repair could not be repaired (nothing is guessed:
+# repair only runs the protocol's recovery and rebuilds what the files themselves determine).
+WHY_NOT = {
+    CHECKSUM: "the block fails its checksum and the store keeps no second copy to rebuild it from",
+    BAD_POINTER: "the pointer names a block that cannot be right, and nothing on the disk says which is",
+    BAD_FIELD: "the block is sealed but holds an impossible value; nothing on the disk says the right one",
+    NO_ORIGIN: "no origin slot holds a valid origin, so the file's size and map are lost",
+    DUP_NAME: "two files claim one name; which one is meant cannot be decided automatically",
+    DATA_CHECKSUM: "the data block does not hold what its map entry promises, and no other copy of the data exists",
+    OWNED_TWICE: "two files claim the block; giving it to either would corrupt the other",
+    IN_USE_BUT_FREE: "the freelist is rebuilt only when every file loads",
+    UNLISTED: "used lists are completed only when every file loads",
+    LEAK: "the freelist is rebuilt only when every file loads",
+    JOURNAL: "a committed journal transaction is damaged or writes outside the metadata area; "
+             "replaying it could overwrite good metadata",
+    MISDIRECTED: "the block holds another block's write; the block that belongs here is lost",
+    STALE: "the block is an older version than its pointer expects (a lost write); the newer one is gone",
+    READ_ERROR: "the device cannot read the block",
+}
+
+
+def not_repaired(after: Report) -> list[str]:
+    """One line per finding left after a repair: what it is and why repair left it."""
+    return [f"{f.code}: {f.message} -- {WHY_NOT.get(f.code, 'no repair is known for it')}" for f in after.findings]
+
+
+def repair(dev: BlockDevice) -> tuple[list[str], str | None]:
+    """Run the protocol's recovery and rebuild the freelist from what files own.
+
+    Returns (what was done, None) or ([], why recovery could not run): a store whose files do
+    not all load is left untouched, since rebuilding the freelist without them would hand their
+    blocks out again.
+    """
+    try:
+        st = Store.open(dev, recover=True)
+    except CorruptError as e:
+        return [], f"recovery cannot load the store ({e}), so nothing was changed"
     done = list(getattr(st.protocol, "repairs", []))
     if getattr(st.protocol, "replayed", 0):
         done.append(f"replayed {st.protocol.replayed} committed journal transactions")
@@ -315,4 +369,4 @@ def repair(dev: BlockDevice) -> list[str]:
             st.protocol.sync()
         done.append("rebuilt the freelist from the blocks files own")
     st.sync()
-    return done
+    return done, None

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import CorruptError, NoSpaceError, StaleBlockError
+from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
 from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
                      crc32c, seal, weak_detection)
 
@@ -109,6 +109,8 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
     except CorruptError:
         return None
     stream = payloads[0][DESC.size:] + b"".join(payloads[1:])
+    if ndata * DATA.size + nrec * REC.size > len(stream):
+        return None  # counts that overrun the transaction: not a committed one (its commit cannot match)
     data = []
     o = 0
     for _ in range(ndata):
@@ -116,6 +118,8 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
         o += DATA.size
     recs = []
     for _ in range(nrec):
+        if o + REC.size > len(stream):
+            return None
         h, off, n = REC.unpack_from(stream, o)
         o += REC.size
         if (off + n > BLOCK_SIZE and off != ZERO_FILL) or o + n > len(stream):
@@ -125,6 +129,21 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
     if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
         return None
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
+
+
+def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: int = 64) -> list[bytes] | None:
+    """The n blocks of a transaction, read a chunk at a time; None at the first that is not a
+    transaction block, so a descriptor claiming thousands of blocks costs one chunk, not all."""
+    blocks = [first]
+    while len(blocks) < n:
+        k = min(chunk, n - len(blocks))
+        raw = dev.read(start + len(blocks), k)
+        for i in range(k):
+            b = raw[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+            if b[:4] != MAGIC or HEADER.unpack_from(b)[1] != T_TXN:
+                return None
+            blocks.append(b)
+    return blocks
 
 
 class Journal:
@@ -138,6 +157,7 @@ class Journal:
     """
 
     def __init__(self, sb: Superblock) -> None:
+        self.data_area = range(sb.data_start, sb.nblocks)
         self.jsb_block = sb.journal_start
         self.fixed = list(range(sb.objmap_start, sb.data_start))[:JSB_CRCS]  # blocks whose crc the jsb keeps
         self.fixed_crcs: tuple = ()  # as the last checkpoint left them
@@ -223,9 +243,11 @@ class Journal:
                 if d[0] != seq or d[4] != prev or not 0 < d[1] <= self.size - p:
                     continue
                 n = d[1]
-                raw = first + (dev.read(self.area + p + 1, n - 1) if n > 1 else b"")
-                blocks = [raw[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE] for k in range(n)]
-                txn = _decode(seq, p, blocks, d, self.area + p)
+                blocks = _read_txn_blocks(dev, self.area + p, first, n)
+                txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
+                bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
+                if bad is not None:
+                    raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
                 if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
                     txn = None
                 if txn:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import BlkError, CorruptError, NoSpaceError
+from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, crc32c, geometry, header, pack_objmap, read_objmap)
 from .freelist import Freelist
@@ -245,11 +245,30 @@ class Store:
 
         m = BlockMap.load(o, node)
         ul = UsedList.load(o.usedlist, ulb, o.ul_gen, o.ul_crc)
+        self._check_file_pointers(m, ul)
         return FileState(fid, e, o.size, o.mtime_ns, o.gen, slot, m, ul)
 
     def _check_ptr(self, b: int, what: str) -> None:
         if not self.sb.data_start <= b < self.sb.nblocks:
-            raise CorruptError(f"{what} pointer {b} outside the data area")
+            raise FieldError(f"{what} pointer {b} outside the data area")
+
+    def _check_file_pointers(self, m: BlockMap, ul: UsedList) -> None:
+        """Every data pointer and used-list entry inside the data area, before anything (the
+        freelist rebuild, a read) uses one as an index."""
+        lo, hi = self.sb.data_start, self.sb.nblocks
+        refs = set(m.nodes) | set(ul.blocks)  # a file names each block once: no sharing inside it
+        for idx, b, _ in m.data_entries():
+            if not lo <= b < hi:
+                raise FieldError(f"block index map entry {idx} points at block {b}, outside the data area")
+            if b in refs:
+                raise FieldError(f"block index map entry {idx} points at block {b}, which the file already uses")
+            refs.add(b)
+        for b in ul.where:
+            if not lo <= b < hi:
+                raise FieldError(f"used list block {ul.where[b][0]} names block {b}, outside the data area")
+        nslots = sum(1 for lb in ul.chain for x in ul.blocks[lb].slots if x)
+        if nslots != len(ul.where) or set(ul.where) & set(ul.blocks):
+            raise FieldError(f"used list of {ul.head}: a block is listed twice, or the list names its own chain")
 
     # ------------------------------------------------------------------ images and roles
     def objmap_image(self, b: int) -> bytes:
@@ -309,19 +328,43 @@ class Store:
         return self.read_file(f, offset, length, verify=verify)
 
     def read_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True) -> bytes:
+        return b"".join(self.stream_file(f, offset, length, verify=verify))
+
+    def stream_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True,
+                    chunk_blocks: int = 256):
+        """The file's bytes as chunks of at most `chunk_blocks` blocks, read as they are yielded, so
+        reading a file never holds more than one chunk: a sparse file of terabytes streams zeros.
+        Holes cost nothing: one walk of the map's mapped entries feeds every chunk."""
         end = f.size if length is None else min(f.size, offset + length)
         if offset >= end:
-            return b""
+            return
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        out = bytearray((last - first + 1) * BLOCK_SIZE)  # holes read as zeros: only mapped blocks are read
-        runs: list[list] = []  # [first index, first block, [crcs]]: physically contiguous mapped blocks
-        for idx, b, crc in f.map.data_entries():
-            if idx < first:
-                continue
-            if idx > last:
-                break
+        entries = (e for e in f.map.data_entries() if first <= e[0] <= last)
+        pending = next(entries, None)
+        lo = offset - first * BLOCK_SIZE  # bytes to skip in the first block
+        left = end - offset
+        idx = first
+        while idx <= last:
+            n = min(chunk_blocks, last - idx + 1)
+            mine = []
+            while pending is not None and pending[0] < idx + n:
+                mine.append(pending)
+                pending = next(entries, None)
+            out = self._read_blocks(f, idx, n, mine, verify)
+            piece = memoryview(out)[lo:lo + left]
+            lo = 0
+            left -= len(piece)
+            yield bytes(piece)
+            idx += n
+
+    def _read_blocks(self, f: FileState, first: int, n: int, entries, verify: bool) -> bytearray:
+        """File blocks first..first+n-1 given their mapped (index, block, crc) entries: holes stay
+        zeros, physically contiguous data blocks are read in one request."""
+        out = bytearray(n * BLOCK_SIZE)
+        runs: list[list] = []  # [first index, first block, [crcs]]
+        for idx, b, crc in entries:
             r = runs[-1] if runs else None
-            if r and r[0] + len(r[2]) == idx and r[1] + len(r[2]) == b and len(r[2]) < 256:
+            if r and r[0] + len(r[2]) == idx and r[1] + len(r[2]) == b:
                 r[2].append(crc)
             else:
                 runs.append([idx, b, [crc]])
@@ -337,8 +380,7 @@ class Store:
                                            f"fails its checksum")
             o = (idx - first) * BLOCK_SIZE
             out[o:o + len(buf)] = buf
-        lo = offset - first * BLOCK_SIZE
-        return bytes(memoryview(out)[lo:lo + end - offset])  # one copy (a sparse file may be 128 MiB)
+        return out
 
     # ------------------------------------------------------------------ operations
     def _begin(self, name: str) -> Op:

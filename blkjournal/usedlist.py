@@ -14,6 +14,7 @@ written in place and a torn write can only hit a block no durable origin points 
 
 from __future__ import annotations
 
+from .errors import FieldError
 from .format import UsedListBlock, crc32c
 
 
@@ -47,7 +48,9 @@ class UsedList:
         checked against what the pointer to it expects (raises on a bad block)."""
         blocks = {}
         b = head
-        while b and b not in blocks:
+        while b:
+            if b in blocks:
+                raise FieldError(f"used list: the chain loops back to block {b}")
             blocks[b] = read_block(b, gen, crc)
             b, gen, crc = blocks[b].next, blocks[b].next_gen, blocks[b].next_crc
         return cls(head, blocks)

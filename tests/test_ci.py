@@ -133,8 +133,13 @@ def test_merge_refuses_shards_of_different_runs(tmp_path):
     merged = tmp_path / "m.json"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
+    deep = tmp_path / "deep.json"  # json.load recurses: a RecursionError, not a traceback
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    digits = tmp_path / "digits.json"  # a count past the digit bound: refused, not parsed quadratically
+    digits.write_text('{"states_enumerated": ' + "7" * 1_000_000 + "}")
     for args, words in (([s0, s1], "missing shard 2/3"), ([s0, s1, s2, s1], "given twice"),
                         ([s0, s1, other], "another run"), ([s0, s1, str(bad)], "not a JSON report"),
+                        ([s0, s1, str(deep)], "not a JSON report"), ([s0, s1, str(digits)], "not a JSON report"),
                         ([s0, s1, str(tmp_path / "nope.json")], "No such file")):
         r = subprocess.run([blk, "report", "merge", *args, "--json", str(merged)], capture_output=True, text=True)
         assert r.returncode == 2, (args, r.stdout, r.stderr)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import BlkError
+from ..errors import BlkError, fail
 from .logwrites import read_log
 from .recorder import read_sidecar, sidecar_path
 from .states import prefix_overlay
@@ -27,9 +27,6 @@ def _log_group() -> None:
     """Inspect dm-log-writes logs (from the recorder or the kernel target)."""
 
 
-def _fail(e: BlkError) -> typer.Exit:
-    typer.echo(f"error: {e}", err=True)
-    return typer.Exit(getattr(e, "exit_code", 2))
 
 
 @log_app.command("show")
@@ -41,7 +38,7 @@ def show(log: str = typer.Argument(..., help="dm-log-writes log file."),
         sc_path = sidecar_path(log)
         sc = read_sidecar(sc_path) if os.path.exists(sc_path) else None
     except BlkError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     by_entry = sc.by_entry() if sc else {}
     rows = []
     for e in lg.entries:
@@ -101,7 +98,7 @@ def replay_cmd(log: str = typer.Argument(..., help="dm-log-writes log file."),
         ov = prefix_overlay(lg, k, base, nblocks=nblocks)
         ov.materialize(out)
     except BlkError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     typer.echo(f"{out}: entries 0..{k} of {log} replayed onto {base or 'zeros'} ({ov.nblocks} blocks)")
 
 

@@ -20,7 +20,8 @@ from fractions import Fraction
 
 from ..device import BLOCK_SIZE, BlockDevice, Device
 from ..errors import BlkError
-from ..format import crc32c
+from ..format import BARRIERS, PROTOCOLS, crc32c
+from ..untrusted import json_object, optional_integer, text
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .clusters import cluster_failures
@@ -29,10 +30,13 @@ from .progress import progress_bar
 from .minimize import explain
 from .multicrash import DEFAULT_STATES, second_phases
 from .logwrites import read_log
-from .recorder import RecordingDevice, read_sidecar, sidecar_path
+from .recorder import MAX_NBLOCKS, RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace, mask_code
-from .workload import IMAGE_SIZE, MKFS_MARK, NAMED, RECOVERY_MARK, SEEDED, Operation, model_states, parse_mark, random_workload, run
+from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
+                       model_cost, model_states, parse_mark, random_workload, run)
 
+MAX_WORKLOAD_FILE = 64 << 20  # bytes
+MAX_OPS = 1 << 20
 
 
 def workload_path(log_path: str) -> str:
@@ -45,15 +49,34 @@ def save_workload(log_path: str, protocol: str, barrier: str, ops: list[Operatio
 
 
 def load_workload(log_path: str) -> dict | None:
+    """The workload file beside a log, every field checked (BlkError names the file and the fault);
+    None when there is none."""
+    path = workload_path(log_path)
     try:
-        with open(workload_path(log_path)) as f:
-            w = json.load(f)
-        w["ops"] = [Operation(**o) for o in w["ops"]]
-        return w
+        with open(path, "rb") as f:
+            raw = f.read(MAX_WORKLOAD_FILE + 1)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise BlkError(f"{path}: {e.strerror}") from None
+    try:
+        if len(raw) > MAX_WORKLOAD_FILE:
+            raise ValueError(f"larger than {MAX_WORKLOAD_FILE} bytes")
+        w = json_object(raw)
+        if not isinstance(w.get("ops"), list) or len(w["ops"]) > MAX_OPS:
+            raise ValueError(f"'ops' must be a list of at most {MAX_OPS} operations")
+        w["ops"] = [Operation.from_json(o) for o in w["ops"]]
+        if w.get("protocol") not in PROTOCOLS or w.get("barrier", "flush") not in BARRIERS:
+            raise ValueError("unknown protocol or barrier")
+        w["nblocks"] = optional_integer(w.get("nblocks"), "nblocks", 0, MAX_NBLOCKS)
+        if w.get("kernel") is not None:
+            text(w["kernel"], "kernel", 256)
+        cost = model_cost(w["ops"])
+        if cost > MODEL_BUDGET:
+            raise ValueError(f"its model would need {cost} bytes (at most {MODEL_BUDGET})")
     except (ValueError, TypeError, KeyError) as e:
-        raise BlkError(f"{workload_path(log_path)}: not a workload file ({e})") from None
+        raise BlkError(f"{path}: not a workload file ({e})") from None
+    return w
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
@@ -510,6 +533,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     if start is None:
         raise BlkError(f"{log_path}: no '{MKFS_MARK}' mark: not a blkjournal crash-test log")
     points = [p.index for p in space.points if p.index >= start and not _after_end(p)]
+    if ops is not None:
+        _check_marks(space, ops, log_path)
     i, n = shard
     if not 0 <= i < n:
         raise BlkError(f"shard {i}/{n}: want 0 <= i < n")
@@ -564,6 +589,20 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
                                     seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _check_marks(space, ops: list[Operation], log_path: str) -> None:
+    """The workload must be the one the log recorded: every "op K: ..." mark names an op it has,
+    and says what that op is (the kernel may have cut the text short)."""
+    for p in space.points:
+        if p.op is None or p.op.kind != "mark" or p.op.text is None:
+            continue
+        k = parse_mark(p.op.text)
+        if k is None:
+            continue
+        if not 0 <= k < len(ops) or not mark_text(k, ops[k]).startswith(p.op.text.rstrip("\ufffd")):
+            raise BlkError(f"{log_path}: the log's mark {p.op.text[:60]!r} does not match the workload file "
+                           f"({len(ops)} ops)")
 
 
 def _after_end(p) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 
 from ..errors import BlkError
@@ -22,6 +23,11 @@ IDENTITY = ("protocol", "barrier", "seed", "ops")  # top-level keys every shard 
 RUN_IDENTITY = ("log_shape", "workload", "bound", "torn", "segments", "points")
 SUMS = ("crash_points", "states_checked", "illegal", "illegal_states", "states_enumerated", "states_covered")
 REPORT_FORMAT = "blkjournal-crashtest"
+# The exact count of legal crash states may be thousands of digits long (a `grow` run: 1,212), past
+# Python's default of 4,300 for int <-> str; parsing is quadratic in the digits, so the limit stays
+# finite: 100,000 digits parse in about 0.2 s, and no exploration this tool can run comes near.
+MAX_COUNT_DIGITS = 100_000
+MAX_REPORT_BYTES = 64 << 20  # a 200-op shard report is well under 1 MiB; bounds what json.load holds
 
 
 def log_shape(log) -> str:
@@ -43,14 +49,17 @@ def run_identity(log, ops, *, bound: int, torn: bool, shard: tuple[int, int], ns
 
 
 def load_report(path: str) -> dict:
-    sys.set_int_max_str_digits(0)  # states_enumerated can have thousands of digits
+    """A shard report, checked before it is trusted: bounded in size, digits and nesting."""
+    sys.set_int_max_str_digits(MAX_COUNT_DIGITS)
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_REPORT_BYTES:
+                raise BlkError(f"{path}: larger than {MAX_REPORT_BYTES >> 20} MiB, not a shard report")
             doc = json.load(f)
     except OSError as e:
         raise BlkError(f"{path}: {e.strerror}") from None
-    except ValueError as e:
-        raise BlkError(f"{path}: not a JSON report ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise BlkError(f"{path}: not a JSON report ({str(e)[:80]})") from None
     if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT or not isinstance(doc.get("run"), dict):
         raise BlkError(f"{path}: not a crashtest shard report (write one with crashtest --json)")
     try:

@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..device import BLOCK_SIZE, BlockDevice
 from ..errors import BlkError, CorruptError
+from ..untrusted import integer, json_object, lines, optional_integer, text
 from .logwrites import DISCARD, END_MARK, FLUSH, FUA, MARK, SECTOR_SIZES, LogWriter
 
 SIDECAR_FORMAT = "blkjournal-roles"
@@ -131,16 +132,22 @@ class SidecarOp:
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
-    def unpack(cls, line: str, where: str) -> SidecarOp:
+    def unpack(cls, line: bytes | str | None, where: str) -> SidecarOp:
+        """One record line; CorruptError unless every field has its type and range."""
         try:
-            d = json.loads(line)
-            op = cls(seq=int(d["seq"]), kind=str(d["kind"]), sector=d.get("sector"),
-                     nr_sectors=int(d.get("nr_sectors", 0)), block=d.get("block"), nblocks=int(d.get("nblocks", 0)),
-                     role=str(d.get("role", "")), entry=d.get("entry"), text=d.get("text"))
+            d = json_object(line)
+            kind = text(d["kind"], "kind", 16)
+            if kind not in KINDS:
+                raise CorruptError(f"{where}: unknown operation kind {kind!r}")
+            op = cls(seq=integer(d["seq"], "seq"), kind=kind,
+                     sector=optional_integer(d.get("sector"), "sector", 0, MAX_SECTOR),
+                     nr_sectors=integer(d.get("nr_sectors", 0), "nr_sectors", 0, MAX_SECTOR),
+                     block=optional_integer(d.get("block"), "block", 0, MAX_SECTOR),
+                     nblocks=integer(d.get("nblocks", 0), "nblocks", 0, MAX_SECTOR),
+                     role=text(d.get("role", ""), "role"), entry=optional_integer(d.get("entry"), "entry"),
+                     text=None if d.get("text") is None else text(d["text"], "text"))
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptError(f"{where}: not a sidecar record ({e.__class__.__name__}: {e})") from None
-        if op.kind not in KINDS:
-            raise CorruptError(f"{where}: unknown operation kind {op.kind!r}")
         return op
 
 
@@ -160,33 +167,50 @@ class Sidecar:
         return out
 
 
+MAX_SECTOR = 1 << 48  # sectors and counts past this are no device's (2^48 x 4 KiB = 1 EiB)
+MAX_NBLOCKS = 1 << 40  # a recorded device of more blocks than this is refused, never allocated for
+
+
 def read_sidecar(path: str | os.PathLike) -> Sidecar:
-    """Read `<log>.roles`.  CorruptError names the line that is bad or out of sequence."""
+    """Read `<log>.roles`, streamed.  CorruptError names the line that is bad or out of sequence."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        f = open(path, "rb")
     except OSError as e:
         raise BlkError(f"{path}: {e.strerror}") from None
-    if not lines:
+    with f:
+        try:
+            return _parse_sidecar(lines(f), path)
+        except OSError as e:
+            raise BlkError(f"{path}: {e.strerror}") from None
+
+
+def _parse_sidecar(it, path: str) -> Sidecar:
+    first = next(it, None)
+    if first is None:
         raise CorruptError(f"{path}: empty sidecar (no header line)")
     try:
-        head = json.loads(lines[0])
+        head = json_object(first)
         if head.get("format") != SIDECAR_FORMAT:
             raise ValueError("wrong format name")
-    except (ValueError, AttributeError):
+    except ValueError:
         raise CorruptError(f"{path}:1: not a {SIDECAR_FORMAT} sidecar header") from None
     if head.get("version") != SIDECAR_VERSION:
-        raise CorruptError(f"{path}:1: unsupported sidecar version {head.get('version')}")
+        raise CorruptError(f"{path}:1: unsupported sidecar version {str(head.get('version'))[:20]}")
+    try:
+        sectorsize = integer(head.get("sectorsize", 0), "sectorsize", 0, 1 << 16)
+        nblocks = optional_integer(head.get("nblocks"), "nblocks", 0, MAX_NBLOCKS)
+    except ValueError as e:
+        raise CorruptError(f"{path}:1: bad sidecar header ({e})") from None
     ops = []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
+    for n, line in enumerate(it, start=2):
+        if line is not None and not line.strip():
             continue
         op = SidecarOp.unpack(line, f"{path}:{n}")
         if op.seq != len(ops):
             raise CorruptError(f"{path}:{n}: operation seq {op.seq} out of order (expected {len(ops)})")
         ops.append(op)
-    return Sidecar(int(head.get("sectorsize", 0)), head.get("nblocks"), ops)
+    return Sidecar(sectorsize, nblocks, ops)
 
 
 class _SidecarWriter:

@@ -18,7 +18,7 @@ from xml.etree import ElementTree as ET
 
 from rich.markup import escape
 
-from .merge import REPORT_FORMAT
+from .merge import MAX_COUNT_DIGITS, REPORT_FORMAT
 
 READABLE_DIGITS = 15  # beyond this many digits a count is shown as mantissa and exponent
 
@@ -68,7 +68,7 @@ def _doc(r) -> dict:
 
 
 def write_json(r, path: str) -> None:
-    sys.set_int_max_str_digits(0)  # the exact count of legal crash states may be thousands of digits
+    sys.set_int_max_str_digits(MAX_COUNT_DIGITS)
     with open(path, "w") as f:
         json.dump(_doc(r), f, indent=1)
 

@@ -55,6 +55,8 @@ UNDER_APPROX_NOTE = ("no sidecar: submission order taken from the log, which und
                      "without it)")
 OVERLAP_NOTE = ("log entries {a} (FUA) and {b} (plain, logged at the next flush) overlap: without a sidecar "
                 "their submission order is unknown and entry {b} is taken as the newer")
+MAX_DISCARD_SECTORS = 1 << 20  # sectors discards may cover in all: each becomes a per-sector entry
+MAX_NBLOCKS = 1 << 40  # a device of more blocks than this is no recorded run's (4 PiB)
 _ID = re.compile(r"^P(\d+)-(T?)([0-9a-f]+)$")
 
 
@@ -459,6 +461,7 @@ class CrashSpace:
                  bound: int = DEFAULT_BOUND, seed: int = 0, nblocks: int | None = None) -> None:
         if bound < 1:
             raise BlkError(f"bound must be at least 1, not {bound}")
+        check_discards(e.nr_sectors for e in log.entries if e.is_discard)  # before anything walks them
         self.log = log
         self.sectorsize = ss = log.sectorsize
         self.torn, self.bound, self.seed = torn, bound, seed
@@ -479,6 +482,7 @@ class CrashSpace:
                        else sidecar.nblocks if sidecar is not None and sidecar.nblocks else -(-hi // per))
         if hi > nblocks * per:
             raise BlkError(f"the log writes sector {hi - 1}, past the end of a {nblocks}-block device")
+        check_nblocks(nblocks)
         self.nblocks = nblocks
         if self.base is None:
             self.base = BaseImage(size=nblocks * BLOCK_SIZE)
@@ -862,6 +866,21 @@ def load(log_path: str | os.PathLike, *, sidecar: bool | str = True, base=None, 
     return CrashSpace(log, sc, base=base, torn=torn, bound=bound, seed=seed)
 
 
+def check_discards(counts) -> None:
+    """Discards are kept per sector (they read back as zeros): refuse a log whose discards cover
+    more sectors than that can hold, before anything is allocated for them."""
+    total = 0
+    for n in counts:
+        total += n
+        if total > MAX_DISCARD_SECTORS:
+            raise BlkError(f"the log's discards cover more than {MAX_DISCARD_SECTORS} sectors: too large to replay")
+
+
+def check_nblocks(nblocks: int) -> None:
+    if nblocks > MAX_NBLOCKS:
+        raise BlkError(f"the log implies a device of {nblocks} blocks (at most {MAX_NBLOCKS}): too large to replay")
+
+
 def replay_prefix(log: Log, entry_k: int) -> dict[int, object]:
     """Sectors written by entries 0..entry_k inclusive, in log order (what replay-log --limit K+1
     puts on the device); discards read back as zeros.  Keys are log sectors."""
@@ -870,6 +889,7 @@ def replay_prefix(log: Log, entry_k: int) -> dict[int, object]:
     ss = log.sectorsize
     zero = bytes(ss)
     out: dict[int, object] = {}
+    check_discards(e.nr_sectors for e in log.entries[:entry_k + 1] if e.is_discard)
     for e in log.entries[:entry_k + 1]:
         if e.has_data:
             for i in range(e.nr_sectors):
@@ -886,6 +906,7 @@ def prefix_overlay(log: Log, entry_k: int, base=None, *, nblocks: int | None = N
     writes = replay_prefix(log, entry_k)
     per = BLOCK_SIZE // log.sectorsize
     hi = max((e.sector + e.nr_sectors for e in log.entries if e.has_data or e.is_discard), default=0)
+    check_nblocks(nblocks or -(-hi // per))
     ov = Overlay(base, writes, unit=log.sectorsize, nblocks=None if base is not None else nblocks or -(-hi // per))
     written = max(writes, default=-1) + 1
     if written > ov.nblocks * per:

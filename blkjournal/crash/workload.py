@@ -13,10 +13,15 @@ import random
 from dataclasses import asdict, dataclass
 
 from ..device import BLOCK_SIZE
+from ..untrusted import integer, text
 
 KINDS = ("create", "put", "write", "truncate", "delete", "sync")
 MKFS_MARK = "mkfs"  # set after mkfs (or, in a second phase, after recovery): the workload starts here
 RECOVERY_MARK = "recovery"  # set before a second phase's recovery (multicrash.py)
+FIELDS = {"kind", "name", "offset", "size", "seed"}
+MAX_NAME_CHARS = 110
+MAX_FILE = 1 << 30  # bytes: an offset + size past this is no workload the model should hold in memory
+MODEL_BUDGET = 256 << 20  # bytes the model may build over all ops (see model_cost)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,18 @@ class Operation:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d) -> "Operation":
+        """An op read from a workload file; ValueError unless every field has its type and range."""
+        if not isinstance(d, dict) or not set(d) <= FIELDS:
+            raise ValueError(f"an operation is an object with fields {', '.join(sorted(FIELDS))}")
+        kind = d.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"unknown operation kind {str(kind)[:20]!r}")
+        return cls(kind, text(d.get("name", ""), "name", MAX_NAME_CHARS),
+                   integer(d.get("offset", 0), "offset", 0, MAX_FILE), integer(d.get("size", 0), "size", 0, MAX_FILE),
+                   integer(d.get("seed", 0), "seed", 0, 1 << 64))
 
 
 def random_workload(seed: int, nops: int, *, nfiles: int = 4, max_offset: int = 96 * 1024,
@@ -244,6 +261,30 @@ NAMED = {"append": append_workload, "grow": grow_workload, "unsynced": unsynced_
 # image size each named workload wants (the default for the rest is 4 MiB)
 IMAGE_SIZE = {"grow": 8 << 20, "pressure": 1 << 20, "wrap": 2 << 20, "big": 4 << 20, "relap": 2 << 20}
 SEEDED = ("pressure", "wrap", "big")  # named workloads that take the seed
+
+
+def model_cost(ops: list[Operation]) -> int:
+    """Bytes model_states will build, computed from sizes alone; ValueError when an op names a
+    file the model does not have at that point (a workload file that was edited or damaged)."""
+    sizes: dict[str, int] = {}
+    cost = 0
+    for k, op in enumerate(ops):
+        if op.kind in ("write", "truncate", "delete") and op.name not in sizes:
+            raise ValueError(f"op {k} ({op.kind}) names {op.name[:40]!r}, which does not exist then")
+        if op.kind == "create":
+            sizes[op.name] = 0
+        elif op.kind == "put":
+            sizes[op.name] = op.size
+        elif op.kind == "write":
+            sizes[op.name] = max(sizes[op.name], op.offset + op.size)
+        elif op.kind == "truncate":
+            sizes[op.name] = op.size
+        elif op.kind == "delete":
+            del sizes[op.name]
+        if op.kind in ("put", "write", "truncate"):
+            cost += sizes[op.name]
+        cost += 64 * len(sizes)  # the per-op dict
+    return cost
 
 
 def model_states(ops: list[Operation], initial: dict[str, bytes] | None = None) -> list[dict[str, bytes]]:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import crc32c as _crc
 
 from ..errors import BlkError
+from ..untrusted import integer, json_value, lines
 
 VERSION = 1
 
@@ -36,15 +37,18 @@ def encode(obj: dict) -> bytes:
     return body + b" %08x\n" % _crc.crc32c(body)
 
 
-def decode(line: bytes) -> dict:
-    """The object in one log line (without or with its newline); ValueError when damaged."""
+def decode(line: bytes | None) -> dict:
+    """The object in one log line (without or with its newline); ValueError when damaged
+    (None: a line too long to be one)."""
+    if line is None:
+        raise ValueError("line too long")
     line = line.rstrip(b"\n")
     body, sep, crc = line.rpartition(b" ")
     if not sep or len(crc) != 8:
         raise ValueError("no checksum")
     if int(crc, 16) != _crc.crc32c(body):
         raise ValueError("checksum mismatch")
-    obj = json.loads(body)
+    obj = json_value(body)
     if not isinstance(obj, dict) or "k" not in obj:
         raise ValueError("not an acks-log event")
     return obj
@@ -58,6 +62,17 @@ def flat(pairs) -> list[int]:
 def unflat(values) -> list[tuple[int, int]]:
     it = iter(values)
     return list(zip(it, it))
+
+
+ATOMIC_UNITS = (512, 1024, 2048, 4096)
+
+
+def pairs_of(ev: dict, key: str) -> list[tuple[int, int]]:
+    """The (block, generation) pairs of an event field, each checked (ValueError when bad)."""
+    values = ev.get(key, [])
+    if not isinstance(values, list) or len(values) % 2:
+        raise ValueError(f"field {key!r} is not a list of (block, generation) pairs")
+    return [(integer(b, "block"), integer(g, "generation", 1)) for b, g in unflat(values)]
 
 
 @dataclass(frozen=True)
@@ -83,13 +98,23 @@ class RunHeader:
     @classmethod
     def from_event(cls, ev: dict) -> "RunHeader":
         if ev.get("v") != VERSION:
-            raise BlkError(f"acks log version {ev.get('v')}, expected {VERSION}")
+            raise BlkError(f"acks log version {ev.get('v')!r}, expected {VERSION}")
         try:
-            return cls(int(ev["run"], 16), ev["device"], int(ev["start"]), int(ev["length"]),
-                       int(ev["threads"]), ev["barrier"], int(ev["batch"]), int(ev["atomic"]),
-                       int(ev["time_ns"]), dict(ev.get("preflight") or {}))
+            run = ev["run"]
+            if not isinstance(run, str) or len(run) != 16:
+                raise ValueError(f"run id {run!r} is not 16 hex digits")
+            device, barrier, preflight = ev["device"], ev["barrier"], ev.get("preflight") or {}
+            if not isinstance(device, str) or not isinstance(barrier, str) or not isinstance(preflight, dict):
+                raise ValueError("device and barrier must be strings, preflight an object")
+            atomic = integer(ev["atomic"], "atomic", 512, 4097)
+            if atomic not in ATOMIC_UNITS:
+                raise ValueError(f"atomic unit {atomic} is not one of {ATOMIC_UNITS}")
+            return cls(int(run, 16), device, integer(ev["start"], "start", 0, 1 << 52),
+                       integer(ev["length"], "length", 0, 1 << 52), integer(ev["threads"], "threads", 1, 1 << 16),
+                       barrier, integer(ev["batch"], "batch", 1, 1 << 32), atomic,
+                       integer(ev["time_ns"], "time_ns", 0, 1 << 63), dict(preflight))
         except (KeyError, TypeError, ValueError) as e:
-            raise BlkError(f"acks log run header is incomplete ({e})") from None
+            raise BlkError(f"acks log run header is incomplete or damaged ({e})") from None
 
     @property
     def blocks(self) -> range:
@@ -132,8 +157,9 @@ class RunLog:
             return
         if ev["k"] != "ev":
             raise ValueError(f"unknown event kind {ev['k']!r}")
-        t = int(ev["t"])
-        pairs = unflat(ev.get("a", ()))
+        t = integer(ev.get("t"), "time", 0, 1 << 63)
+        pairs = pairs_of(ev, "a")
+        intents = pairs_of(ev, "i")
         for block, gen in pairs:
             old = self.acked.get(block)
             if old is None or gen > old.gen:
@@ -142,44 +168,53 @@ class RunLog:
             self.acks += len(pairs)
             self.first_ack_ns = t if self.first_ack_ns is None else min(self.first_ack_ns, t)
             self.last_ack_ns = t if self.last_ack_ns is None else max(self.last_ack_ns, t)
-        for block, gen in unflat(ev.get("i", ())):
+        for block, gen in intents:
             self.intents.setdefault(block, {}).setdefault(gen, 2 * line_no + 1)
 
 
 def read_runs(path: str) -> list[RunLog]:
     """Every run in an acks log, oldest first.  BlkError when the file is unusable."""
     try:
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise BlkError(f"{path}: no such acks file") from None
     except OSError as e:
         raise BlkError(f"{path}: {e.strerror}") from None
-    if lines and lines[-1] == b"":
-        lines.pop()  # the file ends with a newline, as every complete line does
     runs: list[RunLog] = []
-    for n, raw in enumerate(lines):
+    with f:
         try:
-            ev = decode(raw)
-            if ev["k"] == "run":
-                runs.append(RunLog(RunHeader.from_event(ev)))
-                continue
-            if not runs:
-                raise ValueError("event before any run header")
-            if ev.get("run") != f"{runs[-1].header.run:016x}":
-                raise ValueError("event of another run")
-            runs[-1].add_event(ev, n)
-        except (ValueError, KeyError, TypeError) as e:
-            # A line torn by a crash of the acks side: tolerated only as the last line of a run.
-            nxt = lines[n + 1] if n + 1 < len(lines) else None
-            if nxt is None or _is_header(nxt):
-                if runs:
-                    runs[-1].torn_tail = True
-                continue
-            raise BlkError(f"{path}: line {n + 1} is damaged ({e})") from None
+            it = lines(f)
+            nxt = next(it, None)
+            n = 0
+            while nxt is not None:
+                raw, nxt = nxt, next(it, None)
+                _read_line(runs, raw, n, nxt, path)
+                n += 1
+        except OSError as e:
+            raise BlkError(f"{path}: {e.strerror}") from None
     if not runs:
         raise BlkError(f"{path}: no hwcheck run in this acks file")
     return runs
+
+
+def _read_line(runs: list[RunLog], raw: bytes, n: int, nxt: bytes | None, path: str) -> None:
+    try:
+        ev = decode(raw)
+        if ev["k"] == "run":
+            runs.append(RunLog(RunHeader.from_event(ev)))
+            return
+        if not runs:
+            raise ValueError("event before any run header")
+        if ev.get("run") != f"{runs[-1].header.run:016x}":
+            raise ValueError("event of another run")
+        runs[-1].add_event(ev, n)
+    except (ValueError, KeyError, TypeError) as e:
+        # A line torn by a crash of the acks side: tolerated only as the last line of a run.
+        if nxt is None or _is_header(nxt):
+            if runs:
+                runs[-1].torn_tail = True
+            return
+        raise BlkError(f"{path}: line {n + 1} is damaged ({e})") from None
 
 
 def _is_header(raw: bytes) -> bool:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import BlkError
+from ..errors import BlkError, fail
 
 hwcheck_app = typer.Typer(
     help="Does this disk honour FLUSH and FUA across a power cut? write, cut power, verify.",
@@ -31,9 +31,6 @@ class Barrier(str, Enum):
     none = "none"
 
 
-def _fail(e: BlkError) -> None:
-    typer.echo(f"blkjournal: {e}", err=True)
-    raise typer.Exit(e.exit_code)
 
 
 @contextmanager
@@ -72,7 +69,7 @@ def write(
         with _stop_on_signals() as stop:
             result = run_write(dev, acks, opts, stop=stop, say=lambda m: typer.echo(m), force=force)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     typer.echo(result.summary())
     if result.reason == "sink-error" or (result.reason == "io-error" and result.acked == 0):
         raise typer.Exit(2)
@@ -100,7 +97,7 @@ def verify(
             log.header = dataclasses.replace(log.header, atomic=atomic)
         report = verify_device(dev, log)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     typer.echo(json.dumps(report.to_json(), indent=1) if json_out else render(report))
     raise typer.Exit(report.exit_code)
 
@@ -118,7 +115,7 @@ def listen(
     try:
         listener = Listener(out, bind, port)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     host, actual = listener.address
     typer.echo(f"listening on {host}:{actual}, appending acks to {out}")
     with _stop_on_signals() as stop:
@@ -162,7 +159,7 @@ def vmtrial(
         say = (lambda m: typer.echo(m, err=True)) if json_out else (lambda m: typer.echo(m))
         batch_result = run_trials(specs, workdir=workdir, opts=opts, say=say)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     if json_out:
         typer.echo(json.dumps(batch_result.to_json(), indent=1))
     else:

@@ -13,15 +13,12 @@ from typing import List, Optional
 
 import typer
 
-from blkjournal.errors import BlkError
+from blkjournal.errors import BlkError, fail
 
 vm_app = typer.Typer(help="The qemu guest: a Debian kernel with dm-log-writes and dm-flakey.",
                      no_args_is_help=True)
 
 
-def _fail(e: BlkError) -> None:
-    typer.echo(f"blkjournal: {e}", err=True)
-    raise typer.Exit(e.exit_code)
 
 
 def _recipe():
@@ -42,7 +39,7 @@ def build(refresh: bool = typer.Option(False, help="Ask apt for the newest kerne
     try:
         img = build_guest(refresh=refresh, log=lambda m: typer.echo(m, err=True))
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     info = {"kernel": img.kernel, "initrd": img.initrd, "vmlinuz": img.vmlinuz,
             "kernel_release": img.kernel_release, "package": f"{img.package} {img.package_version}",
             "modules": list(img.modules), "cache": str(cache_root())}
@@ -64,7 +61,7 @@ def shell(disk: List[str] = typer.Option([], "--disk", help="Image file or nbd:u
     try:
         code = shell_guest(disks=_disks(disk), sector_size=sector_size, results_dir=results, memory=memory)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     raise typer.Exit(code)
 
 
@@ -86,7 +83,7 @@ def selftest(sector_size: int = typer.Option(512, help="Logical block size of th
                                   results_dir=os.path.join(tmp, "results"), check=False,
                                   echo=sys.stderr if verbose else None)
         except BlkError as e:
-            _fail(e)
+            raise fail(e)
         out_path = os.path.join(tmp, "results", "selftest.json")
         if os.path.exists(out_path):
             typer.echo(open(out_path).read().rstrip())
@@ -102,7 +99,7 @@ BARRIERS = ("flush", "fua")
 
 def _check_choice(what: str, value: str, choices) -> None:
     if value not in choices:
-        _fail(BlkError(f"unknown {what} {value!r} (one of: {', '.join(map(str, choices))})"))
+        raise fail(BlkError(f"unknown {what} {value!r} (one of: {', '.join(map(str, choices))})"))
 
 
 @vm_app.command()
@@ -129,14 +126,14 @@ def record(protocol: str = typer.Option(..., "--protocol", help="journal | order
     _check_choice("barrier", barrier, BARRIERS)
     _check_choice("sector size", sector_size, SECTOR_SIZES)
     if ops < 1:
-        _fail(BlkError("--ops must be at least 1"))
+        raise fail(BlkError("--ops must be at least 1"))
     try:
         size = size or _recipe().data_size
         rec, res, vm_seconds = record_command(protocol, barrier, ops, seed, sector_size, out, size=size,
                                               timeout=timeout, bound=bound, jobs=jobs, explore=check,
                                               echo=sys.stderr if verbose else None)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     typer.echo(f"{out}: {rec.entries} entries logged by the kernel's dm-log-writes ({protocol}/{barrier}, "
                f"seed {seed}, {ops} ops, sector size {sector_size}); VM {vm_seconds:.1f} s, workload in the "
                f"guest {rec.guest_seconds:.1f} s; sidecar {out}.roles checked entry by entry against the log",
@@ -176,14 +173,14 @@ def flakey(protocol: List[str] = typer.Option(..., "--protocol", help="journal |
     _check_choice("barrier", barrier, BARRIERS)
     _check_choice("sector size", sector_size, SECTOR_SIZES)
     if ops < 1 or cuts < 1 or after < 0:
-        _fail(BlkError("--ops and --cuts must be at least 1, --after at least 0"))
+        raise fail(BlkError("--ops and --cuts must be at least 1, --after at least 0"))
     try:
         size = size or _recipe().data_size
         rows, vm_seconds = flakey_in_vm([Config(p, barrier) for p in dict.fromkeys(protocol)], cuts=cuts,
                                         seed=seed, nops=ops, size=size, sector_size=sector_size, after=after,
                                         timeout=timeout, echo=sys.stderr if verbose else None)
     except BlkError as e:
-        _fail(e)
+        raise fail(e)
     typer.echo(format_table(rows))
     for p in dict.fromkeys(protocol):
         mine = [r for r in rows if r["protocol"] == p]

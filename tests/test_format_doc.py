@@ -1,0 +1,66 @@
+"""docs/format.md matches the code: the documented record sizes are the struct formats' sizes.
+
+The table "Record sizes" is parsed and each row compared with the value computed from the code,
+so a format change that forgets the document fails here (as the object-map entry size, 128 vs 136
+bytes, and the descriptor's missing `prev` once did).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from blkjournal import format as F
+from blkjournal import journal as J
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "format.md")
+
+FROM_CODE = {
+    "common header": F.HEADER.size,
+    "superblock fields": F.Superblock.FMT.size,
+    "object map entry": F.OBJ.size,
+    "object map entries per block": F.OBJ_PER_BLOCK,
+    "origin fields (before the map root)": F.Origin.FMT.size,
+    "origin map root (128 × u64 + 128 × u32)": F.ROOT_SLOTS * 12,
+    "map node (256 × u64 + 256 × u32)": F.FANOUT * 12,
+    "used list link (next u64, next generation u64, next crc u32, pad)": F.UL_NEXT.size,
+    "used list slots per block": F.UL_SLOTS,
+    "bitmap bits per block": F.BITS_PER_BITMAP,
+    "journal superblock fields": F.JournalSuper.FMT.size,
+    "transaction descriptor fields": J.DESC.size,
+    "transaction data entry": J.DATA.size,
+    "transaction record header": J.REC.size,
+}
+
+
+def _doc() -> str:
+    with open(DOC, encoding="utf-8") as f:
+        return f.read()
+
+
+def documented_sizes(text: str) -> dict[str, int]:
+    table = text.split("## Record sizes", 1)[1].split("\n## ", 1)[0]
+    return {m[1].strip(): int(m[2]) for m in re.finditer(r"^\| ([^|]+) \| (\d+) \|$", table, re.M)}
+
+
+def test_documented_record_sizes_match_the_struct_formats():
+    assert documented_sizes(_doc()) == FROM_CODE
+
+
+def test_prose_numbers_match_the_code():
+    text = " ".join(_doc().split())  # prose wraps anywhere
+    assert f"one {F.OBJ.size}-byte entry per file id ({F.OBJ_PER_BLOCK} per block" in text
+    assert f"**Object map entry** ({F.OBJ.size} bytes, {F.OBJ_PER_BLOCK} per block)" in text
+    assert f"{F.UL_SLOTS} u64 slots" in text
+    assert f"{F.BITS_PER_BITMAP:,} bits per block" in text
+    assert f"{F.PAYLOAD} bytes of bits" in text
+    # the descriptor's fields, in struct order
+    fields = re.search(r"holds (seq u64, nblocks u32, .*?), then the stream", text, re.S)[1]
+    names = [w.split()[0] for w in re.sub(r"\(.*?\)", "", fields, flags=re.S).split(",")]
+    assert names == ["seq", "nblocks", "ndata", "nrecords", "prev", "commit", "durable"]
+    assert len(names) == len(J.DESC.format) - 1  # one name per field of "<QIIIIIQ"
+
+
+def test_the_check_fails_on_a_wrong_document():
+    wrong = _doc().replace(f"| object map entry | {F.OBJ.size} |", "| object map entry | 128 |")
+    assert documented_sizes(wrong) != FROM_CODE
