@@ -21,7 +21,7 @@ from fractions import Fraction
 from ..device import BLOCK_SIZE, BlockDevice, Device
 from ..errors import BlkError
 from ..format import BARRIERS, PROTOCOLS, crc32c
-from ..untrusted import json_object, optional_integer, text
+from ..untrusted import integer, json_object, optional_integer, text
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .clusters import cluster_failures
@@ -32,7 +32,7 @@ from .multicrash import DEFAULT_STATES, second_phases
 from .logwrites import read_log
 from .recorder import MAX_NBLOCKS, RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace, mask_code
-from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
+from .workload import (IMAGE_SIZE, MAX_FILE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
                        model_cost, model_states, parse_mark, random_workload, run)
 
 MAX_WORKLOAD_FILE = 64 << 20  # bytes
@@ -71,7 +71,11 @@ def load_workload(log_path: str) -> dict | None:
         w["nblocks"] = optional_integer(w.get("nblocks"), "nblocks", 0, MAX_NBLOCKS)
         if w.get("kernel") is not None:
             text(w["kernel"], "kernel", 256)
-        cost = model_cost(w["ops"])
+        initial = w.get("initial_sizes") or {}
+        if not isinstance(initial, dict) or len(initial) > MAX_OPS:
+            raise ValueError("'initial_sizes' must be an object of file sizes")
+        initial = {text(n, "file name", 256): integer(v, "file size", 0, MAX_FILE + 1) for n, v in initial.items()}
+        cost = model_cost(w["ops"], initial)
         if cost > MODEL_BUDGET:
             raise ValueError(f"its model would need {cost} bytes (at most {MODEL_BUDGET})")
     except (ValueError, TypeError, KeyError) as e:

@@ -104,7 +104,8 @@ def second_phases(workdir: str, res, ops: list, explore_log, save_workload, *, p
             ops = record_phase2(work, log, seed * 1000 + i, small, nops, frozenset(contents) - set(small))
         except BlkError as e:  # the recovery the first phase accepted fails when run for real
             raise BlkError(f"second phase from {st.id}: {e}") from None
-        save_workload(log, protocol, barrier, ops, phase2_of=st.id)
+        save_workload(log, protocol, barrier, ops, phase2_of=st.id,
+                      initial_sizes={n: len(c) for n, c in contents.items()})
         r = explore_log(log, protocol=protocol, ops=ops, seed=seed, barrier=barrier, base=base,
                            initial=contents, **kw)
         r.notes.append(f"second phase from first-phase state {st.id} ({st.point.label}), recovered then "

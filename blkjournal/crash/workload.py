@@ -263,10 +263,11 @@ IMAGE_SIZE = {"grow": 8 << 20, "pressure": 1 << 20, "wrap": 2 << 20, "big": 4 <<
 SEEDED = ("pressure", "wrap", "big")  # named workloads that take the seed
 
 
-def model_cost(ops: list[Operation]) -> int:
-    """Bytes model_states will build, computed from sizes alone; ValueError when an op names a
-    file the model does not have at that point (a workload file that was edited or damaged)."""
-    sizes: dict[str, int] = {}
+def model_cost(ops: list[Operation], initial: dict[str, int] | None = None) -> int:
+    """Bytes model_states will build, computed from sizes alone (`initial`: the sizes of the files a
+    second phase starts with); ValueError when an op names a file the model does not have at that
+    point (a workload file that was edited or damaged)."""
+    sizes: dict[str, int] = dict(initial or {})
     cost = 0
     for k, op in enumerate(ops):
         if op.kind in ("write", "truncate", "delete") and op.name not in sizes:
