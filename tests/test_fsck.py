@@ -15,6 +15,7 @@ import pytest
 from blkjournal import fsck as F
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.errors import CorruptError
+from blkjournal.format import JournalSuper, crc32c
 from blkjournal.store import Store
 
 
@@ -40,15 +41,51 @@ def codes(dev) -> set[str]:
     return fsck(dev).codes()
 
 
-def _write_origin(dev, f) -> None:
-    dev.write(f.origin_block, f.origin().pack())
+def _reseal_fixed(dev, st) -> None:
+    """Under journal the journal superblock records the crc of every object map and bitmap block
+    as the last checkpoint left it (format 2): re-record them, so a home block planted by a test
+    is what the checkpoint wrote, not a stale-block."""
+    if st.sb.protocol != "journal":
+        return
+    j = st.protocol.journal
+    js = JournalSuper.unpack(dev.read(j.jsb_block), j.jsb_block)
+    crcs = tuple(crc32c(dev.read(b)) for b in j.fixed)
+    dev.write(j.jsb_block, dataclasses.replace(js, crcs=crcs).pack(j.jsb_block))
     dev.flush()
+
+
+def _write_objmap(dev, st, fid: int) -> None:
+    home = st.objmap_home(fid)
+    dev.write(home, st.objmap_image(home))
+    _reseal_fixed(dev, st)
+
+
+def _write_origin(dev, st, f) -> None:
+    """f's origin as the store would write it: sealed at its slot with its generation; under
+    journal the object map entry then expects that origin (gen, crc), as a checkpoint leaves it."""
+    dev.write(f.origin_block, f.origin_image())
+    if st.sb.protocol == "journal":
+        f.expect_origin()
+        st.entries[f.fid] = f.entry
+        _write_objmap(dev, st, f.fid)
+    dev.flush()
+
+
+def _write_usedlist(dev, st, f, changed) -> None:
+    """Re-seal f's used list after an in-memory edit of `changed` (a new generation, every link
+    naming its successor's gen and crc), write it in place, then the origin that points at it."""
+    f.gen += 1
+    written, _ = f.ul.commit(f.gen, changed)
+    for lb in written:
+        dev.write(lb, f.ul.image(lb))
+    _write_origin(dev, st, f)
 
 
 def _write_bitmap(dev, st) -> None:
     for home in st.freelist.homes():
         dev.write(home, st.freelist.image(home))
     dev.flush()
+    _reseal_fixed(dev, st)
 
 
 def _free_block(st) -> int:
@@ -67,7 +104,7 @@ def test_owned_twice(tmp_path):
     a, b = st.lookup("a"), st.lookup("b")
     blk, crc = a.map.lookup(0)
     b.map.root_blocks[0], b.map.root_crcs[0] = blk, crc  # b's block 0 is now a's block 0
-    _write_origin(dev, b)
+    _write_origin(dev, st, b)
     assert F.OWNED_TWICE in codes(dev)
     assert "owned twice" in fsck(dev).verdict()
 
@@ -95,8 +132,7 @@ def test_bitmap_leak(tmp_path):
 def test_unlisted(tmp_path):
     dev, st = _store(tmp_path, "ordered")
     a = st.lookup("a")
-    for lb in a.ul.remove([a.map.lookup(2)[0]]):
-        dev.write(lb, a.ul.image(lb))
+    _write_usedlist(dev, st, a, a.ul.remove([a.map.lookup(2)[0]]))
     assert codes(dev) == {F.UNLISTED}
 
 
@@ -104,8 +140,7 @@ def test_used_list_leak(tmp_path):
     dev, st = _store(tmp_path, "ordered")
     a = st.lookup("a")
     changed, _ = a.ul.add([_free_block(st)], lambda: pytest.fail("no chain block needed"))
-    for lb in changed:
-        dev.write(lb, a.ul.image(lb))
+    _write_usedlist(dev, st, a, changed)
     assert codes(dev) == {F.LEAK}
 
 
@@ -121,7 +156,7 @@ def test_bad_pointer(tmp_path):
     dev, st = _store(tmp_path)
     b = st.lookup("b")
     b.map.root_blocks[1] = st.sb.nblocks + 5
-    _write_origin(dev, b)
+    _write_origin(dev, st, b)
     assert F.BAD_POINTER in codes(dev)
 
 
@@ -137,8 +172,7 @@ def test_duplicate_name(tmp_path):
     dev, st = _store(tmp_path)
     fid = st.names["b"]
     st.entries[fid] = dataclasses.replace(st.entries[fid], name="a")
-    home = st.objmap_home(fid)
-    dev.write(home, st.objmap_image(home))
+    _write_objmap(dev, st, fid)
     assert codes(dev) == {F.DUP_NAME}
 
 
