@@ -17,7 +17,7 @@ import struct
 
 import pytest
 
-from blkjournal.device import BLOCK_SIZE, Device
+from blkjournal.device import Device
 from blkjournal.format import FANOUT, HDR, WEAK_ENV, Origin
 from blkjournal.store import Store
 
@@ -334,7 +334,7 @@ def test_two_map_entries_naming_one_data_block(store, tmp_path):
     assert runs[("ls",)].code == 2 and "already uses" in runs[("ls",)].err
     rep = json.loads(runs[("fsck", "--json")].out)
     assert "owned-twice" in {f["code"] for f in rep["findings"]}, rep
-    w = writers_hold(img, tmp_path)
+    writers_hold(img, tmp_path)  # every writer keeps the contract (asserted inside)
     copy = str(tmp_path / "t.img")
     shutil.copyfile(img, copy)
     with detection(True):

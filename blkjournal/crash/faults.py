@@ -43,7 +43,6 @@ read-error).  `fault_at` pins the crash point (and optionally the block and the 
 
 from __future__ import annotations
 
-import errno
 import multiprocessing
 import random
 import re

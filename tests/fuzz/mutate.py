@@ -241,7 +241,7 @@ def acks_line(obj) -> bytes:
 def mutate_log(raw: bytes, p: Provider) -> bytes:
     """1..3 changes to header fields of the log superblock or an entry (sector, nr_sectors, flags,
     data_len), or a byte anywhere; entries are found by walking the log as the reader would."""
-    from blkjournal.crash.logwrites import ENTRY, SUPER, parse_log
+    from blkjournal.crash.logwrites import parse_log
 
     log = bytearray(raw)
     try:
