@@ -170,3 +170,15 @@ def test_torn_sector_classes_agree_with_brute_force(tmp_path):
                            multi_crash=0)
         untorn, _ = crashtest(str(tmp_path), protocol="ordered", nops=40, seed=0, multi_crash=0)
     assert not res.ok and untorn.ok
+
+
+def test_big_workload_explores_past_the_workload_file_budget(tmp_path):
+    """The `big` workload's model (a 128 MiB sparse file, rewritten by several ops: ~270 MB) is over
+    the budget an untrusted workload file may claim; crashtest passes its own ops, so the file beside
+    its log is read for protocol and size only and the run is explored, not refused."""
+    from blkjournal.crash.workload import MODEL_BUDGET, NAMED, model_cost
+
+    assert model_cost(NAMED["big"](0)) > MODEL_BUDGET  # else this test shows nothing
+    res, _ = crashtest(str(tmp_path), protocol="ordered", barrier="flush", workload="big", jobs=1,
+                       multi_crash=0)
+    assert res.ok and res.states_checked > 0 and res.coverage == 1

@@ -48,9 +48,11 @@ def save_workload(log_path: str, protocol: str, barrier: str, ops: list[Operatio
         json.dump({"protocol": protocol, "barrier": barrier, "ops": [o.to_json() for o in ops], **extra}, f)
 
 
-def load_workload(log_path: str) -> dict | None:
+def load_workload(log_path: str, *, model_budget: int | None = MODEL_BUDGET) -> dict | None:
     """The workload file beside a log, every field checked (BlkError names the file and the fault);
-    None when there is none."""
+    None when there is none.  `model_budget` bounds the model its ops would build; None when the
+    caller has its own ops (its own workload, as crashtest's big one: ~270 MB of model) and uses
+    the file only for protocol, barrier and size."""
     path = workload_path(log_path)
     try:
         with open(path, "rb") as f:
@@ -76,8 +78,8 @@ def load_workload(log_path: str) -> dict | None:
             raise ValueError("'initial_sizes' must be an object of file sizes")
         initial = {text(n, "file name", 256): integer(v, "file size", 0, MAX_FILE + 1) for n, v in initial.items()}
         cost = model_cost(w["ops"], initial)
-        if cost > MODEL_BUDGET:
-            raise ValueError(f"its model would need {cost} bytes (at most {MODEL_BUDGET})")
+        if model_budget is not None and cost > model_budget:
+            raise ValueError(f"its model would need {cost} bytes (at most {model_budget})")
     except (ValueError, TypeError, KeyError) as e:
         raise BlkError(f"{path}: not a workload file ({e})") from None
     return w
@@ -524,7 +526,7 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     t0 = time.monotonic()
     log = read_log(log_path)
     sc = read_sidecar(sidecar_path(log_path)) if os.path.exists(sidecar_path(log_path)) else None
-    w = load_workload(log_path)
+    w = load_workload(log_path, model_budget=MODEL_BUDGET if ops is None else None)
     if ops is None and w is not None:
         ops = w["ops"]
     protocol = protocol or (w or {}).get("protocol")
