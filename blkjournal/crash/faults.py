@@ -56,7 +56,8 @@ from ..format import block_type
 from ..fsck import fsck
 from ..store import Store
 from .check import model_kind, GLOBAL
-from .workload import model_states, parse_mark
+from .workfile import load_workload
+from .workload import MKFS_MARK, model_states, parse_mark
 
 KINDS = ("misdirect", "lost-write", "bitrot", "read-error", "garbage")
 WRITE_FAULTS = ("misdirect", "lost-write", "garbage")
@@ -280,7 +281,6 @@ class FaultSpace:
     @classmethod
     def from_log(cls, log_path: str, ops=None) -> "FaultSpace":
         """The crash points after mkfs of a recorded run (as explore_log takes them)."""
-        from .explore import MKFS_MARK, load_workload
         from .states import load
 
         space = load(log_path)
