@@ -79,19 +79,8 @@ def test_equivalence_classes_agree_with_brute_force(tmp_path):
         record(str(tmp_path / "img"), log, protocol, "flush", ops, size=2 << 20)
         res = explore_log(log)
         space = CrashSpace(read_log(log), read_sidecar(sidecar_path(log)))
-        models = model_states(ops)
-        bad = set()
-        for p in res.points:
-            pi = p[0]
-            if len(space.free_writes(pi)) > 9:
-                continue
-            for st in space.iter_states([pi]):
-                contents, err, _ = recover_and_read(st.overlay())
-                ok = contents is not None and judge(contents, models, ex._window(space.points[pi], len(ops)),
-                                                    model_kind(protocol)).legal
-                if not ok:
-                    bad.add(pi)
         small = {p[0] for p in res.points if len(space.free_writes(p[0])) <= 9}
+        bad = _brute_force_illegal(space, small, ops, protocol)
         assert bad == set(res.failing_points) & small, protocol
         if protocol == "none":
             assert bad
@@ -148,20 +137,8 @@ def test_torn_sector_classes_agree_with_brute_force(tmp_path):
         res = explore_log(log, torn=True)
         assert res.coverage == 1.0
         space = CrashSpace(read_log(log), read_sidecar(sidecar_path(log)), torn=True, bound=1 << 12)
-        models = model_states(ops)
-        bad, small = set(), set()
-        for p in res.points:
-            pi = p[0]
-            if sum(w.n for w in space.free_writes(pi)) > 8:
-                continue
-            small.add(pi)
-            for st in space.iter_states([pi]):
-                contents, err, _ = recover_and_read(st.overlay())
-                ok = contents is not None and judge(contents, models, ex._window(space.points[pi], len(ops)),
-                                                    model_kind(protocol)).legal
-                if not ok:
-                    bad.add(pi)
-        assert small and bad == set(res.failing_points) & small, protocol
+        small = {p[0] for p in res.points if sum(w.n for w in space.free_writes(p[0])) <= 8}
+        assert small and _brute_force_illegal(space, small, ops, protocol) == set(res.failing_points) & small, protocol
     # and the sector search does find torn-only failures: the in-place origin mutant
     from tests.mutants import applied, by_name
 
@@ -182,3 +159,16 @@ def test_big_workload_explores_past_the_workload_file_budget(tmp_path):
     res, _ = crashtest(str(tmp_path), protocol="ordered", barrier="flush", workload="big", jobs=1,
                        multi_crash=0)
     assert res.ok and res.states_checked > 0 and res.coverage == 1
+
+
+def _brute_force_illegal(space, points, ops, protocol) -> set:
+    """The crash points among `points` with an illegal state, checking every state one by one."""
+    models = model_states(ops)
+    bad = set()
+    for pi in points:
+        for st in space.iter_states([pi]):
+            contents, _, _ = recover_and_read(st.overlay())
+            if contents is None or not judge(contents, models, ex._window(space.points[pi], len(ops)),
+                                             model_kind(protocol)).legal:
+                bad.add(pi)
+    return bad

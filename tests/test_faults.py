@@ -19,7 +19,8 @@ import pytest
 
 from blkjournal.crash import faults as F
 from blkjournal.crash.check import model_kind
-from blkjournal.crash.explore import explore_log, load_workload, make_ops, record
+from blkjournal.crash.explore import explore_log, make_ops, record
+from blkjournal.crash.workfile import load_workload
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.errors import BlkError, DeviceReadError
 from blkjournal.format import VERSION

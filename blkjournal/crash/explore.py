@@ -32,7 +32,7 @@ from .recorder import RecordingDevice, read_sidecar, sidecar_path
 from .states import DEFAULT_BOUND, CrashSpace, mask_code
 from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
                        model_states, parse_mark, random_workload, run)
-from .workfile import load_workload, save_workload, workload_path  # noqa: F401 - workload_path: callers' import
+from .workfile import load_workload, save_workload
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:

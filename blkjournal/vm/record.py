@@ -243,7 +243,7 @@ class Recorded:
 def record_in_vm(runs: list[Run], *, sector_size: int = 512, timeout: float = 300, workdir: str | None = None,
                  echo=None, log_slice: int | None = None) -> tuple[list[Recorded], float]:
     """Record every run in one boot; returns (per run results, seconds the VM took)."""
-    from blkjournal.crash.explore import save_workload
+    from blkjournal.crash.workfile import save_workload
     from blkjournal.vm.qemu import Disk, run_scenario
 
     if not runs:

@@ -93,7 +93,8 @@ def image_owned() -> tuple[tuple[int, ...], ...]:
 @functools.lru_cache(maxsize=None)
 def crash_log() -> dict[str, bytes]:
     """A recorded crash-test run: {"log", "roles", "workload"} file contents."""
-    from blkjournal.crash.explore import record, workload_path
+    from blkjournal.crash.explore import record
+    from blkjournal.crash.workfile import workload_path
     from blkjournal.crash.recorder import sidecar_path
     from blkjournal.crash.workload import random_workload
 
