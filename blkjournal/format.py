@@ -37,7 +37,8 @@ from .device import BLOCK_SIZE
 from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
-VERSION = 2  # 2: the header names the block's address and generation; pointers carry crc + gen
+VERSION = 3  # 2: the header names the block's address and generation; pointers carry crc + gen;
+# 3: an origin's every sector carries its own crc (a torn origin write is told from bit rot)
 HEADER = struct.Struct("<4sHHIQQ")  # magic, type, version, crc32c, own block number, generation
 HDR = HEADER.size
 PAYLOAD = BLOCK_SIZE - HDR
@@ -76,6 +77,21 @@ def header(raw: bytes) -> tuple:
     return HEADER.unpack_from(raw)
 
 
+SECTOR = 512
+SECTOR_DATA = SECTOR - 4  # the rest of a sector of a sector-framed block: its own crc32c
+FRAMED = (T_ORIGIN,)  # block types whose every sector carries its own crc (see frame())
+
+
+def whole_crc(raw, btype: int) -> int:
+    """The block's own crc: crc32c of the block with the crc field zeroed (a sector-framed block's
+    sector 0 crc zeroed too: it covers the block crc, see frame())."""
+    body = bytearray(raw)
+    body[8:12] = b"\0\0\0\0"
+    if btype in FRAMED:
+        body[SECTOR_DATA:SECTOR] = b"\0\0\0\0"
+    return crc32c(body)
+
+
 def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None,
           whole: bool = True) -> memoryview:
     """Verify a metadata block read from block `where` and return its payload.
@@ -95,9 +111,7 @@ def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, c
         raise CorruptError(f"block {where}: {name} has unsupported format version {version} (want {VERSION})")
     if t != btype:
         raise CorruptError(f"block {where}: expected {name}, found type {TYPE_NAMES.get(t, t)}")
-    body = bytearray(raw)
-    body[8:12] = b"\0\0\0\0"
-    if whole and crc32c(body) != own:
+    if whole and whole_crc(raw, btype) != own:
         raise CorruptError(f"block {where}: {name} checksum mismatch")
     if weak_detection():
         return memoryview(raw)[HDR:]
@@ -111,6 +125,49 @@ def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, c
         raise StaleBlockError(f"block {where}: stale-block: {name} (generation {bgen}) is not the "
                               f"version its pointer expects")
     return memoryview(raw)[HDR:]
+
+
+NSECT = BLOCK_SIZE // SECTOR
+FRAMED_PAYLOAD = NSECT * SECTOR_DATA - HDR  # 4036 bytes
+
+
+def _framed_crc(body, block: int, s: int) -> int:
+    return crc32c(bytes(body[s * SECTOR:s * SECTOR + SECTOR_DATA]) + struct.pack("<QI", block, s))
+
+
+def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
+    """A sector-framed metadata block (origins, format 3): header and payload spread over the first
+    508 bytes of each 512-byte sector, each sector ending in the crc32c of those 508 bytes followed
+    by the block number and sector index.  Sectors 1..7 are framed first, then the block crc (over
+    everything but itself and sector 0's crc), then sector 0, whose crc covers the block crc.  So a
+    write torn at sector boundaries leaves every sector passing its own crc (each old or new) while
+    the block crc fails, and bit rot anywhere -- the block crc field included -- makes the sector it
+    hits fail its own: recovery can tell an interrupted write from damage (framed_damage)."""
+    if len(payload) > FRAMED_PAYLOAD:
+        raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a framed block")
+    logical = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload
+    body = bytearray(BLOCK_SIZE)
+    for s in range(NSECT):
+        chunk = logical[s * SECTOR_DATA:(s + 1) * SECTOR_DATA]
+        body[s * SECTOR:s * SECTOR + len(chunk)] = chunk
+    for s in range(1, NSECT):
+        struct.pack_into("<I", body, s * SECTOR + SECTOR_DATA, _framed_crc(body, block, s))
+    struct.pack_into("<I", body, 8, whole_crc(body, btype))
+    struct.pack_into("<I", body, SECTOR_DATA, _framed_crc(body, block, 0))
+    return bytes(body)
+
+
+def unframe(raw) -> bytes:
+    """The header and payload of a sector-framed block, the sector crcs taken out."""
+    return b"".join(bytes(raw[s * SECTOR:s * SECTOR + SECTOR_DATA]) for s in range(NSECT))
+
+
+def framed_damage(raw, block: int) -> tuple[int, ...]:
+    """The sectors of a sector-framed block (read from `block`) that fail their own crc.  None
+    failing while the block crc fails: a torn write.  All failing: no framed block of this address
+    (never written here, or overwritten whole).  Some: damage (bit rot, garbage sectors)."""
+    return tuple(s for s in range(NSECT)
+                 if struct.unpack_from("<I", raw, s * SECTOR + SECTOR_DATA)[0] != _framed_crc(raw, block, s))
 
 
 def block_type(raw: bytes) -> int | None:
@@ -169,7 +226,6 @@ class Superblock:
 
 # --- object map: file id -> origin slots (+ the name: the flat namespace lives in the same entry) ---
 OBJ = struct.Struct("<QQQQIH110s")  # origin slot a, slot b, birth, origin gen, origin crc, name length, name
-SECTOR = 512
 OBJ_PER_SECTOR = 3  # (512 - 4) // 148, and 3 fit after the header in sector 0 too
 OBJ_PER_BLOCK = OBJ_PER_SECTOR * (BLOCK_SIZE // SECTOR)  # 24
 _EMPTY_ENTRY = bytes(OBJ.size)  # an entry never used
@@ -310,12 +366,13 @@ class Origin:
     def pack(self, block: int) -> bytes:
         head = self.FMT.pack(self.file_id, self.birth, self.gen, self.size, self.mtime_ns, self.usedlist,
                              self.ul_gen, self.ul_crc, self.height)
-        return seal(T_ORIGIN, head + array("Q", self.root_blocks).tobytes() + array("I", self.root_crcs).tobytes(),
-                    block, self.gen)
+        return frame(T_ORIGIN, head + array("Q", self.root_blocks).tobytes() + array("I", self.root_crcs).tobytes(),
+                     block, self.gen)
 
     @classmethod
     def unpack(cls, raw, where="?", *, gen=None, crc=None) -> "Origin":
-        p = check(raw, T_ORIGIN, where, gen=gen, crc=crc)
+        check(raw, T_ORIGIN, where, gen=gen, crc=crc)
+        p = unframe(raw)[HDR:]
         fid, birth, gen, size, mtime, ul, ul_gen, ul_crc, height = cls.FMT.unpack_from(p)
         o = cls.FMT.size
         blocks = array("Q", bytes(p[o:o + 8 * ROOT_SLOTS]))

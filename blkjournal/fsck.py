@@ -17,6 +17,7 @@ from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, Map
 from .blockmap import BlockMap
 from .journal import DESC
 from .op import Op
+from .originslots import choose
 from .store import Store
 
 # finding codes, in seed B's terms where one applies
@@ -195,6 +196,14 @@ def fsck(dev: BlockDevice) -> Report:
                 continue
             if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best.gen):
                 best = o
+        if ordered:  # a torn slot is debris; a damaged one is named (originslots.py says when it is damage)
+            try:
+                for d in choose(fid, e, read)[1]:
+                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {d.message()}: an older origin "
+                                    f"(generation {d.gen}) than the file's", [d.block])
+            except CorruptError as err:
+                if err.fault == CHECKSUM:
+                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", slots)
         if best is None:
             r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
             continue

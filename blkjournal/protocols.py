@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import ObjEntry, Origin, crc32c, weak_detection
+from .format import ObjEntry, crc32c, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
+from .originslots import blanks, choose
 
 MAX_RUN = 1024  # blocks per device write (4 MiB)
 
@@ -413,8 +414,14 @@ class OrderedProtocol(Protocol):
         # Phase A: the used lists, copy-on-write (fresh blocks only).  Under flush no barrier of
         # its own: B's flush orders them before the origin, which is all that matters.
         ul = self.seal(op, changed | new, gen)
-        self.phase({b: self._ul_image(b) for b in ul}, op.roles, durable=True, site="A used-list entries",
-                   why=op.name)
+        first = {b: self._ul_image(b) for b in ul}
+        for fid in op.created:  # framed blanks in both origin slots: a torn origin write is then told from rot
+            f = st.files.get(fid)
+            if f is not None:
+                for b, img in blanks(fid, f.entry, gen).items():
+                    first[b] = img
+                    op.roles.setdefault(b, f"origin slot of file {fid} (blank)")
+        self.phase(first, op.roles, durable=True, site="A used-list entries", why=op.name)
         # Phase B: data and the new map nodes it hangs from.
         blocks = dict(op.data)
         for b in op.fresh | op.meta:
@@ -472,22 +479,11 @@ class OrderedProtocol(Protocol):
     def choose_origin(self, fid: int, e: ObjEntry, read):
         """The newest valid origin slot that belongs to this file (birth matches), or None.
 
-        A slot failing its crc is what a torn origin write leaves: the other slot is the file.
-        A slot that cannot be read, or holds another block's write, may have held the newest
-        origin: taking the other would roll the file back unnoticed, so the file is refused."""
-        best = None
-        for slot, b in enumerate((e.origin_a, e.origin_b)):
-            if not b:
-                continue
-            try:
-                o = Origin.unpack(read(b), b)
-            except CorruptError as err:
-                if err.fault != "checksum":
-                    raise type(err)(f"origin slot {b}: {err}") from None
-                continue
-            if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best[1].gen):
-                best = (slot, o)
-        return best
+        A slot failing its crc with every sector passing its own is what a torn origin write
+        leaves: the other slot is the file.  A slot that cannot be read, holds another block's
+        write, or is damaged (a sector failing its own crc) while it may have held the newest
+        origin would roll the file back unnoticed, so the file is refused (originslots.py)."""
+        return choose(fid, e, read)[0]
 
     def recover(self, write: bool = True, strict: bool = True) -> list[str]:
         """Newest origin per file; freelist rebuilt from what the files own, before anything is

@@ -3,12 +3,14 @@
 One `put` of a new 1-block file + `sync` (what `blkjournal put` does after opening):
     journal/flush  2 writes (data + 1 journal block), 1 flush           -- the physical minimum
     journal/fua    2 FUA writes, 0 flushes
-    ordered/flush  5 writes (used-list head, data, origin, object map, bitmap), 2 flushes: one after
-                   the data (it orders the used-list entry and the data before the origin) and
+    ordered/flush  5 writes = 7 blocks (the two origin slots' blanks with the used-list head in one
+                   run, data, origin, object map, bitmap), 2 flushes: one after the data (it
+                   orders the used-list entry, the blanks and the data before the origin) and
                    the sync's.  Phase A has no flush of its own: data goes to fresh blocks and
                    recovery frees what no durable origin reaches, so B's flush is enough.
-    ordered/fua    5 writes of which 4 FUA (the bitmap is a hint recovery rebuilds: plain), 0 flushes
-    none           5 writes, 0 flushes, 0 FUA
+    ordered/fua    5 writes = 7 blocks, of which 4 FUA (the bitmap is a hint recovery rebuilds:
+                   plain), 0 flushes
+    none           6 writes (its elevator issues one per block, slot a's blank and origin as one), no barrier
 A synced 4 KiB append to an existing file:
     journal/flush  2 writes = 8192 bytes (1 data + 1 journal block), 1 flush
     ordered/flush  4 writes (used-list entry, data, origin, bitmap), 2 flushes; fua: 3 FUA + bitmap plain
@@ -29,13 +31,13 @@ import pytest
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.store import Store
 
-PUT = {  # (writes, flushes, fua_writes)
+PUT = {  # (writes, flushes, fua_writes[, blocks written when not one per write])
     ("journal", "flush"): (2, 1, 0),
     ("journal", "fua"): (2, 0, 2),
-    ("ordered", "flush"): (5, 2, 0),
-    ("ordered", "fua"): (5, 0, 4),
-    ("none", "flush"): (5, 0, 0),
-    ("none", "fua"): (5, 0, 0),
+    ("ordered", "flush"): (5, 2, 0, 7),
+    ("ordered", "fua"): (5, 0, 4, 7),
+    ("none", "flush"): (6, 0, 0),
+    ("none", "fua"): (6, 0, 0),
 }
 APPEND = {
     ("journal", "flush"): (2, 1, 0),
@@ -56,10 +58,10 @@ def _fresh(path: str, protocol: str, barrier: str, *, create_size=None) -> Devic
 
 
 def _expect(counters, want) -> None:
-    writes, flushes, fua = want
+    writes, flushes, fua, *blocks = want
     got = counters.snapshot()
-    assert (got["writes"], got["flushes"], got["fua_writes"]) == want, got
-    assert got["bytes_written"] == writes * BLOCK_SIZE, got
+    assert (got["writes"], got["flushes"], got["fua_writes"]) == (writes, flushes, fua), got
+    assert got["bytes_written"] == (blocks[0] if blocks else writes) * BLOCK_SIZE, got
     assert got["discards"] == 0
 
 

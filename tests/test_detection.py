@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from dataclasses import replace
 import struct
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from blkjournal.crash.explore import crashtest
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
-from blkjournal.format import WEAK_ENV, UsedListBlock, crc32c
+from blkjournal.format import VERSION, WEAK_ENV, Origin, UsedListBlock, crc32c
 from blkjournal.fsck import MISDIRECTED, STALE, UNLISTED, fsck
 from blkjournal.store import Store
 from cliutil import cli
@@ -168,17 +169,19 @@ def test_a_stale_used_list_block_is_a_stale_block(image, weak):
         assert STALE not in codes and UNLISTED in codes
 
 
-def test_a_format_1_image_is_refused(image):
+@pytest.mark.parametrize("old", [1, 2])
+def test_an_older_format_image_is_refused(image, old):
+    """Format 1 (no address/generation checks) and 2 (origins without sector crcs) are refused."""
     assert cli("mkfs", image, "--size", "4M").code == 0
     sb = bytearray(_raw(image, 0))
-    sb[6:8] = struct.pack("<H", 1)
+    sb[6:8] = struct.pack("<H", old)
     sb[8:12] = bytes(4)
     sb[8:12] = struct.pack("<I", crc32c(bytes(sb)))
     _raw(image, 0, bytes(sb))
     r = one_line_error(cli("ls", image))
-    assert r.code == 2 and "a format 1 store; this blkjournal reads format 2 only" in r.err
+    assert r.code == 2 and f"a format {old} store; this blkjournal reads format {VERSION} only" in r.err
     with Device(image, readonly=True) as d:
-        with pytest.raises(CorruptError, match="format 1"):
+        with pytest.raises(CorruptError, match=f"format {old}"):
             fsck(d)
 
 
@@ -311,3 +314,75 @@ def test_ordered_recovery_allocates_only_after_rebuilding_the_freelist(image, we
     with Device(image, readonly=True) as d:
         assert fsck(d).clean
         assert crc32c(_raw(image, Store.open(d, recover=False).lookup("f").ul.head)) != crc
+
+
+def _flip(img: str, b: int, byte: int) -> None:
+    raw = bytearray(_raw(img, b))
+    raw[byte] ^= 0x10
+    _raw(img, b, bytes(raw))
+
+
+def _two_versions(image):
+    """ordered: f written three times (newest origin in one slot, the one before in the other),
+    g untouched.  Returns (newest slot, older slot)."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "ordered", "flush")
+        s.put("g", b"g" * 100)
+        for v in b"123":
+            s.put("f", bytes([v]) * 3000)
+        s.close()
+    with Device(image, readonly=True) as d:
+        f = Store.open(d, recover=False).lookup("f")
+        e = f.entry
+        return f.origin_block, (e.origin_b if f.origin_block == e.origin_a else e.origin_a)
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_a_torn_origin_write_is_a_crash_a_rotted_origin_is_damage(image, weak, cut):
+    """ordered, format 3: an origin write torn at sector `cut` (each sector old or new) is a crash's
+    debris -- the other slot is the file and fsck is clean -- while bit rot in the newest slot,
+    anywhere (its block crc field too), refuses the file by name instead of rolling it back.  With
+    BLKJOURNAL_WEAK_DETECTION=1 the rot passes for a torn write: the file silently one version back."""
+    new, old = _two_versions(image)
+    newest = _raw(image, new)
+    o = Origin.unpack(newest, new)  # the next write, into the older slot (sectors 0..3 all new), torn
+    nxt = replace(o, gen=o.gen + 1, size=7, root_crcs=tuple(c ^ 1 for c in o.root_crcs)).pack(old)
+    before = _raw(image, old)
+    torn = nxt[:cut * 512] + before[cut * 512:]
+    assert torn not in (nxt, before)  # the tear really mixes two versions
+    _raw(image, old, torn)
+    with Device(image, readonly=True) as d:
+        assert fsck(d).clean, fsck(d).findings
+        assert Store.open(d, recover=False).read("f") == b"3" * 3000
+    for byte in (9, 100, 2000, 4095, 508):  # the block crc, sector 0, sector 3, sector 7's crc; sector 0's crc
+        _raw(image, new, newest)
+        _flip(image, new, byte)
+        with Device(image, readonly=True) as d:
+            if byte == 508:  # the block crc covers all but itself and this one: the origin is intact
+                assert fsck(d).clean and Store.open(d, recover=False).read("f") == b"3" * 3000
+                continue
+            assert "checksum" in fsck(d).codes(), byte
+            s, _ = Store.inspect(d)
+            assert s.read("g") == b"g" * 100
+            with pytest.raises(CorruptError, match=rf"origin slot {new}: sector {byte // 512} fails its own crc"):
+                s.read("f")
+    _raw(image, old, before)  # the other slot the file one version back; the newest rotted
+    _raw(image, new, newest)
+    _flip(image, new, 2000)
+    with Device(image, readonly=True) as d:
+        with pytest.raises(CorruptError, match="sector 3 fails its own crc"):
+            Store.open(d, recover=False)
+    weak()
+    with Device(image, readonly=True) as d:
+        assert fsck(d).clean and Store.open(d, recover=False).read("f") == b"2" * 3000  # silently rolled back
+
+
+def test_rot_in_the_older_origin_slot_is_named_and_the_file_stands(image):
+    """A sector of the older slot fails while its sector 0 shows the older generation: fsck names
+    it (`checksum`), the file reads back as its newest origin says."""
+    new, old = _two_versions(image)
+    _flip(image, old, 2000)
+    with Device(image, readonly=True) as d:
+        r = fsck(d)
+        assert [f.code for f in r.findings] == ["checksum"] and f"origin slot {old}: sector 3" in r.findings[0].message
+        assert Store.open(d, recover=False).read("f") == b"3" * 3000

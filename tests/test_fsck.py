@@ -61,8 +61,12 @@ def _write_objmap(dev, st, fid: int) -> None:
 
 
 def _write_origin(dev, st, f) -> None:
-    """f's origin as the store would write it: sealed at its slot with its generation; under
-    journal the object map entry then expects that origin (gen, crc), as a checkpoint leaves it."""
+    """f's origin as the store would write it: sealed with its generation, under ordered into the
+    other slot (the slots alternate: one never written since the file's creation would read as
+    damaged); under journal the object map entry then expects that origin (gen, crc), as a
+    checkpoint leaves it."""
+    if st.sb.protocol != "journal":
+        f.slot ^= 1
     dev.write(f.origin_block, f.origin_image())
     if st.sb.protocol == "journal":
         f.expect_origin()

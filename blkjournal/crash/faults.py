@@ -559,13 +559,40 @@ def rollback_point(fs: FaultSpace, f: Fault) -> tuple[int, tuple] | None:
     return p2, combo
 
 
-def same_image(a: BlockDevice, b: BlockDevice) -> bool:
-    step = 64
+def differing_blocks(a: BlockDevice, b: BlockDevice) -> list[int]:
+    """The blocks where two images differ."""
+    step, out = 64, []
     for blk in range(0, a.nblocks, step):
         n = min(step, a.nblocks - blk)
-        if a.read(blk, n) != b.read(blk, n):
-            return False
-    return True
+        ra, rb = a.read(blk, n), b.read(blk, n)
+        if ra != rb:
+            out += [blk + i for i in range(n) if ra[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE] != rb[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]]
+    return out
+
+
+def meaningful_blocks(dev: BlockDevice) -> set[int] | None:
+    """The blocks the store's format gives meaning to in the (legal, fault-free) image `dev`: every
+    block below the data area (superblock, journal, object map, bitmap) and every block a file
+    references or lists (origin slots, used-list chain and entries, map nodes, data), as recovery
+    (not written back) leaves them.  None if the image does not open."""
+    try:
+        return Store.open(dev, recover=False).owned_blocks()
+    except BlkError:
+        return None
+
+
+def rollback_equivalent(fs: FaultSpace, f: Fault, faulted: BlockDevice, honest: BlockDevice) -> str | None:
+    """Why the faulted image is, to any design, the legal crash image `honest` (or None): equal on
+    every block the format gives meaning to there; the blocks that differ are free in it (user
+    data is stored raw and free space is never read at recovery), docs/faults.md."""
+    diff = differing_blocks(faulted, honest)
+    if not diff:
+        return "the image is byte for byte"
+    meant = meaningful_blocks(honest)
+    if meant is None or meant.intersection(diff):
+        return None
+    return f"the image differs only in blocks free there ({len(diff)}: {', '.join(map(str, diff[:6]))}" \
+           f"{' ...' if len(diff) > 6 else ''}), else it is"
 
 
 # ---------------------------------------------------------------- checking
@@ -609,9 +636,10 @@ def judge_fault(fs: FaultSpace, f: Fault, kind: str, cache: dict | None = None) 
         if rb is not None:
             p2, combo2 = rb
             honest = fs.space.state_from_combo(p2, combo2).overlay()
-            if same_image(inject(fs, f), honest) and acceptable(ob, fs.models, fs.window(p2), kind)[0]:
+            how = rollback_equivalent(fs, f, inject(fs, f), honest)
+            if how and acceptable(ob, fs.models, fs.window(p2), kind)[0]:
                 row.update(outcome="undetectable",
-                           reason=f"the image is a legal fault-free crash state at point {p2} "
+                           reason=f"{how} a legal fault-free crash state at point {p2} "
                                   f"(before write seq {f.seq} was durable)")
                 return row
     row.update(outcome="silent_corruptions", reason=reason)
@@ -636,7 +664,6 @@ def explore_faults(space, ops, protocol: str, *, kinds, samples: int = DEFAULT_S
             at = ":".join(str(x) for x in fault_at if x is not None) if fault_at else None
             out["notes"].append(f"{kind}: no candidate target" + (f" at --fault-at {at}" if at else ""))
         rows = _run(fs, faults, model_kind(protocol), jobs)
-        shown = 0
         shown = 0
         cands = fs.candidates_total(kind)
         pairs = {(f.point, f.block, f.seq) for f in faults}
