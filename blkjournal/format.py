@@ -12,7 +12,7 @@ there" from "the data is really there" (seed B's crash case 6).
 BLKJOURNAL_WEAK_DETECTION=1 (test-only) turns off what format 2 added -- the address and generation
 checks, the crcs carried by used-list, origin, map-node and journal-superblock pointers, and the
 generation evidence recovery uses (a journal descriptor's `durable`, an object map entry's
-creation generation) -- and keeps every block's own crc and the data crcs: detection as format 1
+creation generation), and the origin sector crcs' verdict of damage (originslots.py) -- and keeps every block's own crc and the data crcs: detection as format 1
 had it, so the fault explorer can show that the checks it turns off are what catch misdirected
 and lost writes.
 
@@ -145,14 +145,19 @@ def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
     hits fail its own: recovery can tell an interrupted write from damage (framed_damage)."""
     if len(payload) > FRAMED_PAYLOAD:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a framed block")
-    logical = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload
+    return reframe(HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload, block)
+
+
+def reframe(logical: bytes, block: int) -> bytes:
+    """Spread a framed block's header and payload (as unframe returns them) over the sectors of
+    block `block` and fill in every crc (frame's second half; test image editors use it too)."""
     body = bytearray(BLOCK_SIZE)
     for s in range(NSECT):
         chunk = logical[s * SECTOR_DATA:(s + 1) * SECTOR_DATA]
         body[s * SECTOR:s * SECTOR + len(chunk)] = chunk
     for s in range(1, NSECT):
         struct.pack_into("<I", body, s * SECTOR + SECTOR_DATA, _framed_crc(body, block, s))
-    struct.pack_into("<I", body, 8, whole_crc(body, btype))
+    struct.pack_into("<I", body, 8, whole_crc(body, T_ORIGIN))  # the one framed type
     struct.pack_into("<I", body, SECTOR_DATA, _framed_crc(body, block, 0))
     return bytes(body)
 

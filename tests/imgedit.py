@@ -13,7 +13,11 @@ from blkjournal.store import Store
 
 def reseal(raw: bytearray, block: int) -> None:
     """Make a metadata block image edited in place check again at address `block`: its own crc,
-    and where the format gives object map sectors crcs of their own, those first."""
+    and where the format gives object map sectors crcs of their own, those first; a sector-framed
+    block (an origin) is framed again whole."""
+    if F.HEADER.unpack_from(raw)[1] in F.FRAMED:
+        raw[:] = F.reframe(F.unframe(raw), block)
+        return
     if F.HEADER.unpack_from(raw)[1] == F.T_OBJMAP and hasattr(F, "_sector_crc"):
         for s in range(BLOCK_SIZE // F.SECTOR):
             struct.pack_into("<I", raw, (s + 1) * F.SECTOR - 4, F._sector_crc(raw, block, s))
@@ -37,6 +41,11 @@ def set_field(path: str, block: int, offset: int, fmt: str, value, *, payload: b
     """Pack `value` with struct `fmt` at `offset` (of the payload, or of the block) and re-seal."""
     raw = read_block(path, block)
     values = value if isinstance(value, (tuple, list)) else (value,)
+    if F.HEADER.unpack_from(raw)[1] in F.FRAMED:  # offsets are of the record, not of the sectors
+        logical = bytearray(F.unframe(raw))
+        struct.pack_into("<" + fmt, logical, (HDR if payload else 0) + offset, *values)
+        write_block(path, block, F.reframe(bytes(logical), block))
+        return
     struct.pack_into("<" + fmt, raw, (HDR if payload else 0) + offset, *values)
     reseal(raw, block)
     write_block(path, block, raw)
