@@ -22,10 +22,13 @@ injected fault is classified:
   harmless            nothing named, and every file reads back as the model after some op of p's window.
   detected            recovery, fsck or a file read named the damage (a BlkError or an fsck finding),
                       and every file that did read back without error is a legal version of itself.
-  undetectable        a lost or misdirected write whose faulted image is byte-for-byte a legal
-                      fault-free crash image at the last crash point p' before W became durable, and
-                      what the store returns is legal at p' -- a rollback no design can tell from an
-                      honest crash before W (e.g. the lost last commit record).  Nothing else counts.
+  undetectable        a lost or misdirected write whose faulted image equals a legal fault-free
+                      crash image at the last crash point p' before W became durable on every block
+                      the format gives meaning to there (below the data area, and every block a file
+                      references or lists), the others being free in it, and what the store returns
+                      is legal at p' -- a rollback no design can tell from an honest crash before W
+                      without framing every data block or scanning free space (e.g. the lost last
+                      commit record, with later uncommitted data written).  Nothing else counts.
   silent_corruptions  anything else returned as good: a file whose bytes match no legal version, a
                       file missing or resurrected with nothing named, a rollback past the window.
   crashed             the store raised something other than a named error (a traceback), or hung.
