@@ -25,7 +25,7 @@ from crc32c import crc32c as _crc
 
 from .errors import BlkError
 
-MAX_ENTRIES = 1 << 16  # per decoder; a full table is emptied (the next states refill it)
+MAX_ENTRIES = 4096  # per decoder (a few MiB of blocks); a full table is emptied and refilled
 
 _state = {"on": False}
 _tables: list[dict] = []

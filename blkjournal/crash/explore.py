@@ -589,6 +589,7 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
         res.faults = explore_faults(space, ops, protocol, kinds=faults, samples=fault_samples or DEFAULT_SAMPLES,
                                     seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
     res.seconds = time.monotonic() - t0
+    memo.enable(False)  # its tables go with the run (an exception leaves them, bounded, to the next)
     return res
 
 
