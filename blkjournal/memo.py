@@ -50,6 +50,7 @@ def enabled() -> bool:
 def clear() -> None:
     for t in _tables:
         t.clear()
+    _crcs.clear()
 
 
 _RAISE = object()  # marks a memoised refusal: (raws, _RAISE, exception class, args)
@@ -70,21 +71,36 @@ def _keepable(x) -> bool:
 _B, _L = object(), object()  # key tags: a bytes argument (by length and crc32c), a list argument
 
 
+def _fingerprint(a: bytes) -> tuple:
+    """(tag, length, crc32c) of a bytes argument; the crc of an object seen before is remembered
+    by identity (the explorer hands every state the same object for the same block content).
+    The remembered object is kept alive, so its id cannot be reused while it is remembered."""
+    got = _crcs.get(id(a))
+    if got is None or got[0] is not a:
+        if len(_crcs) >= 2 * MAX_ENTRIES:
+            _crcs.clear()
+        got = _crcs[id(a)] = (a, (_B, len(a), _crc(a)))
+    return got[1]
+
+
+_crcs: dict[int, tuple] = {}
+
+
 def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
-    """(hashable key, the bytes arguments to compare on a hit).  Bytes enter the key as (length,
-    crc32c) -- several times cheaper than hashing 4 KiB -- and are compared whole on a hit, so
-    two contents with one crc are never confused.  TypeError: not memoisable."""
+    """(key, the bytes arguments to compare on a hit).  Bytes enter the key as (length, crc32c)
+    -- several times cheaper than hashing 4 KiB -- and are compared whole on a hit, so two
+    contents with one crc are never confused.  TypeError: a mutable buffer (not memoisable)."""
     parts, raws = [], []
     for a in args:
         t = type(a)
         if t is bytes:
-            parts.append((_B, len(a), _crc(a)))
+            parts.append(_fingerprint(a))
             raws.append(a)
         elif t is list:  # e.g. a transaction's blocks, or an object map block's entries
             sub = []
             for x in a:
                 if type(x) is bytes:
-                    sub.append((_B, len(x), _crc(x)))
+                    sub.append(_fingerprint(x))
                     raws.append(x)
                 elif isinstance(x, (bytearray, memoryview)):
                     raise TypeError("mutable buffer")
@@ -99,9 +115,7 @@ def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
         parts.append(tuple(kw.items()))  # in the call's order: a call site always names them alike
     for m in _modes:
         parts.append(m())
-    key = tuple(parts)
-    hash(key)
-    return key, raws
+    return tuple(parts), raws
 
 
 def pure(fn):
@@ -115,9 +129,9 @@ def pure(fn):
             return fn(*args, **kw)
         try:
             key, raws = _key(args, kw)
-        except TypeError:  # an unhashable argument: not memoisable
+            got = table.get(key)
+        except TypeError:  # a mutable buffer or an unhashable argument: not memoisable
             return fn(*args, **kw)
-        got = table.get(key)
         if got is not None and (got[0] == raws):  # bytes compare by content (identity first)
             if got[1] is _RAISE:
                 raise got[2](*got[3])
