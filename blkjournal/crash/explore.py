@@ -407,7 +407,7 @@ def _search_segment(si: int) -> dict:
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
-        st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of))
+        st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
         ov = st.overlay()
         tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb))
         contents, err, findings = recover_and_read(tr)

@@ -812,13 +812,18 @@ class CrashSpace:
             raise BlkError(f"state {state_id}: names more free writes than crash point {pi} has ({len(free)})")
         return self.state_from_combo(pi, tuple(combo))
 
-    def state_from_combo(self, point: int, combo: tuple[tuple[int, int], ...]) -> CrashState:
-        """A state from an explicit choice (the minimiser builds candidates this way)."""
+    def state_from_combo(self, point: int, combo: tuple[tuple[int, int], ...], *, keyed: bool = True) -> CrashState:
+        """A state from an explicit choice (the minimiser builds candidates this way).
+
+        `keyed=False` leaves the content key empty instead of hashing the state's sectors: the
+        explorer's search checks each representative once and never groups them by key."""
         free = self.free_writes(point)
         for pos, code in combo:
             if not (0 <= pos < len(free) and 0 < code < free[pos].radix):
                 raise BlkError(f"crash point {point}: invalid choice ({pos}, {code})")
         combo = tuple(sorted(combo))
+        if not keyed:
+            return CrashState(self._make_id(point, free, combo), self.points[point], "", combo, self)
         cur = self._cursor
         if cur is None or cur.point > point:  # random access: reuse one cursor while it moves forward
             cur = self._cursor = _Cursor(self)
