@@ -11,10 +11,10 @@ MUTANT = Mutant(
     "ordered-used-list-after-origin", __doc__.splitlines()[0],
     "blkjournal.protocols:OrderedProtocol.commit",
     (("""
-self.phase({b: self._ul_image(b) for b in ul}, op.roles, durable=True, site="A used-list entries",
-           why=op.name)
+self.phase(first, op.roles, durable=True, site="A used-list entries", why=op.name)
 """, """
-late_ul = {b: self._ul_image(b) for b in ul}
+late_ul = {b: first.pop(b) for b in ul}  # a create's blank origin slots stay in phase A
+self.phase(first, op.roles, durable=True, site="A used-list entries", why=op.name)
 """), ("""
 tag = self.epoch
 """, """
