@@ -19,8 +19,6 @@ import mmap
 import os
 import stat
 import struct
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 
 from .errors import BlkError, DeviceReadError
@@ -30,8 +28,6 @@ BLKSSZGET = 0x1268  # logical sector size
 BLKPBSZGET = 0x127B  # physical sector size
 BLKGETSIZE64 = 0x80081272
 BLKDISCARD = 0x1277
-BACKGROUND_MIN = 64 * BLOCK_SIZE  # a write at least this large is issued by the writer thread
-BACKGROUND_BYTES = 32 << 20  # at most this much written data in flight (copied, not yet written)
 
 
 @dataclass
@@ -169,55 +165,8 @@ class Device(BlockDevice):
         self.logical_block_size = lbs
         self.nblocks = size // BLOCK_SIZE
         self._buf = AlignedBuffer()
-        self._writer: ThreadPoolExecutor | None = None
-        self._writer_pid = 0
-        self._inflight: deque = deque()  # (future, buffer, bytes) of background writes, oldest first
-        self._spare: list[AlignedBuffer] = []
-        self.background_min = BACKGROUND_MIN
-
-    # --- the writer thread ---------------------------------------------------------------------
-    # A large write is copied into an aligned buffer of its own and handed to one writer thread,
-    # which issues the writes in the order they came (one worker: FIFO); pwritev releases the GIL,
-    # so the caller's CPU work (the next run's copy, the transaction's encoding) overlaps the I/O.
-    # Every other call on the device -- a small write, a read, a flush, a discard, close -- first
-    # waits for every background write to complete, so the device sees exactly the requests, in
-    # exactly the order, that synchronous writes would issue: nothing the crash model reasons about
-    # changes.  A background write's error is raised by the call that waits for it, before any
-    # later request is issued.
-    def _background(self, block: int, bufs, n: int, fua: bool) -> None:
-        while self._inflight and sum(x[2] for x in self._inflight) + n > BACKGROUND_BYTES:
-            self._reap()
-        if self._writer is None or self._writer_pid != os.getpid():  # none yet, or forked
-            self._writer, self._writer_pid = ThreadPoolExecutor(1, thread_name_prefix="blkjournal-writer"), os.getpid()
-            self._inflight.clear()
-        buf = self._spare.pop() if self._spare else AlignedBuffer(n)
-        view = buf.view(n)
-        o = 0
-        for b in bufs:
-            view[o:o + len(b)] = b
-            o += len(b)
-        fut = self._writer.submit(self._issue, view, block, n, os.RWF_DSYNC if fua else 0)
-        self._inflight.append((fut, buf, n))
-
-    def _issue(self, view, block: int, n: int, flags: int) -> None:
-        done = os.pwritev(self.fd, [view], block * BLOCK_SIZE, flags)
-        if done != n:
-            raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
-
-    def _reap(self) -> None:
-        fut, buf, _ = self._inflight.popleft()
-        try:
-            fut.result()
-        finally:
-            self._spare.append(buf)
-
-    def wait(self) -> None:
-        """Wait until every background write has completed (raising the first error)."""
-        while self._inflight:
-            self._reap()
 
     def read(self, block: int, count: int = 1) -> bytes:
-        self.wait()
         _check_extent(self, block, count)
         n = count * BLOCK_SIZE
         view = self._buf.view(n)
@@ -235,46 +184,41 @@ class Device(BlockDevice):
         return bytes(view)
 
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
-        self._pwrite(block, (data,), fua, background=False)
+        self._pwrite(block, (data,), fua)
 
     def writev(self, block: int, bufs: list, *, fua: bool = False, role: str = "") -> None:
-        """Each piece is copied once, straight into an aligned buffer, and written in one
-        pwritev; a large one by the writer thread (see _background).  A subclass that overrides
-        write() (to watch or change writes) gets writev as joined write() calls, so it still
-        sees every write, synchronously."""
+        """Each piece is copied once, straight into the aligned buffer, and written in one
+        pwritev.  A subclass that overrides write() (to watch or change writes) gets writev as
+        joined write() calls, so it still sees every write."""
         if type(self).write is not Device.write:
             return super().writev(block, bufs, fua=fua, role=role)
-        self._pwrite(block, bufs, fua, background=True)
+        self._pwrite(block, bufs, fua)
 
-    def _pwrite(self, block: int, bufs, fua: bool, *, background: bool) -> None:
+    def _pwrite(self, block: int, bufs, fua: bool) -> None:
         if self.readonly:
             raise BlkError(f"{self.path}: opened read-only")
         n = sum(len(b) for b in bufs)
         if n == 0 or n % BLOCK_SIZE:
             raise ValueError(f"write of {n} bytes is not a whole number of blocks")
         _check_extent(self, block, n // BLOCK_SIZE)
-        if background and n >= self.background_min:
-            self._background(block, bufs, n, fua)
-        else:
-            self.wait()
-            view = self._buf.view(n)
-            o = 0
-            for b in bufs:
-                view[o:o + len(b)] = b
-                o += len(b)
-            self._issue(view, block, n, os.RWF_DSYNC if fua else 0)
-        self.counters.writes += 1  # a background write is counted when issued (an error is raised later)
+        view = self._buf.view(n)
+        o = 0
+        for b in bufs:
+            view[o:o + len(b)] = b
+            o += len(b)
+        done = os.pwritev(self.fd, [view], block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        if done != n:
+            raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
+        self.counters.writes += 1
         self.counters.bytes_written += n
         if fua:
             self.counters.fua_writes += 1
 
     def flush(self) -> None:
-        self.wait()
         os.fdatasync(self.fd)
         self.counters.flushes += 1
 
     def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
-        self.wait()
         _check_extent(self, block, count)
         if self.is_block:
             fcntl.ioctl(self.fd, BLKDISCARD, struct.pack("QQ", block * BLOCK_SIZE, count * BLOCK_SIZE))
@@ -284,18 +228,9 @@ class Device(BlockDevice):
 
     def close(self) -> None:
         if getattr(self, "fd", None) is not None:
-            try:
-                self.wait()
-            finally:
-                if self._writer is not None and self._writer_pid == os.getpid():
-                    self._writer.shutdown()
-                self._writer = None
-                os.close(self.fd)
-                self.fd = None
-                self._buf.close()
-                for b in self._spare:
-                    b.close()
-                self._spare.clear()
+            os.close(self.fd)
+            self.fd = None
+            self._buf.close()
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:

@@ -185,7 +185,9 @@ class Freelist:
                 if lo >= hi_lim:
                     pos = hi_lim
                     break
-                free_end = self._find(lo, hi_lim, used=True)
+                # the run's end, looked for no further than this allocation can use (a search to
+                # the next used block could cross the whole free rest of the device)
+                free_end = self._find(lo, min(hi_lim, lo + need + len(held)), used=True)
                 pos = lo
                 i = bisect_left(held, pos)
                 while need and pos < free_end:
