@@ -8,7 +8,10 @@ states those classes cover; both rates are reported, and the target is judged on
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -36,3 +39,16 @@ def crash_rate(protocol: str, barrier: str, jobs: int, parent: str) -> dict:
             "ms_per_check": secs / max(res.states_checked, 1) * 1e3, "ok": res.ok,
             "coverage": res.coverage, "cpus_busy": cpu / wall,
             "checked_per_cpu_s": res.states_checked / cpu if cpu else None}
+
+
+def crash_rate_of_tree(tree: str, protocol: str, barrier: str, jobs: int, parent: str) -> dict:
+    """crash_rate() as measured by the explorer of another checkout (`--crash-before`), in a child
+    process whose imports come from that tree: before/after figures from one bench run."""
+    code = ("import json, sys; from bench.crashrate import crash_rate; "
+            "print(json.dumps(crash_rate(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])))")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    p = subprocess.run([sys.executable, "-c", code, protocol, barrier, str(jobs), parent], cwd=tree, env=env,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{tree}: crash_rate failed: {p.stderr.strip().splitlines()[-1:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])

@@ -79,7 +79,14 @@ def figures(have_fio: bool) -> list[Fig]:
         for j in CRASH_JOBS:
             base = f"crash.{p}.{b}.j1" if j > 1 else None
             F.append(Fig(f"crash.{p}.{b}.j{j}", f"crash states checked/s, {p}/{b}, {j} job{'s' * (j > 1)}",
-                         "states/s", f"crash:{p}/{b}:j{j}", "checked_s", base))
+                         "states/s", f"crash:{p}/{b}:j{j}", "checked_s", base, (f"crash.before.{p}.{b}.j{j}",)))
+            # only with --crash-before TREE: the same run by another tree's explorer, taking turns with this one
+            F.append(Fig(f"crash.before.{p}.{b}.j{j}", f"crash states checked/s, {p}/{b}, {j} job{'s' * (j > 1)}, "
+                         f"the --crash-before tree", "states/s", f"crash-before:{p}/{b}:j{j}", "checked_s",
+                         f"crash.before.{p}.{b}.j1" if j > 1 else None, table="diag"))
+            F.append(Fig(f"crash.before.{p}.{b}.j{j}.percpu", f"crash states checked per CPU-second, {p}/{b}, "
+                         f"{j} job{'s' * (j > 1)}, the --crash-before tree", "states/CPU-s",
+                         f"crash-before:{p}/{b}:j{j}", "checked_per_cpu_s", table="diag"))
             F.append(Fig(f"crash.{p}.{b}.j{j}.perjob", f"crash states checked/s per job, {p}/{b}, {j} job{'s' * (j > 1)}",
                          "states/s/job", f"crash:{p}/{b}:j{j}", "checked_s_per_job", table="diag"))
             F.append(Fig(f"crash.{p}.{b}.j{j}.cpus", f"CPUs kept busy (CPU s per wall s), {p}/{b}, {j} job{'s' * (j > 1)}",

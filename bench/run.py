@@ -33,7 +33,7 @@ import time
 import traceback
 
 from . import env, measure, report
-from .crashrate import crash_rate
+from .crashrate import crash_rate, crash_rate_of_tree
 from .stats import Samples
 from blkjournal.device import Device
 
@@ -176,11 +176,17 @@ def phase_seq(R: Runner, A: str, fio: str | None, more, nreads: int, data: bytes
             R.run(task, r, fn, *a, **kw)
 
 
-def phase_crash(R: Runner, more, parent: str) -> None:
+def phase_crash(R: Runner, more, parent: str, before: str | None = None) -> None:
+    """`before`: another checkout whose explorer takes turns with this one (crash_rate_of_tree)."""
     tasks = [(f"crash:{p}/{b}:j{j}", p, b, j) for p, b in report.CRASH_CONFIGS for j in report.CRASH_JOBS]
+    if before:
+        tasks += [(f"crash-before:{p}/{b}:j{j}", p, b, j) for p, b in report.CRASH_CONFIGS for j in report.CRASH_JOBS]
     for r in itertools.takewhile(more, itertools.count()):
         for task, p, b, j in rotate(tasks, r):
-            R.run(task, r, crash_rate, p, b, j, parent)
+            if task.startswith("crash-before:"):
+                R.run(task, r, crash_rate_of_tree, before, p, b, j, parent)
+            else:
+                R.run(task, r, crash_rate, p, b, j, parent)
 
 
 def git_state() -> dict:
@@ -210,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("append", "seq", "crash"), action="append",
                     help="run only these phases (repeatable); results then hold only their figures")
     ap.add_argument("--out", default=HERE, help="directory for results.json and results.md (default bench/)")
+    ap.add_argument("--crash-before", metavar="TREE", help="another checkout (e.g. `git worktree add /tmp/before "
+                    "main`) whose explorer takes turns with this one in the crash phase: before/after in one run")
     args = ap.parse_args(argv)
     if min(args.rounds, args.seq_rounds, args.crash_runs) < 3:
         env.log("note: fewer than 3 repeats: min/median/max will not mean much")
@@ -261,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if "crash" in phases:
             t = time.perf_counter()
             env.log("phase crash: states checked per second")
-            phase_crash(R, budget.phase("crash", 0.20, args.crash_runs), wd)
+            phase_crash(R, budget.phase("crash", 0.20, args.crash_runs), wd, args.crash_before)
             env.log(f"phase crash done in {time.perf_counter() - t:.0f} s")
     done = lambda task: len(S.by_task.get(task, {}))  # noqa: E731
     meta["rounds"] = {"append": done("append:raw"), "seq": done("seq:put:journal"),

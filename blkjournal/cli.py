@@ -305,7 +305,8 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
               workload: str = typer.Option("random", help="random | append (seed B's example) | grow | unsynced | "
                                          "pressure | wrap | big (docs: README)"),
               jobs: int = typer.Option(os.cpu_count() or 1, help="worker processes"),
-              bound: int = typer.Option(4096, help="checks per crash-point segment before giving up exhaustiveness"),
+              bound: Optional[int] = typer.Option(None, help="checks per crash-point segment before giving up "
+                                                  "exhaustiveness (default 4096; 65536 with --torn)"),
               torn: bool = typer.Option(False, "--torn", help="also tear multi-sector writes"),
               shard: str = typer.Option("0/1", help="i/N: explore the i-th of N shards"),
               sector_size: int = typer.Option(512, help="logical sector size of the recorded device"),
@@ -325,7 +326,7 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
 
     if protocol not in PROTOCOLS or barrier not in BARRIERS:
         raise BlkError(f"unknown protocol/barrier {protocol}/{barrier}")
-    if jobs < 1 or ops < 1 or bound < 1:
+    if jobs < 1 or ops < 1 or (bound is not None and bound < 1):
         raise BlkError("--jobs, --ops and --bound must be at least 1")
     size = parse_size(image_size) if image_size else None
     fkw = _fault_options(faults, fault_samples, fault_at)
@@ -360,7 +361,8 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
 @app.command("check-log")
 def check_log(log: str, protocol: Optional[str] = typer.Option(None, help="|".join(PROTOCOLS) +
                                                              " (default: from LOG.workload.json)"),
-              jobs: int = typer.Option(os.cpu_count() or 1), bound: int = typer.Option(4096),
+              jobs: int = typer.Option(os.cpu_count() or 1),
+              bound: Optional[int] = typer.Option(None, help="default 4096; 65536 with --torn"),
               torn: bool = typer.Option(False, "--torn"), shard: str = typer.Option("0/1"),
               json_f: Optional[str] = typer.Option(None, "--json"), junit_f: Optional[str] = typer.Option(None, "--junit"),
               html_f: Optional[str] = typer.Option(None, "--html"), keep_failing: Optional[str] = typer.Option(None),

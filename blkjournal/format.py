@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import crc32c as _crc
 
+from . import memo
 from .device import BLOCK_SIZE
 from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
@@ -51,8 +52,7 @@ PROTOCOLS = ("journal", "ordered", "none")
 BARRIERS = ("flush", "fua")
 
 
-def crc32c(data) -> int:
-    return _crc.crc32c(data)
+crc32c = _crc.crc32c  # crc32c(data) -> int, the C function itself: no Python frame per block checked
 
 
 def crc32c_blocks(buf) -> array:
@@ -66,11 +66,20 @@ def crc32c_blocks(buf) -> array:
 
 
 WEAK_ENV = "BLKJOURNAL_WEAK_DETECTION"
+# os.environ's own dict of encoded names and values, when it has one (CPython): a lookup there costs
+# a fraction of os.environ.get, and every metadata block checked asks
+_ENV_DATA = getattr(os.environ, "_data", None)
+_WEAK_KEY, _ONE = (os.environ.encodekey(WEAK_ENV), os.environ.encodevalue("1")) if _ENV_DATA is not None else (None, None)
 
 
 def weak_detection() -> bool:
     """Test-only: format 1's detection (own crc and data crcs only); see the module docstring."""
+    if _ENV_DATA is not None:
+        return _ENV_DATA.get(_WEAK_KEY) == _ONE
     return os.environ.get(WEAK_ENV) == "1"
+
+
+memo.depends_on(weak_detection)
 
 
 def seal(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
@@ -161,6 +170,7 @@ class Superblock:
             self.bitmap_start, self.bitmap_blocks, self.data_start, self.uuid), 0)
 
     @classmethod
+    @memo.pure
     def unpack(cls, raw: bytes) -> "Superblock":
         (n, p, b, js, jb, os_, ob, bs, bb, ds, uuid) = cls.FMT.unpack_from(check(raw, T_SUPER, 0))
         if p >= len(PROTOCOLS) or b >= len(BARRIERS):
@@ -200,6 +210,7 @@ def _sector_crc(body, block: int, s: int) -> int:
     return crc32c(bytes(sec) + struct.pack("<QI", block, s))
 
 
+@memo.pure
 def pack_objmap(entries: list, block: int, gen: int) -> bytes:
     """An object map block: entries never straddle a 512-byte sector and every sector ends in its
     own crc32c, so a write torn at any sector boundary leaves each sector whole (old or new)."""
@@ -214,6 +225,7 @@ def pack_objmap(entries: list, block: int, gen: int) -> bytes:
     return bytes(body)
 
 
+@memo.pure
 def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> list:
     """The entries of object map block `block` (file ids from `first_fid`).
 
@@ -324,6 +336,7 @@ class Origin:
                     block, self.gen)
 
     @classmethod
+    @memo.pure
     def unpack(cls, raw, where="?", *, gen=None, crc=None) -> "Origin":
         p = check(raw, T_ORIGIN, where, gen=gen, crc=crc)
         fid, birth, gen, size, mtime, ul, ul_gen, ul_crc, height = cls.FMT.unpack_from(p)
@@ -419,6 +432,7 @@ class JournalSuper:
                     + array("I", self.crcs).tobytes(), block, self.tail_seq)
 
     @classmethod
+    @memo.pure
     def unpack(cls, raw, where="?") -> "JournalSuper":
         p = check(raw, T_JSUPER, where)
         seq, pos, prev, n = cls.FMT.unpack_from(p)

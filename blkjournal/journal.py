@@ -26,6 +26,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
+from . import memo
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
 from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
@@ -117,6 +118,7 @@ def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple
     return blocks, commit
 
 
+@memo.pure
 def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | None:
     _, nblocks, ndata, nrec, prev, commit, durable = desc
     try:

@@ -431,3 +431,27 @@ def test_cli_bad_logs(tmp_path):
         assert r.exit_code == 2 and "bad magic" in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(log_app, ["show", str(tmp_path / "missing.log")])
     assert r.exit_code == 2 and "missing.log" in r.output
+
+
+def test_unkeyed_state_is_the_same_state(tmp_path):
+    """state_from_combo(keyed=False) -- the explorer's search representatives -- skips only the
+    content key: the id, the choice and every block of the overlay are the keyed state's; and
+    the per-segment block key (`block_choice`) tells apart states whose block differs."""
+    ops = [("w", 0, 2, 7, "a"), ("w", 1, 1, 8, "b"), ("mark", "m"), ("w", 3, 1, 9, "c")]
+    space = load(record(tmp_path, ops, ss=2048), torn=True, bound=1 << 20)
+    seen = 0
+    for s in space.iter_states():
+        u = space.state_from_combo(s.point.index, s.combo, keyed=False)
+        assert (u.id, u.combo, u.key) == (s.id, s.combo, "")
+        a, b = u.overlay(), s.overlay()
+        assert a.read(0, 4) == b.read(0, 4)
+        seen += 1
+    assert seen > 10
+    by_key: dict = {}
+    per = B // 2048
+    for s in space.iter_states():
+        w = s.writes()
+        ov = s.overlay()
+        for blk in range(4):
+            got = by_key.setdefault((s.point.index, blk, w.block_choice(blk, per)), ov.read(blk))
+            assert got == ov.read(blk), (s.id, blk)

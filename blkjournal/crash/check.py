@@ -72,18 +72,19 @@ def _allocatable_but_owned(st) -> set[int]:
     return {b for b in st.owned_blocks() if b < fl.nblocks and not fl.used(b) and b not in fl.held}
 
 
-_MEMO: list = [None, {}]  # [contents last judged, {(name, id(model bytes)): equal}]
+_MEMO: list = [None, None, {}, {}]  # [contents, models last judged, {(name, id(model bytes)): equal}, {k: match}]
 
 
 def judge(contents: dict[str, bytes], models: list[dict[str, bytes]], ks: range, kind: str) -> Verdict:
     """Compare recovered contents with the model states models[k] for k in ks.
 
     A file unchanged between two model states is the same bytes object in both, so each
-    distinct (name, object) is compared once (a sparse file can be 128 MiB).
+    distinct (name, object) is compared once (a sparse file can be 128 MiB), and each model
+    state once per contents (the windows of a segment's points overlap).
     """
-    if _MEMO[0] is not contents:  # the explorer judges one state against several windows in a row
-        _MEMO[:] = [contents, {}]
-    memo = _MEMO[1]
+    if _MEMO[0] is not contents or _MEMO[1] is not models:  # one state is judged against several windows in a row
+        _MEMO[:] = [contents, models, {}, {}]
+    memo, matches = _MEMO[2], _MEMO[3]
 
     def same(n: str, want) -> bool:
         got = contents.get(n)
@@ -96,8 +97,11 @@ def judge(contents: dict[str, bytes], models: list[dict[str, bytes]], ks: range,
         return r
 
     for k in reversed(ks):
-        m = models[k]
-        if m.keys() == contents.keys() and all(same(n, w) for n, w in m.items()):
+        hit = matches.get(k)
+        if hit is None:
+            m = models[k]
+            hit = matches[k] = m.keys() == contents.keys() and all(same(n, w) for n, w in m.items())
+        if hit:
             return Verdict(True, matched=k, contents=contents)
     if kind == GLOBAL:
         return Verdict(False, _difference(contents, models, ks), contents=contents)

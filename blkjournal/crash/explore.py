@@ -11,13 +11,15 @@ crash point that produced them.  Work is spread over processes (`jobs`) and shar
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ..device import BLOCK_SIZE, BlockDevice, Device
+from .. import memo
+from ..device import BLOCK_SIZE, BlockDevice, Device, _check_extent
 from ..errors import BlkError
 from ..format import crc32c
 from ..store import Store
@@ -29,7 +31,7 @@ from .minimize import explain
 from .multicrash import DEFAULT_STATES, second_phases
 from .logwrites import read_log
 from .recorder import RecordingDevice, read_sidecar, sidecar_path
-from .states import DEFAULT_BOUND, CrashSpace, mask_code
+from .states import CrashSpace, default_bound, mask_code
 from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
                        model_states, parse_mark, random_workload, run)
 from .workfile import load_workload, save_workload
@@ -124,12 +126,22 @@ class Tracer(BlockDevice):
     The check (recovery, fsck, reading every file) is deterministic, so its outcome depends only
     on the initial contents of the blocks it reads before writing them.  Free writes touching
     none of those blocks cannot change the outcome -- the basis of the equivalence classes below.
+
+    Every read of a block not yet written is recorded in `first_read` before any cache answers
+    it.  The caches only save assembling the block from its sectors: `shared` holds blocks no
+    free write touches (the same in every state of the segment), `vcache` the others keyed by
+    the choices of the free writes that touch them (`block_choice(b)`), which with the crash
+    point determine the content.  So states see one bytes object per content, which also lets
+    memoised decoders (blkjournal/memo.py) find it fast.
     """
 
-    def __init__(self, inner, shared: dict | None = None, varying: set | None = None) -> None:
+    def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
+                 block_choice=None) -> None:
         self.inner = inner
         self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
         self.varying = varying if varying is not None else set()
+        self.vcache = vcache if vcache is not None else {}
+        self.block_choice = block_choice
         self.nblocks = inner.nblocks
         self.logical_block_size = inner.logical_block_size
         self.counters = inner.counters
@@ -138,37 +150,57 @@ class Tracer(BlockDevice):
         self.first_read: set[int] = set()
 
     def read(self, block: int, count: int = 1) -> bytes:
-        out = []
-        for b in range(block, block + count):
-            v = self.cache.get(b)
+        if count == 1:
+            v = self.cache.get(block)
+            return v if v is not None else self._load(block)
+        cache = self.cache
+        return b"".join([cache.get(b) or self._load(b) for b in range(block, block + count)])
+
+    def _load(self, b: int) -> bytes:
+        """Block b, not in this state's cache yet: its first read (a written block is cached)."""
+        self.first_read.add(b)
+        if b not in self.varying:  # forced or base content: read it once per segment
+            v = self.shared.get(b)
             if v is None:
-                if b not in self.written:
-                    self.first_read.add(b)
-                    if b not in self.varying:  # forced or base content: read it once per segment
-                        v = self.shared.get(b)
-                        if v is None:
-                            v = self.shared[b] = self.inner.read(b)
-                        self.cache[b] = v
-                        out.append(v)
-                        continue
-                v = self.cache[b] = self.inner.read(b)
-            out.append(v)
-        return out[0] if count == 1 else b"".join(out)
+                v = self.shared[b] = self.inner.read(b)
+        elif self.block_choice is not None:
+            key = (b, self.block_choice(b))
+            v = self.vcache.get(key)
+            if v is None:
+                v = self.vcache[key] = self.inner.read(b)
+        else:
+            v = self.inner.read(b)
+        self.cache[b] = v
+        return v
 
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
-        self.inner.write(block, data, fua=fua, role=role)
-        for i in range(len(data) // BLOCK_SIZE):
-            self.cache[block + i] = bytes(data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE])
+        """Kept here, block by block (the overlay below is never read for a block once written)."""
+        n = len(data)
+        if n == 0 or n % BLOCK_SIZE:
+            raise ValueError(f"write of {n} bytes is not a whole number of blocks")
+        _check_extent(self, block, n // BLOCK_SIZE)
+        data = bytes(data)
+        for i in range(n // BLOCK_SIZE):
+            self.cache[block + i] = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
             self.written.add(block + i)
+        c = self.counters
+        c.writes += 1
+        c.bytes_written += n
+        c.fua_writes += bool(fua)
 
     def flush(self) -> None:
         self.inner.flush()
 
     def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
-        self.inner.discard(block, count, role=role)
+        """Discarded blocks read back as zeros, as on the overlay (an image file's punched hole)."""
+        _check_extent(self, block, count)
         for b in range(block, block + count):
-            self.cache.pop(b, None)
+            self.cache[b] = _ZERO
             self.written.add(b)
+        self.counters.discards += 1
+
+
+_ZERO = bytes(BLOCK_SIZE)
 
 
 # ---------------------------------------------------------------- the per-process context
@@ -187,6 +219,7 @@ def _window(point, nops: int) -> range:
 
 def _init_ctx(space, segments, ops, protocol, bound, initial=None) -> None:
     _CTX.clear()
+    memo.enable()  # decoders marked pure answer from their arguments (blkjournal/memo.py)
     _CTX.update(space=space, segments=segments, nops=len(ops) if ops is not None else 0,
                 kind=model_kind(protocol), bound=bound)
     if ops is None:
@@ -369,12 +402,14 @@ def _search_segment(si: int) -> dict:
     out = {"segment": si, "points": seg, "checks": 0, "covered": 0, "failures": [],
            "legal_space": sum(_space_size(space, p) for p in seg)}
     shared: dict[int, bytes] = {}
+    vcache: dict[tuple, bytes] = {}
     varying = set().union(*blocks_of.values()) if units else set()
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
-        st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of))
-        tr = Tracer(st.overlay(), shared, varying)
+        st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
+        ov = st.overlay()
+        tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb))
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
         present_later = [u for u, c in decided.items() if c == 1]
@@ -462,7 +497,7 @@ def _space_size(space, p: int) -> int:
 
 
 def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operation] | None = None,
-                bound: int = DEFAULT_BOUND, torn: bool = False, seed: int = 0, jobs: int = 1,
+                bound: int | None = None, torn: bool = False, seed: int = 0, jobs: int = 1,
                 shard: tuple[int, int] = (0, 1), keep_failing: str | None = None,
                 progress: bool = False, barrier: str | None = None, max_failures: int = 50,
                 first_failure: bool = False, faults: tuple[str, ...] = (), fault_samples: int | None = None,
@@ -472,8 +507,11 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
 
     `base`: the image the run started from (default zeros); `initial`: the model's contents
     before the first op (a second phase starts from what recovery read back, multicrash.py).
+    `bound`: checks per segment (default `states.default_bound(torn)`).
     """
     t0 = time.monotonic()
+    if bound is None:
+        bound = default_bound(torn)
     log = read_log(log_path)
     sc = read_sidecar(sidecar_path(log_path)) if os.path.exists(sidecar_path(log_path)) else None
     w = load_workload(log_path, model_budget=MODEL_BUDGET if ops is None else None)
@@ -501,7 +539,14 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     if ops is None:
         res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
     _init_ctx(space, segments, ops, protocol, bound, initial)
-    outs = _run_checks(len(segments), jobs, progress, first_failure)
+    # The crash space and the models are large and live until the end: frozen, the cyclic garbage
+    # collector no longer walks them after every few thousand allocations of the checks (a quarter
+    # of their time otherwise); forked jobs inherit them frozen, so their pages also stay shared.
+    gc.freeze()
+    try:
+        outs = _run_checks(len(segments), jobs, progress, first_failure)
+    finally:
+        gc.unfreeze()
     legal = covered = 0
     bad_points: dict[int, str] = {}
     fails = []
@@ -544,6 +589,7 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
         res.faults = explore_faults(space, ops, protocol, kinds=faults, samples=fault_samples or DEFAULT_SAMPLES,
                                     seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
     res.seconds = time.monotonic() - t0
+    memo.enable(False)  # its tables go with the run (an exception leaves them, bounded, to the next)
     return res
 
 
@@ -579,7 +625,7 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
         pool = None
     else:
         pool = multiprocessing.get_context("fork").Pool(jobs)
-        it = pool.imap_unordered(_search_segment, range(n), chunksize=1)
+        it = pool.imap_unordered(_search_segment, _largest_first(_CTX["space"], _CTX["segments"]), chunksize=1)
     try:
         out = []
         with progress_bar(sum(len(s) for s in _CTX["segments"]), progress) as tick:
@@ -591,6 +637,14 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
         if pool is not None:
             pool.close()
             pool.join()
+
+
+def _largest_first(space, segments: list[list[int]]) -> list[int]:
+    """Segment indices, the likely longest searches first, so that with several jobs no large
+    segment starts last and leaves the other jobs idle (longest-processing-time-first).  A
+    segment's search grows with the free writes at its last point and its number of points."""
+    cost = [len(space.free_writes(seg[-1])) + len(seg) for seg in segments]
+    return sorted(range(len(segments)), key=lambda i: (-cost[i], i))
 
 
 def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int = 200, seed: int = 0,

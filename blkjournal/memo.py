@@ -1,0 +1,157 @@
+"""Content-keyed memo of pure decoders, switched on only while the crash explorer checks states.
+
+The explorer recovers, fscks and reads back thousands of crash states of one run, and nearly
+every block they decode is byte-for-byte one they decoded a moment ago (the forced journal
+transactions, the object map, the origins).  A decoder marked `@pure` is a function of its
+arguments alone -- block bytes and plain values -- so its result can be looked up by those
+arguments instead of recomputed: the bytes are the key, so a block whose content differs in any
+byte is decoded afresh, and a decoder that refused a block (a `BlkError`) refuses it again with
+a fresh error of the same class and message.  Nothing about the format is known here, and the
+reads themselves still happen (the explorer's read tracking sees every one).
+
+Only results that cannot be changed by the caller are kept (None, numbers, bytes, memoryviews
+of bytes, frozen dataclasses, tuples of those); a list is kept as a tuple and handed out as a
+fresh list.  Any other result, an unhashable argument or any other exception goes straight
+through, every time.  The key includes every `depends_on` mode (format.py's test-only
+`weak_detection()` changes what its checks accept).  Off (the default), a marked function costs one extra call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from crc32c import crc32c as _crc
+
+from .errors import BlkError
+
+MAX_ENTRIES = 4096  # per decoder (a few MiB of blocks); a full table is emptied and refilled
+
+_state = {"on": False}
+_tables: list[dict] = []
+_modes: list = []  # zero-argument callables whose value changes what decoders accept (part of every key)
+
+
+def depends_on(mode) -> None:
+    """Make `mode()` part of every key: e.g. format.weak_detection, a test-only switch."""
+    _modes.append(mode)
+
+
+def enable(on: bool = True) -> None:
+    """Switch memoisation on (the explorer) or off; either way every table starts empty."""
+    _state["on"] = on
+    clear()
+
+
+def enabled() -> bool:
+    return _state["on"]
+
+
+def clear() -> None:
+    for t in _tables:
+        t.clear()
+    _crcs.clear()
+
+
+_RAISE = object()  # marks a memoised refusal: (raws, _RAISE, exception class, args)
+
+
+def _keepable(x) -> bool:
+    if x is None or isinstance(x, (int, float, str, bytes)):
+        return True
+    if isinstance(x, memoryview):
+        return x.readonly and isinstance(x.obj, bytes)
+    if isinstance(x, tuple):
+        return all(_keepable(v) for v in x)
+    if dataclasses.is_dataclass(x) and type(x).__dataclass_params__.frozen:
+        return all(_keepable(getattr(x, f.name)) for f in dataclasses.fields(x))
+    return False
+
+
+_B, _L = object(), object()  # key tags: a bytes argument (by length and crc32c), a list argument
+
+
+def _fingerprint(a: bytes) -> tuple:
+    """(tag, length, crc32c) of a bytes argument; the crc of an object seen before is remembered
+    by identity (the explorer hands every state the same object for the same block content).
+    The remembered object is kept alive, so its id cannot be reused while it is remembered."""
+    got = _crcs.get(id(a))
+    if got is None or got[0] is not a:
+        if len(_crcs) >= 2 * MAX_ENTRIES:
+            _crcs.clear()
+        got = _crcs[id(a)] = (a, (_B, len(a), _crc(a)))
+    return got[1]
+
+
+_crcs: dict[int, tuple] = {}
+
+
+def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
+    """(key, the bytes arguments to compare on a hit).  Bytes enter the key as (length, crc32c)
+    -- several times cheaper than hashing 4 KiB -- and are compared whole on a hit, so two
+    contents with one crc are never confused.  TypeError: a mutable buffer (not memoisable)."""
+    parts, raws = [], []
+    for a in args:
+        t = type(a)
+        if t is bytes:
+            parts.append(_fingerprint(a))
+            raws.append(a)
+        elif t is list:  # e.g. a transaction's blocks, or an object map block's entries
+            sub = []
+            for x in a:
+                if type(x) is bytes:
+                    sub.append(_fingerprint(x))
+                    raws.append(x)
+                elif isinstance(x, (bytearray, memoryview)):
+                    raise TypeError("mutable buffer")
+                else:
+                    sub.append(x)
+            parts.append((_L, tuple(sub)))
+        elif t is bytearray or t is memoryview:
+            raise TypeError("mutable buffer")
+        else:
+            parts.append(a)
+    if kw:
+        parts.append(tuple(kw.items()))  # in the call's order: a call site always names them alike
+    for m in _modes:
+        parts.append(m())
+    return tuple(parts), raws
+
+
+def pure(fn):
+    """Mark `fn` as a pure function of its arguments (see the module docstring)."""
+    table: dict = {}
+    _tables.append(table)
+
+    @functools.wraps(fn)
+    def memoised(*args, **kw):
+        if not _state["on"]:
+            return fn(*args, **kw)
+        try:
+            key, raws = _key(args, kw)
+            got = table.get(key)
+        except TypeError:  # a mutable buffer or an unhashable argument: not memoisable
+            return fn(*args, **kw)
+        if got is not None and (got[0] == raws):  # bytes compare by content (identity first)
+            if got[1] is _RAISE:
+                raise got[2](*got[3])
+            return list(got[2]) if got[1] is _L else got[2]
+        try:
+            res = fn(*args, **kw)
+        except BlkError as e:
+            _put(table, key, (raws, _RAISE, type(e), e.args))
+            raise
+        if isinstance(res, list):
+            if _keepable(tuple(res)):
+                _put(table, key, (raws, _L, tuple(res)))
+        elif _keepable(res):
+            _put(table, key, (raws, None, res))
+        return res
+
+    return memoised
+
+
+def _put(table: dict, key, value) -> None:
+    if len(table) >= MAX_ENTRIES:
+        table.clear()
+    table[key] = value
