@@ -124,6 +124,39 @@ class BlockMap:
         """
         while idx >= self.capacity():
             self._grow(edit)
+        blocks, crcs, slot, parent = self._leaf(idx, edit)
+        old = blocks[slot]
+        blocks[slot], crcs[slot] = block, crc
+        edit.touch(parent)
+        return old
+
+    def set_run(self, idx: int, block: int, crcs, edit) -> list[int]:
+        """Point file blocks idx.. at the contiguous blocks block.., one per crc in `crcs`;
+        returns the blocks they pointed at before (holes left out).
+
+        One walk down the tree per leaf node the run crosses and slice assignments within it,
+        so a run costs the same per leaf whatever its length (a leaf holds FANOUT entries)."""
+        n = len(crcs)
+        while n and idx + n - 1 >= self.capacity():
+            self._grow(edit)
+        old: list[int] = []
+        k = 0
+        while k < n:
+            blocks, leaf_crcs, slot, parent = self._leaf(idx + k, edit)
+            span = min(n - k, len(blocks) - slot)
+            before = blocks[slot:slot + span]
+            if before.count(0) != span:
+                old.extend(x for x in before if x)
+            blocks[slot:slot + span] = array("Q", range(block + k, block + k + span))
+            leaf_crcs[slot:slot + span] = array("I", crcs[k:k + span])
+            edit.touch(parent)
+            k += span
+        return old
+
+    def _leaf(self, idx: int, edit):
+        """(blocks, crcs, slot, node) of the leaf entry for file block idx (idx < capacity),
+        every node on the way made writable (allocated, or copied on write) through `edit`;
+        node is None when the leaf is the root."""
         blocks, crcs = self.root_blocks, self.root_crcs
         shift = FANOUT_BITS * self.height
         slot = idx >> shift
@@ -145,10 +178,7 @@ class BlockMap:
             blocks, crcs = node.blocks, node.crcs
             shift -= FANOUT_BITS
             slot = (idx >> shift) & (FANOUT - 1)
-        old = blocks[slot]
-        blocks[slot], crcs[slot] = block, crc
-        edit.touch(parent)
-        return old
+        return blocks, crcs, slot, parent
 
     def _grow(self, edit) -> None:
         """Add a level: the root's entries move into a new node hung at root slot 0."""
@@ -173,15 +203,22 @@ class BlockMap:
             """Clear entries >= nblocks below this container; True if it is now empty."""
             span = 1 << (FANOUT_BITS * h)
             changed = False
+            if h == 0:  # a leaf: every entry from the cut on goes, by slices
+                cut = max(0, nblocks - base)
+                if cut < len(blocks):
+                    gone = blocks[cut:]
+                    if gone.count(0) != len(gone):
+                        released.extend(x for x in gone if x)
+                        blocks[cut:] = array("Q", bytes(8 * len(gone)))
+                        crcs[cut:] = array("I", bytes(4 * len(gone)))
+                        changed = True
+                if changed:
+                    edit.touch(container)
+                return not any(blocks)
             for slot in range(len(blocks)):
                 lo = base + slot * span
                 b = blocks[slot]
                 if not b or lo + span <= nblocks:
-                    continue
-                if h == 0:
-                    released.append(b)
-                    blocks[slot], crcs[slot] = 0, 0
-                    changed = True
                     continue
                 if lo >= nblocks:
                     released.extend(self._subtree_data(b, h))
@@ -228,11 +265,16 @@ class BlockMap:
                     out.extend(self.subtree_nodes(b, self.height))
         return out
 
-    def data_entries(self):
-        """Yield (file block index, data block, crc) for every mapped block, in index order."""
+    def entries_in(self, first: int, last: int):
+        """Yield (file block index, data block, crc) for the mapped blocks first..last, in index
+        order, visiting only the subtrees that cover them: a 4 KiB read of a large file costs
+        the map's height, not a walk over every entry before it."""
         def walk(blocks, crcs, h: int, base: int):
             span = 1 << (FANOUT_BITS * h)
-            for slot, b in enumerate(blocks):
+            lo = max(0, (first - base) // span)
+            hi = min(len(blocks), (last - base) // span + 1)
+            for slot in range(lo, hi):
+                b = blocks[slot]
                 if not b:
                     continue
                 if h == 0:
@@ -241,4 +283,9 @@ class BlockMap:
                     node = self.nodes[b]
                     yield from walk(node.blocks, node.crcs, h - 1, base + slot * span)
 
-        yield from walk(self.root_blocks, self.root_crcs, self.height, 0)
+        if first <= last:
+            yield from walk(self.root_blocks, self.root_crcs, self.height, 0)
+
+    def data_entries(self):
+        """Yield (file block index, data block, crc) for every mapped block, in index order."""
+        return self.entries_in(0, self.capacity() - 1)

@@ -79,6 +79,12 @@ class BlockDevice:
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
         raise NotImplementedError
 
+    def writev(self, block: int, bufs: list, *, fua: bool = False, role: str = "") -> None:
+        """One device write of the concatenation of `bufs` (whole blocks in all) at `block`.
+        This default joins them and calls write(); Device writes them without joining."""
+        data = bytes(bufs[0]) if len(bufs) == 1 else b"".join(bufs)
+        self.write(block, data, fua=fua, role=role)
+
     def flush(self) -> None:
         raise NotImplementedError
 
@@ -178,14 +184,28 @@ class Device(BlockDevice):
         return bytes(view)
 
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
+        self._pwrite(block, (data,), fua)
+
+    def writev(self, block: int, bufs: list, *, fua: bool = False, role: str = "") -> None:
+        """Each piece is copied once, straight into the aligned buffer, and written in one
+        pwritev.  A subclass that overrides write() (to watch or change writes) gets writev as
+        joined write() calls, so it still sees every write."""
+        if type(self).write is not Device.write:
+            return super().writev(block, bufs, fua=fua, role=role)
+        self._pwrite(block, bufs, fua)
+
+    def _pwrite(self, block: int, bufs, fua: bool) -> None:
         if self.readonly:
             raise BlkError(f"{self.path}: opened read-only")
-        n = len(data)
+        n = sum(len(b) for b in bufs)
         if n == 0 or n % BLOCK_SIZE:
             raise ValueError(f"write of {n} bytes is not a whole number of blocks")
         _check_extent(self, block, n // BLOCK_SIZE)
         view = self._buf.view(n)
-        view[:] = data
+        o = 0
+        for b in bufs:
+            view[o:o + len(b)] = b
+            o += len(b)
         done = os.pwritev(self.fd, [view], block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
         if done != n:
             raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")

@@ -7,8 +7,14 @@ protocol's business (journaled under "journal", written at sync and rebuilt by r
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left
+
 from .errors import NoSpaceError
 from .format import PAYLOAD, T_BITMAP, check, header, seal
+
+_NOT_FULL = re.compile(rb"[^\xff]")  # a byte with a free block in it
+_NOT_EMPTY = re.compile(rb"[^\x00]")  # a byte with a used block in it
 
 
 class Freelist:
@@ -124,3 +130,86 @@ class Freelist:
                 raise NoSpaceError("out of space")
         self.hint = b
         return out
+
+    # --- runs: the same next-fit allocation as alloc(), a run at a time ---
+    def _find(self, b: int, end: int, used: bool) -> int:
+        """The first block in [b, end) that is used (`used`) or free (not `used`); `end` if none.
+        Whole bytes are skipped by a regex search at C speed, so a long run costs one search."""
+        bits = self.bits
+        while b < end and b & 7:
+            if bool(bits[b >> 3] & (1 << (b & 7))) == used:
+                return b
+            b += 1
+        if b >= end:
+            return end
+        m = (_NOT_EMPTY if used else _NOT_FULL).search(bits, b >> 3, (end + 7) >> 3)
+        if m is None:
+            return end
+        b, byte = m.start() << 3, bits[m.start()]
+        while bool(byte & 1) != used:
+            byte >>= 1
+            b += 1
+        return min(b, end)
+
+    def _mark_run(self, lo: int, hi: int) -> None:
+        """Blocks lo..hi-1, all free, marked used: bytes in the middle by one slice assignment."""
+        a, z = lo, hi
+        while a < z and a & 7:
+            self.bits[a >> 3] |= 1 << (a & 7)
+            a += 1
+        while z > a and z & 7:
+            z -= 1
+            self.bits[z >> 3] |= 1 << (z & 7)
+        if a < z:
+            self.bits[a >> 3:z >> 3] = b"\xff" * ((z - a) >> 3)
+        self.nfree -= hi - lo
+        self.dirty.update(range(self.start + (lo >> 3) // PAYLOAD, self.start + ((hi - 1) >> 3) // PAYLOAD + 1))
+
+    def alloc_runs(self, n: int) -> list[tuple[int, int]]:
+        """n free blocks as (first block, count) runs, marked used: exactly the blocks, in the
+        order, that alloc(n) hands out (next-fit from the same hint, held blocks skipped), but a
+        run costs a few searches and slice assignments whatever its length."""
+        if n > self.nfree - len(self.held) and self.held and self.reclaim is not None:
+            self.reclaim()
+        if n > self.nfree - len(self.held):
+            raise NoSpaceError(f"out of space: {n} blocks wanted, {self.nfree} free")
+        held = sorted(self.held) if self.held else []
+        runs: list[tuple[int, int]] = []
+        need = n
+        start = min(self.hint, self.nblocks)
+        pos = start
+        for lo_lim, hi_lim in ((start, self.nblocks), (0, start)):
+            pos = lo_lim
+            while need and pos < hi_lim:
+                lo = self._find(pos, hi_lim, used=False)
+                if lo >= hi_lim:
+                    pos = hi_lim
+                    break
+                # the run's end, looked for no further than this allocation can use (a search to
+                # the next used block could cross the whole free rest of the device)
+                free_end = self._find(lo, min(hi_lim, lo + need + len(held)), used=True)
+                pos = lo
+                i = bisect_left(held, pos)
+                while need and pos < free_end:
+                    h = held[i] if i < len(held) and held[i] < free_end else free_end
+                    end = min(h, pos + need)
+                    if end > pos:
+                        self._mark_run(pos, end)
+                        if runs and runs[-1][0] + runs[-1][1] == pos:
+                            runs[-1] = (runs[-1][0], runs[-1][1] + end - pos)
+                        else:
+                            runs.append((pos, end - pos))
+                        need -= end - pos
+                        pos = end
+                    if need and pos == h and h < free_end:
+                        pos += 1
+                        i += 1
+            if not need:
+                break
+        if need:  # cannot happen after the count check; undo rather than half-allocate
+            for lo, c in runs:
+                for b in range(lo, lo + c):
+                    self._set(b, False)
+            raise NoSpaceError("out of space")
+        self.hint = pos
+        return runs

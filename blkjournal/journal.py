@@ -22,6 +22,8 @@ Verbs, in the order of a transaction's life (cf. xv6 log.c):
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
 
 from . import memo
@@ -84,6 +86,19 @@ def txn_blocks(data: list, records: list) -> int:
     return _nblocks(DATA.size * len(data) + sum(REC.size + len(buf) for _, _, buf in records))
 
 
+def pack_data(data) -> bytes:
+    """The DATA records of `data` ((block, crc32c) pairs) as bytes, in bulk for a long list: a
+    streaming write orders 65,536 data blocks per 256 MiB, and a pack call per record cost about
+    as much as computing their crcs.  The same bytes as packing each record."""
+    if len(data) < 64 or sys.byteorder != "little":
+        return b"".join(DATA.pack(b, c) for b, c in data)
+    blocks, crcs = array("Q", [b for b, _ in data]), array("I", [c for _, c in data])
+    out = bytearray(DATA.size * len(data))
+    words, halves = memoryview(out).cast("I"), memoryview(blocks).cast("B").cast("I")
+    words[0::3], words[1::3], words[2::3] = halves[0::2], halves[1::2], memoryview(crcs)
+    return bytes(out)
+
+
 def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
            at: int, durable: int = 0) -> tuple[list[bytes], int]:
     """The blocks of one transaction (descriptor first) to be written from block `at`, and its
@@ -91,7 +106,7 @@ def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple
 
     `durable` is the newest transaction known durable (flushed, or completed FUA) as this one is
     written: evidence that lets replay tell a damaged durable transaction from a torn tail."""
-    stream = b"".join(DATA.pack(b, c) for b, c in data)
+    stream = pack_data(data)
     stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
     first_room = PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))

@@ -6,18 +6,51 @@ one for recovery's repairs) both import it without importing each other both way
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
+
+from .device import BLOCK_SIZE
+
+
+class Roles(dict):
+    """block -> role text, plus ranges of data blocks whose text is made only when asked for.
+
+    A streaming write names 65,536 data blocks per 256 MiB; a role is only ever read for the
+    first and last block of a device write (or per block under "none"), so the text of a run
+    of data blocks is derived on demand instead of formatted for every block up front."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self._runs: list[tuple[int, int, int, int]] = []  # (first block, count, fid, first file block)
+
+    def data_run(self, first: int, count: int, fid: int, idx: int) -> None:
+        self._runs.append((first, count, fid, idx))
+        self._runs.sort()
+
+    def get(self, b, default=None):
+        if b in self:
+            return self[b]
+        i = bisect_right(self._runs, (b, float("inf"))) - 1
+        if i >= 0:
+            first, count, fid, idx = self._runs[i]
+            if b < first + count:
+                return f"data block {idx + b - first} of file {fid}"
+        return default
 
 
 @dataclass
 class Op:
-    """What one operation changed; built by Store, written by the protocol."""
+    """What one operation changed; built by Store, written by the protocol.
+
+    `data` maps the first block of each piece of new data to its bytes: a whole number of
+    blocks (one, or a contiguous run held as a memoryview into the caller's buffer, never
+    copied per block); `crcs` maps the same first block to the crc32c of each of its blocks."""
 
     name: str
     cow: bool
-    data: dict = field(default_factory=dict)  # block -> bytes (always fresh blocks)
-    crcs: dict = field(default_factory=dict)  # block -> crc32c of data[block], computed once
-    roles: dict = field(default_factory=dict)  # block -> role text
+    data: dict = field(default_factory=dict)  # first block -> bytes of 1+ blocks (always fresh blocks)
+    crcs: dict = field(default_factory=dict)  # first block -> crc32c of each block of data[first], computed once
+    roles: dict = field(default_factory=Roles)  # block -> role text
     meta: set = field(default_factory=set)  # metadata blocks changed in place (not fresh)
     fresh: set = field(default_factory=set)  # metadata blocks allocated by this op
     owned: dict = field(default_factory=dict)  # fid -> [blocks] newly owned
@@ -30,8 +63,38 @@ class Op:
     def own(self, f, b: int) -> None:
         self.owned.setdefault(f.fid, []).append(b)
 
+    def own_run(self, f, first: int, count: int) -> None:
+        self.owned.setdefault(f.fid, []).extend(range(first, first + count))
+
     def release(self, f, b: int) -> None:
         if b in self.fresh:
             self.fresh.discard(b)
         self.data.pop(b, None)
+        self.crcs.pop(b, None)
         self.released.setdefault(f.fid, []).append(b)
+
+    def release_many(self, f, blocks) -> None:
+        """release() of each of `blocks` (the blocks a run of map entries pointed at before)."""
+        if not blocks:
+            return
+        if not self.fresh.isdisjoint(blocks) or not self.data.keys().isdisjoint(blocks):
+            for b in blocks:
+                self.release(f, b)
+            return
+        self.released.setdefault(f.fid, []).extend(blocks)
+
+    def block_data(self, b: int):
+        """The new bytes of block b if this operation wrote it (else None)."""
+        if b in self.data:
+            return self.data[b][:BLOCK_SIZE]
+        for first, buf in self.data.items():
+            if first < b < first + len(buf) // BLOCK_SIZE:
+                return buf[(b - first) * BLOCK_SIZE:(b - first + 1) * BLOCK_SIZE]
+        return None
+
+    def data_crcs(self) -> list[tuple[int, int]]:
+        """(block, crc32c) of every data block written, in block order."""
+        out: list[tuple[int, int]] = []
+        for first in sorted(self.data):
+            out.extend(zip(range(first, first + len(self.crcs[first])), self.crcs[first]))
+        return out

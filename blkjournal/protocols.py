@@ -66,17 +66,35 @@ class Protocol:
         return self.SITES_FUA if self.fua else self.SITES_FLUSH
 
     def write_blocks(self, blocks: dict[int, bytes], roles: dict, *, fua: bool = False, why: str = "") -> None:
-        """Write blocks in ascending order, one device write per contiguous run; `why` names the op."""
-        items = sorted(blocks.items())
-        i = 0
-        while i < len(items):
-            j = i + 1
-            while j < len(items) and items[j][0] == items[j - 1][0] + 1 and j - i < MAX_RUN:
-                j += 1
-            first, last = items[i][0], items[j - 1][0]
-            data = items[i][1] if j == i + 1 else b"".join(d for _, d in items[i:j])
-            self.dev.write(first, data, fua=fua, role=run_role(roles, first, last, why))
-            i = j
+        """Write blocks in ascending order, one device write per contiguous run of at most MAX_RUN
+        blocks; `why` names the op.  A value may hold several consecutive blocks (an operation's
+        data: a view into the caller's buffer); the pieces of a run go to the device as a list
+        (`writev`), so the only copy is the device's own into its aligned buffer."""
+        run: list = []  # pieces of the run being gathered
+        first = count = 0
+
+        def issue() -> None:
+            self.dev.writev(first, run, fua=fua, role=run_role(roles, first, first + count - 1, why))
+
+        for b in sorted(blocks):
+            v = blocks[b]
+            nb = len(v) // BLOCK_SIZE
+            if run and b != first + count:
+                issue()
+                run = []
+            off = 0
+            while off < nb:
+                if not run:
+                    first, count = b + off, 0
+                take = min(nb - off, MAX_RUN - count)
+                run.append(v if take == nb else memoryview(v)[off * BLOCK_SIZE:(off + take) * BLOCK_SIZE])
+                count += take
+                off += take
+                if count == MAX_RUN:
+                    issue()
+                    run = []
+        if run:
+            issue()
 
     def mkfs_blocks(self) -> dict[int, bytes]:
         return {}
@@ -288,7 +306,7 @@ class JournalProtocol(Protocol):
             old = None if b in op.fresh else self.images.get(b)
             for off, buf in delta(old, blocks[b]):
                 records.append((b, off, buf))
-        data_crcs = [(b, op.crcs[b] if b in op.crcs else crc32c(d)) for b, d in sorted(op.data.items())]
+        data_crcs = op.data_crcs()
         if op.data:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
         n = txn_blocks(data_crcs, records)
@@ -383,7 +401,10 @@ class OrderedProtocol(Protocol):
         if not self.barriers:
             # Nothing orders these writes, so like an I/O elevator we issue each op's writes in
             # block order at its end: the same writes, in an order a real queue may well use.
-            self.elevator.update({b: (d, run_role(roles, b, b, why)) for b, d in blocks.items()})
+            for b, d in blocks.items():  # one entry per block, a run of data split into its blocks
+                for k in range(len(d) // BLOCK_SIZE):
+                    piece = d if len(d) == BLOCK_SIZE else memoryview(d)[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
+                    self.elevator[b + k] = (piece, run_role(roles, b + k, b + k, why))
         else:
             self.write_blocks(blocks, roles, fua=durable and self.fua and self.on(f"{site} FUA"), why=why)
         if durable and (self.fua or not self.barriers or site.startswith("B")):

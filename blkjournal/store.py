@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 from dataclasses import dataclass, replace
 
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, crc32c, geometry, header, pack_objmap, read_objmap)
+                     Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, header, pack_objmap, read_objmap)
 from .freelist import Freelist
 from .op import Op
 from .protocols import SITES, make_protocol
@@ -328,18 +329,34 @@ class Store:
         return self.read_file(f, offset, length, verify=verify)
 
     def read_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True) -> bytes:
-        return b"".join(self.stream_file(f, offset, length, verify=verify))
+        end = f.size if length is None else min(f.size, offset + length)
+        if 0 <= offset < end and offset // BLOCK_SIZE == (end - 1) // BLOCK_SIZE:
+            return self._read_in_block(f, offset, end, verify)
+        chunks = list(self.stream_file(f, offset, length, verify=verify))
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _read_in_block(self, f: FileState, offset: int, end: int, verify: bool) -> bytes:
+        """A read within one file block (a random 4 KiB read): one map lookup and one block read,
+        none of the chunked path's generators -- the same checks and errors as _read_blocks."""
+        idx = offset // BLOCK_SIZE
+        b, crc = f.map.lookup(idx)
+        if not b:
+            return bytes(end - offset)
+        buf = self._read_blocks(f, idx, 1, ((idx, b, crc),), verify)
+        lo = offset - idx * BLOCK_SIZE
+        return buf if end - offset == BLOCK_SIZE else bytes(memoryview(buf)[lo:lo + end - offset])
 
     def stream_file(self, f: FileState, offset: int = 0, length: int | None = None, *, verify=True,
                     chunk_blocks: int = 256):
         """The file's bytes as chunks of at most `chunk_blocks` blocks, read as they are yielded, so
         reading a file never holds more than one chunk: a sparse file of terabytes streams zeros.
-        Holes cost nothing: one walk of the map's mapped entries feeds every chunk."""
+        Holes cost nothing: one walk of the map's mapped entries in the range feeds every chunk,
+        and a short read of a large file walks only the subtrees that cover it."""
         end = f.size if length is None else min(f.size, offset + length)
         if offset >= end:
             return
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        entries = (e for e in f.map.data_entries() if first <= e[0] <= last)
+        entries = f.map.entries_in(first, last)
         pending = next(entries, None)
         lo = offset - first * BLOCK_SIZE  # bytes to skip in the first block
         left = end - offset
@@ -351,16 +368,17 @@ class Store:
                 mine.append(pending)
                 pending = next(entries, None)
             out = self._read_blocks(f, idx, n, mine, verify)
-            piece = memoryview(out)[lo:lo + left]
+            whole = isinstance(out, bytes) and lo == 0 and left >= len(out)
+            piece = out if whole else bytes(memoryview(out)[lo:lo + left])
             lo = 0
             left -= len(piece)
-            yield bytes(piece)
+            yield piece
             idx += n
 
-    def _read_blocks(self, f: FileState, first: int, n: int, entries, verify: bool) -> bytearray:
+    def _read_blocks(self, f: FileState, first: int, n: int, entries, verify: bool) -> bytes | bytearray:
         """File blocks first..first+n-1 given their mapped (index, block, crc) entries: holes stay
-        zeros, physically contiguous data blocks are read in one request."""
-        out = bytearray(n * BLOCK_SIZE)
+        zeros, physically contiguous data blocks are read in one request, each block's crc
+        checked on a memoryview slice (no copy); a chunk that is one run is the read itself."""
         runs: list[list] = []  # [first index, first block, [crcs]]
         for idx, b, crc in entries:
             r = runs[-1] if runs else None
@@ -368,16 +386,21 @@ class Store:
                 r[2].append(crc)
             else:
                 runs.append([idx, b, [crc]])
+        whole = len(runs) == 1 and runs[0][0] == first and len(runs[0][2]) == n
+        out = None if whole else bytearray(n * BLOCK_SIZE)
         for idx, b, crcs in runs:
             try:
                 buf = self.dev.read(b, len(crcs))
             except CorruptError as err:  # a read error: say which file and which of its blocks
                 raise type(err)(f"file {f.name!r} (file block {idx}): {err}") from None
             if verify:
-                for k, c in enumerate(crcs):
-                    if crc32c(buf[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]) != c:
-                        raise CorruptError(f"file {f.name!r}: data block {b + k} (file block {idx + k}) "
-                                           f"fails its checksum")
+                got = crc32c_blocks(buf) if len(crcs) > 1 else [crc32c(buf)]
+                if list(got) != crcs:
+                    k = next(k for k, c in enumerate(crcs) if got[k] != c)
+                    raise CorruptError(f"file {f.name!r}: data block {b + k} (file block {idx + k}) "
+                                       f"fails its checksum")
+            if whole:
+                return buf
             o = (idx - first) * BLOCK_SIZE
             out[o:o + len(buf)] = buf
         return out
@@ -511,33 +534,43 @@ class Store:
         self.protocol.close()
 
     def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
+        """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to
+        the protocol as pieces that are memoryviews into `data` (only a partial first or last
+        block is copied, merged with its old bytes), each run entered in the map and the used
+        list by slice operations.  Per block there is one crc32c call and nothing else."""
         if offset < 0:
             raise BlkError("offset must not be negative")
-        if not data:
-            return
-        end = offset + len(data)
-        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        n = last - first + 1
-        fresh = self.freelist.alloc(n)
-        edit = MapEdit(self, op, f)
         mv = memoryview(data)
-        for k, idx in enumerate(range(first, last + 1)):
-            lo = max(offset, idx * BLOCK_SIZE)
-            hi = min(end, (idx + 1) * BLOCK_SIZE)
-            if hi - lo == BLOCK_SIZE:
-                content = bytes(mv[lo - offset:hi - offset])
-            else:
-                content = bytearray(self._block_content(f, idx, op))
-                content[lo - idx * BLOCK_SIZE:hi - idx * BLOCK_SIZE] = mv[lo - offset:hi - offset]
-                content = bytes(content)
-            b = fresh[k]
-            op.data[b] = content
-            op.roles[b] = f"data block {idx} of file {f.fid}"
-            op.own(f, b)
-            op.crcs[b] = crc = crc32c(content)
-            old = f.map.set(idx, b, crc, edit)
-            if old:
-                op.release(f, old)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
+        if not len(mv):
+            return
+        end = offset + len(mv)
+        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        edit = MapEdit(self, op, f)
+        idx = first
+        for b0, count in self.freelist.alloc_runs(last - first + 1):
+            crcs = array("I")
+            k = 0
+            while k < count:
+                j = idx + k  # file block
+                lo, hi = max(offset, j * BLOCK_SIZE), min(end, (j + 1) * BLOCK_SIZE)
+                if hi - lo == BLOCK_SIZE:  # whole blocks from here: one view, up to the last whole one
+                    full = min(count - k, (end - lo) // BLOCK_SIZE)
+                    content = mv[lo - offset:lo - offset + full * BLOCK_SIZE]
+                else:
+                    full = 1
+                    merged = bytearray(self._block_content(f, j, op))
+                    merged[lo - j * BLOCK_SIZE:hi - j * BLOCK_SIZE] = mv[lo - offset:hi - offset]
+                    content = bytes(merged)
+                op.data[b0 + k] = content
+                op.crcs[b0 + k] = part = crc32c_blocks(content)
+                crcs.extend(part)
+                k += full
+            op.roles.data_run(b0, count, f.fid, idx)
+            op.own_run(f, b0, count)
+            op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
+            idx += count
         f.size = max(f.size, end)
         f.mtime_ns = time.time_ns()
         op.origins.add(f.fid)
@@ -549,16 +582,16 @@ class Store:
         b, _ = f.map.lookup(idx)
         if not b:
             return ZERO
-        if b in op.data:
-            return op.data[b]
+        mine = op.block_data(b)
+        if mine is not None:
+            return bytes(mine)
         return self.dev.read(b)
 
     def _truncate(self, op: Op, f: FileState, size: int) -> None:
         edit = MapEdit(self, op, f)
         keep = -(-size // BLOCK_SIZE)
         if size < f.size:
-            for b in f.map.truncate(keep, edit):
-                op.release(f, b)
+            op.release_many(f, f.map.truncate(keep, edit))
             tail = size % BLOCK_SIZE
             if tail:  # zero the rest of the last block so a later extension reads zeros
                 idx = size // BLOCK_SIZE
@@ -569,8 +602,8 @@ class Store:
                     op.data[nb] = content
                     op.roles[nb] = f"data block {idx} of file {f.fid}"
                     op.own(f, nb)
-                    op.crcs[nb] = crc = crc32c(content)
-                    op.release(f, f.map.set(idx, nb, crc, edit))
+                    op.crcs[nb] = crc32c_blocks(content)
+                    op.release(f, f.map.set(idx, nb, op.crcs[nb][0], edit))
         f.size = size
         f.mtime_ns = time.time_ns()
         op.origins.add(f.fid)

@@ -1,7 +1,8 @@
 """A file's used list (seed A): the persistent record of every block the file owns.
 
-The list is a chain of blocks of slots; adding fills the first empty slot and removing zeroes a
-slot.  The chain's own blocks and the head are owned by the list itself, not listed in it.
+The list is a chain of blocks of slots; adding fills the first empty slot (a new link, when every
+slot is taken, becomes the head) and removing zeroes a slot.  The chain's own blocks and the head
+are owned by the list itself, not listed in it.
 
 Every link is a full pointer: the origin holds (head, gen, crc32c of the head block) and each
 block holds (next, gen, crc32c of the next block), so a stale (lost) or misplaced chain block is
@@ -13,6 +14,9 @@ written in place and a torn write can only hit a block no durable origin points 
 """
 
 from __future__ import annotations
+
+from array import array
+from itertools import repeat
 
 from .errors import FieldError
 from .format import UsedListBlock, crc32c
@@ -31,6 +35,7 @@ class UsedList:
         self.chain, self.where = [], {}
         self.scan = 0  # chain index below which every slot is taken
         self.hint = 0  # slot in chain[scan] below which every slot is taken
+        self.full = 0  # chain index from which every slot is taken (after a load: the chain length)
         b = self.head
         seen = set()
         while b and b not in seen and b in self.blocks:
@@ -41,6 +46,7 @@ class UsedList:
                 if v:
                     self.where[v] = (b, i)
             b = self.blocks[b].next
+        self.full = len(self.chain)
 
     @classmethod
     def load(cls, head: int, read_block, gen: int | None = None, crc: int | None = None) -> "UsedList":
@@ -64,44 +70,61 @@ class UsedList:
     def add(self, blocks, alloc_listblock) -> tuple[set[int], list[int]]:
         """Record `blocks` in memory; returns (changed list blocks, newly chained list blocks).
 
-        `alloc_listblock()` supplies a block for a new chain link when every slot is taken.
+        `alloc_listblock()` supplies a block for a new chain link when every slot is taken.  The
+        new link becomes the head (its next pointer is the old head, which does not change), so
+        a file that keeps growing changes only its head block or two per operation, however long
+        its chain: sealing (commit) rewrites from the furthest changed block back to the head.
+        Free slots are filled first-fit from the head, a run of empty slots by one slice.
         """
         changed: set[int] = set()
         new: list[int] = []
-        for b in blocks:
-            while True:
-                if self.scan == len(self.chain):
-                    nb = alloc_listblock()
-                    changed.add(self.chain[-1])
-                    self.blocks[nb] = UsedListBlock()
-                    self.chain.append(nb)
-                    new.append(nb)
-                lb = self.chain[self.scan]
-                slots = self.blocks[lb].slots
-                try:
-                    i = slots.index(0, self.hint)
-                except ValueError:
-                    self.scan += 1
-                    self.hint = 0
-                    continue
-                self.hint = i + 1
-                slots[i] = b
-                self._images.pop(lb, None)
-                self.where[b] = (lb, i)
-                changed.add(lb)
-                break
+        blocks = list(blocks)
+        i = 0
+        while i < len(blocks):
+            if self.scan >= self.full:  # every slot taken: a new head (the rest is full)
+                nb = alloc_listblock()
+                self.blocks[nb] = UsedListBlock()
+                self.chain.insert(0, nb)
+                self.scan = self.hint = 0
+                self.full = 1
+                new.append(nb)
+            lb = self.chain[self.scan]
+            slots = self.blocks[lb].slots
+            try:
+                s = slots.index(0, self.hint)
+            except ValueError:
+                self.scan += 1
+                self.hint = 0
+                continue
+            k = min(len(blocks) - i, len(slots) - s)
+            while slots[s:s + k].count(0) != k:  # the empty slots from s: halve until all empty
+                k //= 2
+            part = blocks[i:i + k]
+            slots[s:s + k] = array("Q", part)
+            self.where.update(zip(part, zip(repeat(lb), range(s, s + k))))
+            self.hint = s + k
+            self._images.pop(lb, None)
+            changed.add(lb)
+            i += k
         return changed, new
 
     def remove(self, blocks) -> set[int]:
         changed = set()
+        pos = {b: i for i, b in enumerate(self.chain)}
+        where, lists = self.where, self.blocks
+        low = (self.scan, self.hint)
         for b in blocks:
-            lb, i = self.where.pop(b)
-            self.blocks[lb].slots[i] = 0
-            self._images.pop(lb, None)
-            changed.add(lb)
-            ci = self.chain.index(lb)
-            if ci < self.scan or (ci == self.scan and i < self.hint):
-                self.scan, self.hint = ci, i
+            lb, i = where.pop(b)
+            lists[lb].slots[i] = 0
+            if lb not in changed:
+                changed.add(lb)
+                self._images.pop(lb, None)
+            at = (pos[lb], i)
+            if at < low:
+                low = at
+            if at[0] >= self.full:
+                self.full = at[0] + 1
+        self.scan, self.hint = low
         return changed
 
     def commit(self, gen: int, changed, *, keep=frozenset(), alloc=None) -> tuple[set[int], list[int]]:

@@ -12,8 +12,8 @@ MUTANT = Mutant(
     "journal-commit-covers-first-data", __doc__.splitlines()[0],
     "blkjournal.protocols:JournalProtocol.commit",
     (("""
-data_crcs = [(b, op.crcs[b] if b in op.crcs else crc32c(d)) for b, d in sorted(op.data.items())]
+data_crcs = op.data_crcs()
 """, """
-data_crcs = [(b, op.crcs[b] if b in op.crcs else crc32c(d)) for b, d in sorted(op.data.items())][:1]
+data_crcs = op.data_crcs()[:1]
 """),),
     protocols=("journal",))

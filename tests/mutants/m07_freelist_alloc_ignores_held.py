@@ -9,10 +9,10 @@ from . import Mutant
 
 MUTANT = Mutant(
     "freelist-alloc-ignores-held", __doc__.splitlines()[0],
-    "blkjournal.freelist:Freelist.alloc",
+    "blkjournal.freelist:Freelist.alloc_runs",  # the allocator of data runs (issue 12)
     (("""
-if not byte & (1 << (b & 7)) and b not in self.held:
+held = sorted(self.held) if self.held else []
 """, """
-if not byte & (1 << (b & 7)):
+held = []
 """),),
     protocols=("journal",))

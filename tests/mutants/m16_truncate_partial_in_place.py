@@ -15,12 +15,12 @@ nb = self.freelist.alloc(1)[0]
 op.data[nb] = content
 op.roles[nb] = f"data block {idx} of file {f.fid}"
 op.own(f, nb)
-op.crcs[nb] = crc = crc32c(content)
-op.release(f, f.map.set(idx, nb, crc, edit))
+op.crcs[nb] = crc32c_blocks(content)
+op.release(f, f.map.set(idx, nb, op.crcs[nb][0], edit))
 """, """
 nb = b
 op.data[nb] = content
 op.roles[nb] = f"data block {idx} of file {f.fid}"
-op.crcs[nb] = crc = crc32c(content)
-f.map.set(idx, nb, crc, edit)
+op.crcs[nb] = crc32c_blocks(content)
+f.map.set(idx, nb, op.crcs[nb][0], edit)
 """),))

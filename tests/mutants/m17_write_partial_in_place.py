@@ -11,22 +11,26 @@ MUTANT = Mutant(
     "write-partial-in-place", __doc__.splitlines()[0],
     "blkjournal.store:Store._write",
     (("""
-b = fresh[k]
+edit = MapEdit(self, op, f)
 """, """
-b = fresh[k]
-cur = f.map.lookup(idx)[0]
-if hi - lo != BLOCK_SIZE and cur and cur not in op.data and cur not in op.released.get(f.fid, ()):
-    self.freelist.mark_free(b)
-    b = cur
+edit = MapEdit(self, op, f)
+in_place = []  # (file block, fresh block, live block): partial blocks to put back over the live one
 """), ("""
-op.own(f, b)
+content = bytes(merged)
 """, """
-if b != cur or hi - lo == BLOCK_SIZE:
-    op.own(f, b)
+content = bytes(merged)
+cur = f.map.lookup(j)[0]
+if cur and op.block_data(cur) is None and cur not in op.released.get(f.fid, ()):
+    in_place.append((j, b0 + k, cur))
 """), ("""
-if old:
-    op.release(f, old)
+op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
 """, """
-if old and old != b:
-    op.release(f, old)
+op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
+for j, nb, cur in in_place:  # the read-modify-write lands on the live block, not a fresh one
+    op.data[cur], op.crcs[cur] = op.data.pop(nb), op.crcs.pop(nb)
+    f.map.set(j, cur, op.crcs[cur][0], edit)
+    self.freelist.mark_free(nb)
+    op.owned[f.fid].remove(nb)
+    op.released[f.fid].remove(cur)
+in_place.clear()
 """)))
