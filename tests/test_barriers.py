@@ -127,3 +127,29 @@ def test_kernel_counts_the_same_on_a_loop_device(make_loop, protocol, barrier):
     if barrier == "flush" or protocol == "none":
         assert kernel_flushes == c.flushes  # journal/flush: exactly 1, ordered/flush: 2, none: 0
     dev.close()
+
+
+@pytest.mark.loop
+@pytest.mark.parametrize("barrier", ["flush", "fua"])
+def test_kernel_counts_a_synced_append_the_same(make_loop, barrier):
+    """journal: a synced 4 KiB append as the block layer sees it (/sys/block/NAME/stat), next to
+    the store's own counters.  The kernel counts a flush request among the write requests too
+    (field 5): under flush the 2 writes (data, journal block) + the flush = 3 requests, 16
+    sectors, 1 flush.  Under fua (emulated on a loop device: no queue/fua) each RWF_DSYNC write's
+    post-flush rides on its own request and the fsync that O_DSYNC implies is one more request
+    and flush: 4 requests, 4 flushes."""
+    loop = make_loop(16 << 20, 4096)
+    dev = _fresh(loop, "journal", barrier)
+    s = Store.open(dev)
+    s.put("f", os.urandom(BLOCK_SIZE))
+    s.sync()
+    for k in range(1, 4):
+        dev.counters.reset()
+        before = _stat(loop)
+        s.write("f", k * BLOCK_SIZE, os.urandom(BLOCK_SIZE))
+        s.sync()
+        after = _stat(loop)
+        _expect(dev.counters, APPEND["journal", barrier])
+        got = (after[4] - before[4], after[6] - before[6], after[15] - before[15])
+        assert got == ((3, 16, 1) if barrier == "flush" else (4, 16, 4)), got
+    dev.close()
