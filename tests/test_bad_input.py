@@ -159,21 +159,21 @@ def test_flipped_metadata_byte_journal(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_flipped_metadata_byte_ordered(tmp_path, kind):
-    """Under `ordered` a file has two origin slots, and a bad one is what a torn origin write
-    looks like after a crash, so it is never an error by itself: the other slot is used.  The
-    bitmap is a hint.  Every other metadata block has one copy and a bad one is refused."""
+    """Under `ordered` a file has two origin slots.  Format 3 frames every origin sector with its
+    own crc, so a flipped byte (damage) is told from a torn origin write (every sector valid, old
+    or new) and refused by name rather than taken for a crash.  The bitmap is a hint.  Every other
+    metadata block has one copy and a bad one is refused."""
     img, where = _store(tmp_path, "ordered")
     flip(img, where[kind])
     before = sha(img)
     if kind == "origin":
-        # "small" was written once: its other slot never held an origin.  A create whose origin
-        # never landed would be dropped, but "big" was created after it in the same object map
-        # block -- after a barrier that made small's origin durable -- so its origin was damaged:
-        # fsck says so, and the commands refuse by name rather than pretend it never existed
+        # "small" was written once: its other slot never held an origin, and the one that did
+        # fails a sector's own crc -- damage, not a torn write: fsck says so, and the commands
+        # refuse by name rather than pretend the file never existed
         rep = fsck_finds(img, "no-origin")
         assert rep["files"] == 1
-        refused(cli("ls", img, "--json"), "'small'", "no valid origin", "stale-block")
-        refused(cli("get", img, "small"), "no valid origin")
+        refused(cli("ls", img, "--json"), "'small'", f"origin slot {where[kind]}", "damage, not a torn write")
+        refused(cli("get", img, "small"), "'small'", "fails its own crc")
     elif kind == "bitmap":
         # under ordered the bitmap is a hint the store never reads (recovery rebuilds it from the
         # used lists): fsck reports the bad block, reads go on, and recovery rewrites it
@@ -194,9 +194,11 @@ def test_flipped_metadata_byte_ordered(tmp_path, kind):
     assert sha(img) == before
 
 
-def test_flipped_origin_slot_falls_back_to_the_older_origin(tmp_path):
-    """Ordered, a file written twice: a bad newest origin means the previous one is used (the file
-    as it was one operation earlier) -- the same as a crash that tore the origin write."""
+def test_flipped_newest_origin_is_refused_not_rolled_back(tmp_path):
+    """Ordered, a file written twice: a flipped byte in the newest origin is damage (a torn write
+    leaves every sector valid), so the file is refused by name; format 2 silently served the
+    previous version, a rollback of a durable write (tests/test_detection.py: a torn newest
+    origin still falls back to the older one)."""
     img = str(tmp_path / "o.img")
     with Device(img, create_size=8 << 20) as d:
         s = Store.mkfs(d, "ordered", "flush")
@@ -206,8 +208,9 @@ def test_flipped_origin_slot_falls_back_to_the_older_origin(tmp_path):
         s.sync()
         newest = s.lookup("f").origin_block
     flip(img, newest)
-    code, out, _ = cli("get", img, "f")
-    assert code == 0 and out == b"one"
+    before = sha(img)
+    refused(cli("get", img, "f"), "'f'", f"origin slot {newest}", "damage, not a torn write")
+    assert sha(img) == before
 
 
 def _journal_with_live_txn(tmp_path) -> tuple[str, int]:

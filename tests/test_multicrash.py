@@ -91,15 +91,23 @@ def test_workloads_reach_the_code(tmp_path):
                 orig()
             st.protocol.checkpoint = counting
             st.freelist.reclaim = counting
-        alloc = st.freelist.alloc
+        alloc, alloc_runs = st.freelist.alloc, st.freelist.alloc_runs
 
-        def watch(n):
+        def seen_now(out):
             nonlocal reused
-            out = alloc(n)
             reused += sum(b in seen for b in out)
             seen.update(out)
+
+        def watch(n):
+            out = alloc(n)
+            seen_now(out)
             return out
-        st.freelist.alloc = watch
+
+        def watch_runs(n):  # data blocks come in runs (Store._write)
+            runs = alloc_runs(n)
+            seen_now([b for first, count in runs for b in range(first, first + count)])
+            return runs
+        st.freelist.alloc, st.freelist.alloc_runs = watch, watch_runs
         run(st, ops)
         return st, reused, ckpts[0]
 
