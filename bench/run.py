@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import datetime
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -198,6 +199,22 @@ def git_state() -> dict:
     return {"head": git("rev-parse", "--short", "HEAD").strip(), "modified_blkjournal_files": changed}
 
 
+def render(out: str) -> int:
+    """Figures and targets again from saved samples: the measurement stays, the judging follows
+    the code (e.g. after a target changed)."""
+    pj, pm = os.path.join(out, "results.json"), os.path.join(out, "results.md")
+    with open(pj) as fh:
+        saved = json.load(fh)
+    meta, S = saved["meta"], Samples.from_json(saved["samples"])
+    figs = report.figures(bool(meta.get("fio")))
+    E = report.evaluate(figs, S)
+    T = report.targets(E, load=meta["host"]["loadavg"][0])
+    report.write(pj, pm, figs, S, E, T, meta)
+    for t in T:
+        env.log(f"target {'met   ' if t.met else 'MISSED'} {t.name}: {t.measured}")
+    return 0
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -218,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=HERE, help="directory for results.json and results.md (default bench/)")
     ap.add_argument("--crash-before", metavar="TREE", help="another checkout (e.g. `git worktree add /tmp/before "
                     "main`) whose explorer takes turns with this one in the crash phase: before/after in one run")
+    ap.add_argument("--render", action="store_true", help="measure nothing: judge the samples saved in OUT's "
+                    "results.json again with the current targets and rewrite results.json and results.md")
     args = ap.parse_args(argv)
+    if args.render:
+        return render(args.out)
     if min(args.rounds, args.seq_rounds, args.crash_runs) < 3:
         env.log("note: fewer than 3 repeats: min/median/max will not mean much")
     phases = set(args.only or ("append", "seq", "crash"))

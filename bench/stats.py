@@ -22,6 +22,15 @@ class Samples:
     def to_json(self) -> dict:
         return {t: {str(r): s for r, s in sorted(d.items())} for t, d in sorted(self.by_task.items())}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Samples":
+        """The samples a results.json saved (to judge them again: `bench.run --render`)."""
+        S = cls()
+        for task, rounds in d.items():
+            for r, sample in rounds.items():
+                S.add(task, int(r), sample)
+        return S
+
 
 def summary(vals) -> dict | None:
     vals = sorted(vals)
