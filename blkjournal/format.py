@@ -27,6 +27,7 @@ Layout of a store (4 KiB blocks):
 from __future__ import annotations
 
 import os
+import functools
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ BARRIERS = ("flush", "fua")
 
 
 crc32c = _crc.crc32c  # crc32c(data) -> int, the C function itself: no Python frame per block checked
+_ZERO4 = bytes(4)  # a crc field as the crc over its block sees it
+_SECTOR_ID = struct.Struct("<QI")  # block number, sector index: what each sector crc ends with
 
 
 def crc32c_blocks(buf) -> array:
@@ -104,11 +107,11 @@ FRAMED = (T_ORIGIN,)  # block types whose every sector carries its own crc (see 
 def whole_crc(raw, btype: int) -> int:
     """The block's own crc: crc32c of the block with the crc field zeroed (a sector-framed block's
     sector 0 crc zeroed too: it covers the block crc, see frame())."""
-    body = bytearray(raw)
-    body[8:12] = b"\0\0\0\0"
+    mv = memoryview(raw)  # incremental over the pieces: no copy of the block (every check calls this)
+    c = crc32c(_ZERO4, crc32c(mv[:8]))
     if btype in FRAMED:
-        body[SECTOR_DATA:SECTOR] = b"\0\0\0\0"
-    return crc32c(body)
+        return crc32c(mv[SECTOR:], crc32c(_ZERO4, crc32c(mv[12:SECTOR_DATA], c)))
+    return crc32c(mv[12:], c)
 
 
 def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None,
@@ -151,7 +154,7 @@ FRAMED_PAYLOAD = NSECT * SECTOR_DATA - HDR  # 4036 bytes
 
 
 def _framed_crc(body, block: int, s: int) -> int:
-    return crc32c(bytes(body[s * SECTOR:s * SECTOR + SECTOR_DATA]) + struct.pack("<QI", block, s))
+    return crc32c(_SECTOR_ID.pack(block, s), crc32c(memoryview(body)[s * SECTOR:s * SECTOR + SECTOR_DATA]))
 
 
 def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
@@ -261,14 +264,23 @@ def _entry_offset(k: int) -> int:
     return s * SECTOR + (HDR if s == 0 else 0) + j * OBJ.size
 
 
+_ENTRY_OFFSETS = tuple(_entry_offset(k) for k in range(OBJ_PER_BLOCK))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _packed_entry(e: "ObjEntry") -> bytes:
+    """An entry's bytes, by value: a commit repacks a whole object map block of which one entry
+    changed (entries are frozen, so equal entries pack equally)."""
+    return e.pack()
+
+
 def _sector_crc(body, block: int, s: int) -> int:
     """crc32c of sector s but its last 4 bytes (where it goes), sector 0 with the block crc zeroed,
     followed by the block number and sector index: a sector of another block fails, and the
     sectors are not crc codewords (a block of codewords would have a constant whole-block crc)."""
-    sec = bytearray(body[s * SECTOR:(s + 1) * SECTOR - 4])
-    if s == 0:
-        sec[8:12] = b"\0\0\0\0"
-    return crc32c(bytes(sec) + struct.pack("<QI", block, s))
+    mv = memoryview(body)[s * SECTOR:(s + 1) * SECTOR - 4]
+    c = crc32c(mv[12:], crc32c(_ZERO4, crc32c(mv[:8]))) if s == 0 else crc32c(mv)
+    return crc32c(_SECTOR_ID.pack(block, s), c)
 
 
 @memo.pure
@@ -277,9 +289,8 @@ def pack_objmap(entries: list, block: int, gen: int) -> bytes:
     own crc32c, so a write torn at any sector boundary leaves each sector whole (old or new)."""
     body = bytearray(BLOCK_SIZE)
     body[:HDR] = HEADER.pack(MAGIC, T_OBJMAP, VERSION, 0, block, gen)
-    for k, e in enumerate(entries):
-        off = _entry_offset(k)
-        body[off:off + OBJ.size] = e.pack()
+    for off, e in zip(_ENTRY_OFFSETS, entries):
+        body[off:off + OBJ.size] = _packed_entry(e)
     for s in range(BLOCK_SIZE // SECTOR):
         body[(s + 1) * SECTOR - 4:(s + 1) * SECTOR] = struct.pack("<I", _sector_crc(body, block, s))
     body[8:12] = struct.pack("<I", crc32c(body))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from array import array
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
@@ -42,6 +42,9 @@ class FileState:
     slot: int  # which origin slot holds the newest origin (0 = a, 1 = b)
     map: BlockMap
     ul: UsedList
+    # (block, origin, image) of the last origin packed: a commit needs the image twice (its crc
+    # for the object map entry, then the block itself), and framing a block costs 9 crcs
+    _packed: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -57,7 +60,10 @@ class FileState:
                       self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs), ul_gen, ul_crc)
 
     def origin_image(self) -> bytes:
-        return self.origin().pack(self.origin_block)
+        o, b = self.origin(), self.origin_block
+        if self._packed is None or self._packed[0] != b or self._packed[1] != o:
+            self._packed = (b, o, o.pack(b))
+        return self._packed[2]
 
     def expect_origin(self) -> None:
         """Journal: the object map entry records what its origin now is (gen, crc)."""

@@ -64,3 +64,30 @@ def test_prose_numbers_match_the_code():
 def test_the_check_fails_on_a_wrong_document():
     wrong = _doc().replace(f"| object map entry | {F.OBJ.size} |", "| object map entry | 128 |")
     assert documented_sizes(wrong) != FROM_CODE
+
+
+def _ref_crc(raw: bytes, zeroed: list[tuple[int, int]], tail: bytes = b"") -> int:
+    """A checksum as docs/format.md defines it, computed the plain way: copy, zero, crc."""
+    body = bytearray(raw)
+    for lo, hi in zeroed:
+        body[lo:hi] = bytes(hi - lo)
+    return F.crc32c(bytes(body) + tail)
+
+
+def test_checksums_match_their_plain_definitions():
+    """format.py computes its crcs incrementally over memoryviews (no copy of the block per
+    check); the bytes on disk must stay what the plain definition gives, or every existing image
+    would read as damaged.  Random blocks, every sector, framed and unframed."""
+    import struct
+
+    rnd = __import__("random").Random(5)
+    for _ in range(50):
+        raw = rnd.randbytes(F.BLOCK_SIZE)
+        block = rnd.randrange(1 << 40)
+        assert F.whole_crc(raw, F.T_MAPNODE) == _ref_crc(raw, [(8, 12)])
+        assert F.whole_crc(raw, F.T_ORIGIN) == _ref_crc(raw, [(8, 12), (F.SECTOR_DATA, F.SECTOR)])
+        for s in range(F.BLOCK_SIZE // F.SECTOR):
+            tail = struct.pack("<QI", block, s)
+            sec = raw[s * F.SECTOR:(s + 1) * F.SECTOR - 4]
+            assert F._sector_crc(raw, block, s) == _ref_crc(sec, [(8, 12)] if s == 0 else [], tail)
+            assert F._framed_crc(raw, block, s) == _ref_crc(raw[s * F.SECTOR:s * F.SECTOR + F.SECTOR_DATA], [], tail)
