@@ -39,8 +39,9 @@ from .device import BLOCK_SIZE
 from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
-VERSION = 3  # 2: the header names the block's address and generation; pointers carry crc + gen;
-# 3: an origin's every sector carries its own crc (a torn origin write is told from bit rot)
+VERSION = 4  # 2: the header names the block's address and generation; pointers carry crc + gen;
+# 3: an origin's every sector carries its own crc (a torn origin write is told from bit rot);
+# 4: so does every journal transaction block, and mkfs fills the journal area with framed blanks
 HEADER = struct.Struct("<4sHHIQQ")  # magic, type, version, crc32c, own block number, generation
 HDR = HEADER.size
 PAYLOAD = BLOCK_SIZE - HDR
@@ -101,7 +102,7 @@ def header(raw: bytes) -> tuple:
 
 SECTOR = 512
 SECTOR_DATA = SECTOR - 4  # the rest of a sector of a sector-framed block: its own crc32c
-FRAMED = (T_ORIGIN,)  # block types whose every sector carries its own crc (see frame())
+FRAMED = (T_ORIGIN, T_TXN)  # block types whose every sector carries its own crc (see frame())
 
 
 def whole_crc(raw, btype: int) -> int:
@@ -158,7 +159,7 @@ def _framed_crc(body, block: int, s: int) -> int:
 
 
 def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
-    """A sector-framed metadata block (origins, format 3): header and payload spread over the first
+    """A sector-framed metadata block (origins, format 3; journal transaction blocks, format 4): header and payload spread over the first
     508 bytes of each 512-byte sector, each sector ending in the crc32c of those 508 bytes followed
     by the block number and sector index.  Sectors 1..7 are framed first, then the block crc (over
     everything but itself and sector 0's crc), then sector 0, whose crc covers the block crc.  So a
@@ -179,7 +180,7 @@ def reframe(logical: bytes, block: int) -> bytes:
         body[s * SECTOR:s * SECTOR + len(chunk)] = chunk
     for s in range(1, NSECT):
         struct.pack_into("<I", body, s * SECTOR + SECTOR_DATA, _framed_crc(body, block, s))
-    struct.pack_into("<I", body, 8, whole_crc(body, T_ORIGIN))  # the one framed type
+    struct.pack_into("<I", body, 8, whole_crc(body, T_ORIGIN))  # the same crc shape for every framed type
     struct.pack_into("<I", body, SECTOR_DATA, _framed_crc(body, block, 0))
     return bytes(body)
 

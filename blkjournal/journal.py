@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from . import memo
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
-from .format import (HEADER, JSB_CRCS, MAGIC, PAYLOAD, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper, Superblock, check,
-                     crc32c, seal, weak_detection)
+from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, NSECT, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
+                     Superblock, check, crc32c, frame, framed_damage, unframe, weak_detection)
 
 DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
 COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
@@ -78,7 +78,7 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
 
 
 def _nblocks(stream_len: int) -> int:
-    return 1 + max(0, -(-(stream_len - (PAYLOAD - DESC.size)) // PAYLOAD))
+    return 1 + max(0, -(-(stream_len - (FRAMED_PAYLOAD - DESC.size)) // FRAMED_PAYLOAD))
 
 
 def txn_blocks(data: list, records: list) -> int:
@@ -102,29 +102,61 @@ def pack_data(data) -> bytes:
 def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
            at: int, durable: int = 0) -> tuple[list[bytes], int]:
     """The blocks of one transaction (descriptor first) to be written from block `at`, and its
-    commit checksum.  Each block's header names its own address and the sequence number.
+    commit checksum.  Each block's header names its own address and the sequence number, and each
+    block is framed per sector (format.frame): replay tells a torn write from damage.
 
     `durable` is the newest transaction known durable (flushed, or completed FUA) as this one is
     written: evidence that lets replay tell a damaged durable transaction from a torn tail."""
     stream = pack_data(data)
     stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
-    first_room = PAYLOAD - DESC.size
+    first_room = FRAMED_PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
     commit = crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream)
-    blocks = [seal(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
-                   + stream[:first_room], at, seq)]
-    for k, i in enumerate(range(first_room, len(stream), PAYLOAD), 1):
-        blocks.append(seal(T_TXN, stream[i:i + PAYLOAD], at + k, seq))
+    blocks = [frame(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
+                    + stream[:first_room], at, seq)]
+    for k, i in enumerate(range(first_room, len(stream), FRAMED_PAYLOAD), 1):
+        blocks.append(frame(T_TXN, stream[i:i + FRAMED_PAYLOAD], at + k, seq))
     return blocks, commit
+
+
+def blank(block: int) -> bytes:
+    """What mkfs writes into every journal slot: a framed transaction block of generation 0, which
+    no transaction's sequence number matches.  So every later write to a slot lands on a framed
+    block, and a torn one leaves every sector passing its own crc (see damaged())."""
+    return frame(T_TXN, b"", block, 0)
+
+
+def damaged(raw, block: int, seq: int, prev: int | None, *, only_proven: bool = False) -> int | None:
+    """The first sector failing its own crc when block `block` of transaction `seq` is damaged
+    (bit rot, garbage sectors), else None.  No sector failing: a torn write (each sector old or
+    new).  Every sector failing: no framed block was ever there (a foreign write).  Some failing:
+    damage -- unless sector 0 passes and its header (and, for a descriptor, `prev`) shows another
+    transaction's block, an older lap of the log: damage to a dead block is no loss.  With
+    `only_proven`, a block whose sector 0 failed counts as unknown, not damage."""
+    bad = framed_damage(raw, block)
+    if not bad or len(bad) == NSECT:
+        return None
+    if bad[0] == 0:
+        return None if only_proven else 0
+    magic, t, _, _, own, gen = HEADER.unpack_from(raw)
+    if magic != MAGIC or t != T_TXN or own != block or gen != seq:
+        return None
+    if prev is not None:
+        d = DESC.unpack_from(raw, HDR)  # header and descriptor lie in sector 0
+        if d[0] != seq or d[4] != prev:
+            return None
+    return bad[0]
 
 
 @memo.pure
 def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | None:
     _, nblocks, ndata, nrec, prev, commit, durable = desc
     try:
-        payloads = [bytes(check(b, T_TXN, at + k, gen=seq)) for k, b in enumerate(blocks)]
+        for k, b in enumerate(blocks):
+            check(b, T_TXN, at + k, gen=seq)
     except CorruptError:
         return None
+    payloads = [unframe(b)[HDR:] for b in blocks]
     stream = payloads[0][DESC.size:] + b"".join(payloads[1:])
     if ndata * DATA.size + nrec * REC.size > len(stream):
         return None  # counts that overrun the transaction: not a committed one (its commit cannot match)
@@ -148,15 +180,19 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
 
 
-def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: int = 64) -> list[bytes] | None:
+def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: int = 64,
+                     look=None) -> list[bytes] | None:
     """The n blocks of a transaction, read a chunk at a time; None at the first that is not a
-    transaction block, so a descriptor claiming thousands of blocks costs one chunk, not all."""
+    transaction block, so a descriptor claiming thousands of blocks costs one chunk, not all.
+    `look(k, raw)` sees each block k >= 1 first (to refuse damage before a bad magic hides it)."""
     blocks = [first]
     while len(blocks) < n:
         k = min(chunk, n - len(blocks))
         raw = dev.read(start + len(blocks), k)
         for i in range(k):
             b = raw[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+            if look is not None:
+                look(len(blocks), b)
             if b[:4] != MAGIC or HEADER.unpack_from(b)[1] != T_TXN:
                 return None
             blocks.append(b)
@@ -198,6 +234,12 @@ class Journal:
         self.fixed_crcs = js.crcs
         self.head_pos, self.next_seq, self.prev, self.used = js.tail_pos, js.tail_seq, js.tail_prev, 0
         self.durable = js.tail_seq - 1
+
+    def blanks(self) -> bytes:
+        """The whole log area as mkfs writes it, one framed blank per slot (see blank()): from
+        then on every slot holds a framed block -- a blank or a transaction block of an older
+        lap, which checkpoints never rewrite -- and a torn write over any slot is told from damage."""
+        return b"".join(blank(self.area + p) for p in range(self.size))
 
     def super_image(self, crcs: tuple) -> bytes:
         """The journal superblock for the current tail; `crcs` of the fixed blocks, as checkpointed."""
@@ -253,6 +295,7 @@ class Journal:
             txn = None
             for p in ((pos, 0) if pos else (pos,)):
                 first = dev.read(self.area + p)
+                self._refuse_damage(first, p, 0, seq, prev, only_proven=p != pos)  # before any field is trusted
                 magic, t = HEADER.unpack_from(first)[:2]
                 if magic != MAGIC or t != T_TXN:
                     continue
@@ -260,7 +303,11 @@ class Journal:
                 if d[0] != seq or d[4] != prev or not 0 < d[1] <= self.size - p:
                     continue
                 n = d[1]
-                blocks = _read_txn_blocks(dev, self.area + p, first, n)
+                look = None
+                if self._whole(first, p):  # the descriptor was written whole: its later blocks count
+                    def look(k, raw, p=p, seq=seq):
+                        self._refuse_damage(raw, p + k, k, seq, None)
+                blocks = _read_txn_blocks(dev, self.area + p, first, n, look=look)
                 txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
                 bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
                 if bad is not None:
@@ -284,6 +331,27 @@ class Journal:
         if used < self.size:
             self._no_durable_successor(dev, pos, seq, prev)
         return txns
+
+    def _whole(self, raw, p: int) -> bool:
+        try:
+            check(raw, T_TXN, self.area + p)
+            return True
+        except CorruptError:
+            return False
+
+    def _refuse_damage(self, raw, p: int, k: int, seq: int, prev: int | None, *, only_proven: bool = False) -> None:
+        """Refuse, by name, a transaction block at slot `p` (block `k` of transaction `seq`) that is
+        damaged rather than torn (see damaged()).  Replay would otherwise stop there as at a torn
+        tail and silently roll back a transaction that may have been durable (the last synced
+        batch has no successor that could say so).  At block 0, tried only in case the log
+        wrapped, only a block sector 0 proves to be `seq`'s counts: there the log may as well
+        continue at its head, and block 0 hold a checkpointed transaction."""
+        if weak_detection():  # format 1's detection: a block crc only
+            return
+        s = damaged(raw, self.area + p, seq, prev, only_proven=only_proven)
+        if s is not None:
+            raise CorruptError(f"journal transaction {seq}: block {self.area + p} (its block {k}): sector {s} "
+                               f"fails its own crc (damage, not a torn write)")
 
     def _no_durable_successor(self, dev: BlockDevice, pos: int, seq: int, prev: int) -> None:
         """Replay stopped at `seq`: a torn tail, unless a later transaction says `seq` was durable

@@ -99,6 +99,10 @@ class Protocol:
     def mkfs_blocks(self) -> dict[int, bytes]:
         return {}
 
+    def mkfs_extent(self) -> tuple[int, bytes] | None:
+        """(first block, bytes) mkfs writes in one large write before its first flush, or None."""
+        return None
+
     def begin(self) -> None:
         """An operation is about to change the in-memory state (called before it does)."""
 
@@ -195,6 +199,9 @@ class JournalProtocol(Protocol):
         st = self.store
         images = {b: st.objmap_image(b) if b < st.sb.bitmap_start else st.freelist.image(b) for b in self.journal.fixed}
         return {self.journal.jsb_block: self.journal.super_image(self.fixed_crcs(images))}
+
+    def mkfs_extent(self) -> tuple[int, bytes] | None:
+        return self.journal.area, self.journal.blanks()  # every slot framed (journal.blank)
 
     def fixed_crcs(self, images: dict[int, bytes]) -> tuple:
         """The crc of each fixed block as committed; one no transaction of a store made in this

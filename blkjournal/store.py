@@ -151,6 +151,9 @@ class Store:
         blocks.update(s.protocol.mkfs_blocks())
         for b in sorted(blocks):
             dev.write(b, blocks[b], role=s.role_of(b))
+        extent = s.protocol.mkfs_extent()
+        if extent:
+            dev.write(extent[0], extent[1], role="journal blanks")
         dev.flush()
         dev.write(0, sb.pack(), role="superblock")
         dev.flush()

@@ -65,6 +65,24 @@ def _expect(counters, want) -> None:
     assert got["discards"] == 0
 
 
+MKFS = {  # 8 MiB: 3 object map blocks, 1 bitmap block, journal 128 blocks (superblock + 127 log slots)
+    "journal": (7, 2, 0, 3 + 1 + 1 + 127 + 1),  # + 1 write of framed blanks over the whole log (format 4)
+    "ordered": (5, 2, 0),
+    "none": (5, 2, 0),
+}
+
+
+@pytest.mark.parametrize("protocol,barrier", COMBOS)
+def test_mkfs_writes_and_barriers(image, protocol, barrier):
+    """mkfs: the fixed blocks (journal: its superblock and, in one write, a framed blank in every
+    log slot), a flush, the superblock, a flush."""
+    dev = Device(image, create_size=8 << 20)
+    dev.counters.reset()
+    Store.mkfs(dev, protocol, barrier)
+    _expect(dev.counters, MKFS[protocol])
+    dev.close()
+
+
 @pytest.mark.parametrize("protocol,barrier", COMBOS)
 def test_put_one_block_and_sync(image, protocol, barrier):
     dev = _fresh(image, protocol, barrier, create_size=8 << 20)

@@ -20,7 +20,8 @@ import pytest
 from blkjournal.crash.explore import crashtest
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
-from blkjournal.format import VERSION, WEAK_ENV, Origin, UsedListBlock, crc32c
+from blkjournal.format import SECTOR, VERSION, WEAK_ENV, Origin, UsedListBlock, crc32c
+from blkjournal.journal import blank as journal_blank
 from blkjournal.fsck import MISDIRECTED, STALE, UNLISTED, fsck
 from blkjournal.store import Store
 from cliutil import cli
@@ -272,7 +273,9 @@ def test_a_misdirected_write_over_an_origin_slot_refuses_the_file(image):
 
 def test_a_damaged_durable_transaction_is_not_taken_for_a_torn_tail(image, weak):
     """journal: b's transaction was synced, then c's was written (it says b's was durable); b's
-    descriptor then rots.  Replay must not stop there silently as at a torn tail."""
+    descriptor then fails every sector crc (a block no framed write leaves: not told from a block
+    that never held a transaction).  Replay must not stop there silently as at a torn tail: c's
+    descriptor proves b's was durable."""
     with Device(image, create_size=8 << 20) as d:
         s = Store.mkfs(d, "journal", "flush")
         s.put("a", b"a" * 100)
@@ -283,7 +286,8 @@ def test_a_damaged_durable_transaction_is_not_taken_for_a_torn_tail(image, weak)
         s.put("c", b"c" * 100)
         s.sync()
     raw = bytearray(_raw(image, b_txn))
-    raw[300] ^= 0x10
+    for sct in range(BLOCK_SIZE // SECTOR):
+        raw[sct * SECTOR + SECTOR - 4:(sct + 1) * SECTOR] = bytes(4)
     _raw(image, b_txn, bytes(raw))
     with Device(image, readonly=True) as d:
         with pytest.raises(CorruptError, match=rf"journal transaction 2 at block {b_txn} fails its checks .*checksum"
@@ -292,6 +296,54 @@ def test_a_damaged_durable_transaction_is_not_taken_for_a_torn_tail(image, weak)
         assert fsck(d).codes() == {"journal"}  # named: the journal cannot be replayed past it
     weak()
     with Device(image, readonly=True) as d:  # format 1: b and c silently gone, though synced
+        assert sorted(Store.open(d, recover=False).names) == ["a"]
+
+
+def _synced_last(image, data: bytes) -> tuple[int, int]:
+    """journal: a synced, then b (`data`) synced last: the last batch, no successor.
+    Returns (first block, block count) of b's transaction."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "journal", "flush")
+        s.put("a", b"a" * 100)
+        s.sync()
+        s.put("b", data)
+        s.sync()
+        j = s.protocol.journal
+        first = j.area + j.head_pos - (j.used - 1)  # a's transaction took one block
+        return first, j.area + j.head_pos - first
+
+
+@pytest.mark.parametrize("which", ["descriptor", "later block"])
+def test_rot_in_the_last_durable_transaction_is_refused_by_name(image, weak, which):
+    """format 4: journal transaction blocks are framed per sector, so one rotted sector of the last
+    synced transaction -- no later descriptor can say it was durable -- is damage, not a torn tail:
+    replay refuses by name instead of silently rolling b back (format 1's detection: b gone)."""
+    first, n = _synced_last(image, b"b" * 100 if which == "descriptor" else _numbered(600))
+    assert (n == 1) == (which == "descriptor")
+    b = first if which == "descriptor" else first + 1
+    _flip(image, b, 3 * SECTOR + 7)  # sector 3: sector 0 (header, descriptor) intact
+    with Device(image, readonly=True) as d:
+        with pytest.raises(CorruptError, match=rf"journal transaction 2: block {b} \(its block {b - first}\): "
+                                               r"sector 3 fails its own crc \(damage, not a torn write\)") as e:
+            Store.open(d, recover=False)
+        assert e.value.fault == "checksum"
+        assert fsck(d).codes() == {"journal"}
+    weak()
+    with Device(image, readonly=True) as d:
+        assert sorted(Store.open(d, recover=False).names) == ["a"]  # silently rolled back
+
+
+def test_a_torn_last_transaction_is_still_a_torn_tail(image):
+    """The other side of the classification: b's (unflushed) write torn at sector boundaries over
+    a slot mkfs blanked -- every sector old or new, each passing its own crc -- is a torn tail:
+    recovery drops b and the store opens."""
+    first, _ = _synced_last(image, b"b" * 100)
+    torn = bytearray(_raw(image, first))
+    blank = bytearray(journal_blank(first))
+    torn[SECTOR:] = blank[SECTOR:]  # sector 0 new, the rest as mkfs left them
+    assert bytes(torn) != _raw(image, first)
+    _raw(image, first, bytes(torn))
+    with Device(image, readonly=True) as d:
         assert sorted(Store.open(d, recover=False).names) == ["a"]
 
 

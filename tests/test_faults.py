@@ -299,11 +299,12 @@ def test_a_store_returning_stale_data_as_good_is_silent_not_undetectable(ordered
     assert fx["silent_corruptions"] == 1 and fx["undetectable"] == 0, fx
 
 
-# What format 3 cannot detect by design (docs/faults.md, "The undetectable cases, argued"), and
+# What format 4 cannot detect by design (docs/faults.md, "The undetectable cases, argued"), and
 # the oracle's strict test does not prove equal to an honest crash because later commits of
-# other files are durable: under journal a damaged transaction of the last synced batch, before
-# any later transaction claims it durable (one flush per sync writes nothing after it: the
-# journal side's sector framing is still to come); under ordered a file's newest origin (or a
+# other files are durable: under journal a lost or misdirected-over transaction of the last
+# synced batch, before any later transaction claims it durable (one flush per sync writes
+# nothing after it), and rot of a raw data block of that batch (a rotted transaction block is
+# detected now: its sectors are framed, format 4); under ordered a file's newest origin (or a
 # create's object map entry) lost or misdirected over, its slots being the per-file commit
 # point.  Bit rot of an origin is detected now (sector crcs): never silent under ordered.
 # Read errors and garbage are never silent, nothing crashes.
@@ -324,6 +325,11 @@ def test_full_detection_leaves_only_the_undetectable_by_design(tmp_path, protoco
                for e in silent), silent
     if protocol == "ordered":
         assert all(e["kind"] in ("lost-write", "misdirect") for e in silent), silent
+    else:  # bit rot is silent only in a raw data block, never in a (sector-framed) transaction block
+        rot = [e for e in silent if e["kind"] == "bitrot"]
+        assert all(e["role"].startswith("data block") for e in rot), rot
+        if sum(e["kind"] == "bitrot" for e in fx["examples"]) < F.MAX_EXAMPLES:  # every one is shown
+            assert fx["by_kind"]["bitrot"]["silent_corruptions"] == len(rot), fx
     assert fx["silent_corruptions"] <= fx["injected"] // 20, fx  # the residue: at most 5% of the faults
 
 
