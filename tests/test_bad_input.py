@@ -225,10 +225,10 @@ def _journal_with_live_txn(tmp_path) -> tuple[str, int]:
 
 
 def test_flipped_journal_transaction_byte(tmp_path):
-    """A committed transaction that no longer checks is, to recovery, the torn tail a crash
-    leaves (the protocol issues no barrier between a transaction's blocks, so nothing on the disk
-    can tell "torn" from "flipped"): it and everything after it are dropped, and the store stays
-    consistent.  fsck reports a clean store and names the transaction it stopped at."""
+    """A committed transaction with a flipped byte is damage, not the torn tail a crash leaves
+    (format 4: each sector of a transaction block carries its own crc, and a torn write leaves
+    each sector old or new): recovery refuses by name rather than silently dropping it, fsck
+    names it (`journal`), and nothing is written."""
     img, txn_block = _journal_with_live_txn(tmp_path)
     with Device(img, readonly=True) as d:
         assert block_type(d.read(txn_block)) == T_TXN
@@ -237,12 +237,12 @@ def test_flipped_journal_transaction_byte(tmp_path):
     flip(img, txn_block)
     before = sha(img)
     code, out, err = cli("fsck", img, "--json")
-    assert code == 0 and err == ""
+    assert code == 1 and err == "", (code, err)
     rep = json.loads(out)
-    assert rep["journal_transactions_replayed"] == 0
-    assert any(f"block {txn_block}" in n and "transaction 1" in n for n in rep["notes"]), rep
+    assert "journal" in json.dumps(rep) and f"block {txn_block}" in json.dumps(rep), rep
     code, out, err = cli("ls", img, "--json")
-    assert code == 0 and json.loads(out) == []
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"journal transaction 1: block {txn_block}" in err and "damage, not a torn write" in err, err
     assert sha(img) == before
 
 
