@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import BlkError, fail
+from ..errors import BlkError, error_line, fail
 
 hwcheck_app = typer.Typer(
     help="Does this disk honour FLUSH and FUA across a power cut? write, cut power, verify.",
@@ -99,6 +99,8 @@ def verify(
     except BlkError as e:
         raise fail(e)
     typer.echo(json.dumps(report.to_json(), indent=1) if json_out else render(report))
+    if report.verdict == "inconclusive":  # exit 2 is an error: it gets the one stderr line every error has
+        typer.echo(error_line(report.verdict_line()), err=True)
     raise typer.Exit(report.exit_code)
 
 
