@@ -165,7 +165,7 @@ def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
     everything but itself and sector 0's crc), then sector 0, whose crc covers the block crc.  So a
     write torn at sector boundaries leaves every sector passing its own crc (each old or new) while
     the block crc fails, and bit rot anywhere -- the block crc field included -- makes the sector it
-    hits fail its own: recovery can tell an interrupted write from damage (framed_damage)."""
+    hits fail its own: recovery can tell an interrupted write from damage (damaged_sector)."""
     if len(payload) > FRAMED_PAYLOAD:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a framed block")
     return reframe(HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload, block)
@@ -190,12 +190,15 @@ def unframe(raw) -> bytes:
     return b"".join(bytes(raw[s * SECTOR:s * SECTOR + SECTOR_DATA]) for s in range(NSECT))
 
 
-def framed_damage(raw, block: int) -> tuple[int, ...]:
-    """The sectors of a sector-framed block (read from `block`) that fail their own crc.  None
-    failing while the block crc fails: a torn write.  All failing: no framed block of this address
-    (never written here, or overwritten whole).  Some: damage (bit rot, garbage sectors)."""
-    return tuple(s for s in range(NSECT)
-                 if struct.unpack_from("<I", raw, s * SECTOR + SECTOR_DATA)[0] != _framed_crc(raw, block, s))
+def damaged_sector(raw, block: int) -> int | None:
+    """The first sector of a sector-framed block (read from `block`) failing its own crc when the
+    block is damaged (bit rot, garbage sectors: some sectors fail), else None.  None failing while
+    the block crc fails is a torn write (each sector old or new); all failing is no framed block of
+    this address (never written here, or overwritten whole).  Origins and journal transactions
+    both judge their blocks by this one rule."""
+    bad = [s for s in range(NSECT)
+           if struct.unpack_from("<I", raw, s * SECTOR + SECTOR_DATA)[0] != _framed_crc(raw, block, s)]
+    return bad[0] if bad and len(bad) < NSECT else None
 
 
 def block_type(raw: bytes) -> int | None:

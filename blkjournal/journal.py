@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from . import memo
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
-from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, NSECT, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
-                     Superblock, check, crc32c, frame, framed_damage, unframe, weak_detection)
+from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
+                     Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
 
 DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
 COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
@@ -133,10 +133,10 @@ def damaged(raw, block: int, seq: int, prev: int | None, *, only_proven: bool = 
     damage -- unless sector 0 passes and its header (and, for a descriptor, `prev`) shows another
     transaction's block, an older lap of the log: damage to a dead block is no loss.  With
     `only_proven`, a block whose sector 0 failed counts as unknown, not damage."""
-    bad = framed_damage(raw, block)
-    if not bad or len(bad) == NSECT:
+    s = damaged_sector(raw, block)
+    if s is None:
         return None
-    if bad[0] == 0:
+    if s == 0:
         return None if only_proven else 0
     magic, t, _, _, own, gen = HEADER.unpack_from(raw)
     if magic != MAGIC or t != T_TXN or own != block or gen != seq:
@@ -145,7 +145,7 @@ def damaged(raw, block: int, seq: int, prev: int | None, *, only_proven: bool = 
         d = DESC.unpack_from(raw, HDR)  # header and descriptor lie in sector 0
         if d[0] != seq or d[4] != prev:
             return None
-    return bad[0]
+    return s
 
 
 @memo.pure

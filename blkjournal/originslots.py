@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import CorruptError
-from .format import HDR, HEADER, MAGIC, NSECT, T_ORIGIN, ObjEntry, Origin, framed_damage, unframe, weak_detection
+from .format import HDR, HEADER, MAGIC, T_ORIGIN, ObjEntry, Origin, damaged_sector, unframe, weak_detection
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,9 @@ class Damage:
 
 
 def _damage(slot: int, b: int, raw: bytes, fid: int, e: ObjEntry) -> Damage | None:
-    bad = framed_damage(raw, b)
-    if not bad or len(bad) == NSECT:  # torn (each sector old or new), or no origin ever completed here
+    s = damaged_sector(raw, b)
+    if s is None:  # torn (each sector old or new), or no origin ever completed here
         return None
-    s = bad[0]
     gen = None
     if s != 0:  # sector 0 passes its own crc: its header and the origin's first fields are as written
         magic, t, _, _, block, hgen = HEADER.unpack_from(raw)
