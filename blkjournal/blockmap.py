@@ -30,6 +30,10 @@ class BlockMap:
         self.root_crcs = array("I", root_crcs if root_crcs is not None else bytes(4 * ROOT_SLOTS))
         self.nodes: dict[int, MapNode] = nodes if nodes is not None else {}
 
+    def clone(self) -> "BlockMap":
+        """An independent copy (its nodes copied too)."""
+        return BlockMap(self.height, self.root_blocks, self.root_crcs, {b: n.copy() for b, n in self.nodes.items()})
+
     @classmethod
     def load(cls, origin, read_node) -> "BlockMap":
         """Read every node reachable from the origin with `read_node(b, crc) -> MapNode`, `crc`

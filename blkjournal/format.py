@@ -190,6 +190,7 @@ def unframe(raw) -> bytes:
     return b"".join(bytes(raw[s * SECTOR:s * SECTOR + SECTOR_DATA]) for s in range(NSECT))
 
 
+@memo.pure  # 16 crc calls a framed block; recovery asks of every journal block it reads, state after state
 def damaged_sector(raw, block: int) -> int | None:
     """The first sector of a sector-framed block (read from `block`) failing its own crc when the
     block is damaged (bit rot, garbage sectors: some sectors fail), else None.  None failing while

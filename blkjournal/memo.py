@@ -51,6 +51,7 @@ def clear() -> None:
     for t in _tables:
         t.clear()
     _crcs.clear()
+    _trace_nodes[0] = 0
 
 
 _RAISE = object()  # marks a memoised refusal: (raws, _RAISE, exception class, args)
@@ -155,3 +156,88 @@ def _put(table: dict, key, value) -> None:
     if len(table) >= MAX_ENTRIES:
         table.clear()
     table[key] = value
+
+
+# ---------------------------------------------------------------- computations that read blocks
+MAX_TRACE_NODES = 1 << 16  # read-trace nodes kept over every computation; a full trie is emptied and refilled
+
+_LEAF = object()
+_traces: dict = {}  # (kind, key) -> trie of read traces (see replayed)
+_tables.append(_traces)
+_trace_nodes = [0]
+
+
+def replayed(kind: str, key, read, compute, restore):
+    """`compute(read)` for a computation determined by `key` and the blocks it reads, answered
+    from a former run that read the same contents.
+
+    The computation must be deterministic: the same key and the same content from each of its
+    reads (`read(block) -> bytes`) make the same reads in the same order and the same result.
+    So former runs form a trie: a node names the block the computation reads next, its children
+    the contents seen there, a leaf the result.  A lookup reads the blocks again, in the same
+    order, and follows the contents (compared whole, identity first); every read a real run
+    would make up to the first difference is made (the explorer's read tracking sees the same
+    blocks), and a leaf means the computation would read nothing else.  Any difference runs it.
+    `compute(read)` returns (result, snapshot); `restore(snapshot)` gives the result of a hit
+    (e.g. fresh copies of mutable objects).  A run that raised, or whose read raised, is not
+    kept.  Off (the default), `compute` just runs: `compute(read)[0]`.
+    """
+    if not _state["on"]:
+        return compute(read)[0]
+    root = (kind, key, tuple(m() for m in _modes))
+    node = _traces.get(root, (None, None))[1]
+    try:
+        while node is not None:
+            if node[0] is _LEAF:
+                return restore(node[1])
+            got = read(node[0])
+            kid = node[1].get(_content(got))
+            node = kid[1] if kid is not None and (kid[0] is got or kid[0] == got) else None
+    except Exception:  # noqa: BLE001 -- a read refused: let the real run meet it
+        pass
+    trace: list = []
+
+    def recording(b):
+        try:
+            v = read(b)
+        except Exception:
+            trace.append(None)  # unstorable
+            raise
+        trace.append((b, v))
+        return v
+
+    res, snap = compute(recording)
+    if None not in trace and all(type(v) is bytes for _, v in trace):
+        _insert(root, trace, snap)
+    return res
+
+
+def _content(v) -> tuple:
+    return _fingerprint(v) if type(v) is bytes else (id(v),)
+
+
+def _insert(root, trace: list, snap) -> None:
+    """Add one run's reads and result under `root`; nothing when they contradict a former run
+    (a computation that was not deterministic after all, or two contents with one crc)."""
+    if _trace_nodes[0] >= MAX_TRACE_NODES:
+        _traces.clear()
+        _trace_nodes[0] = 0
+    holder = _traces.get(root)
+    if holder is None:
+        holder = _traces[root] = [None, None]  # [content, node]: the root has no content
+    for b, v in trace:
+        node = holder[1]
+        if node is None:
+            node = holder[1] = (b, {})
+            _trace_nodes[0] += 1
+        elif node[0] is _LEAF or node[0] != b:
+            return
+        c = _content(v)
+        holder = node[1].get(c)
+        if holder is None:
+            holder = node[1][c] = [v, None]
+        elif not (holder[0] is v or holder[0] == v):
+            return
+    if holder[1] is None:
+        holder[1] = (_LEAF, snap)
+        _trace_nodes[0] += 1

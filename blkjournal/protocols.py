@@ -218,6 +218,18 @@ class JournalProtocol(Protocol):
             self._images = self.metadata_images()
         return self._images
 
+    def fixed_images(self) -> dict[int, bytes]:
+        """The committed images of the fixed blocks (the journal superblock keeps their crcs).
+
+        With the committed images not built yet (an open's recovery: the in-memory state is the
+        committed one), only the fixed blocks are packed, not every file's metadata: the
+        explorer's checks each end in such a checkpoint.  The same images either way."""
+        if self._images is not None:
+            return self._images
+        st, bitmap = self.store, self.store.freelist.homes()
+        return {b: st.objmap_image(b) if b < st.sb.bitmap_start else st.freelist.image(b) for b in self.journal.fixed
+                if b < st.sb.bitmap_start or b in bitmap}
+
     def metadata_images(self) -> dict[int, bytes]:
         st = self.store
         out = {b: st.objmap_image(b) for b in range(st.sb.objmap_start, st.sb.bitmap_start)}
@@ -264,6 +276,8 @@ class JournalProtocol(Protocol):
             self.unflushed = False
             self.checkpoint()
         if stale_bitmap:
+            if write and txns:  # the committed images as of the checkpoint above, before the rebuild
+                self.images
             st.freelist.rebuild(st.owned_blocks())
             if write:
                 op = Op("recovery: rebuild a stale bitmap", cow=False)
@@ -345,7 +359,7 @@ class JournalProtocol(Protocol):
         if not self.fua and self.on("checkpoint flush after homes"):
             self.flush()
         self.journal.retire()
-        self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
+        self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.fixed_images())),
                        fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
         # The new tail must be durable before the log space behind it is reused: a replay from the
         # old tail through transactions half overwritten by new ones would roll homes back.

@@ -16,6 +16,7 @@ import time
 from array import array
 from dataclasses import dataclass, field, replace
 
+from . import memo
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
@@ -64,6 +65,10 @@ class FileState:
         if self._packed is None or self._packed[0] != b or self._packed[1] != o:
             self._packed = (b, o, o.pack(b))
         return self._packed[2]
+
+    def clone(self) -> "FileState":
+        """An independent copy: its map and used list copied, the immutable fields shared."""
+        return replace(self, map=self.map.clone(), ul=self.ul.clone())
 
     def expect_origin(self) -> None:
         """Journal: the object map entry records what its origin now is (gen, crc)."""
@@ -187,6 +192,41 @@ class Store:
         """
         images = images or {}
         read = lambda b: images[b] if b in images else self.dev.read(b)  # noqa: E731
+        if origin_choice is not None:
+            return self._load(read, origin_choice)
+        # The explorer loads the same metadata in state after state: a former load that read the
+        # same contents answers (memo.replayed; the same reads are made).  Nothing else of the
+        # store's state enters a load but what the key names.
+        key = (self.sb, self.protocol.trusts_bitmap, self.protocol.tears_objmap)
+        return memo.replayed("store.load", key, read, self._load_snapshot, self._restore_load)
+
+    def _load_snapshot(self, read) -> tuple[list[str], tuple]:
+        faults = dict(self._faults)
+        problems = self._load(read)
+        fl = self.freelist
+        snap = (tuple(problems), tuple(self.entries), {b: self.objmap_gens[b] for b in self._objmap_blocks()},
+                {fid: f.clone() for fid, f in self.files.items()}, dict(self.names), self.births, dict(self.damaged),
+                self.txid, {k: v for k, v in self._faults.items() if k not in faults},
+                (bytes(fl.bits), dict(fl.gens), fl.nfree) if self.protocol.trusts_bitmap else None)
+        return problems, snap
+
+    def _restore_load(self, snap: tuple) -> list[str]:
+        problems, entries, gens, files, names, births, damaged, txid, faults, bitmap = snap
+        self.entries = list(entries)
+        self.objmap_gens.update(gens)
+        self.files = {fid: f.clone() for fid, f in files.items()}
+        self.names, self.births, self.damaged, self.txid = dict(names), births, dict(damaged), txid
+        self._faults.update(faults)
+        if bitmap is not None:
+            fl = self.freelist
+            fl.bits, fl.nfree = bytearray(bitmap[0]), bitmap[2]
+            fl.gens.update(bitmap[1])
+        return list(problems)
+
+    def _objmap_blocks(self) -> range:
+        return range(self.sb.objmap_start, self.sb.objmap_start + self.sb.objmap_blocks)
+
+    def _load(self, read, origin_choice=None) -> list[str]:
         if self.protocol.trusts_bitmap:
             self.freelist.load(read)
         problems = []

@@ -48,6 +48,15 @@ class UsedList:
             b = self.blocks[b].next
         self.full = len(self.chain)
 
+    def clone(self) -> "UsedList":
+        """An independent copy (its blocks copied too), without walking the chain again."""
+        c = UsedList.__new__(UsedList)
+        c.head, c.chain, c.where, c._images = self.head, list(self.chain), dict(self.where), dict(self._images)
+        c.blocks = {b: UsedListBlock(u.next, array("Q", u.slots), u.next_gen, u.next_crc, u.gen)
+                    for b, u in self.blocks.items()}
+        c.scan, c.hint, c.full = self.scan, self.hint, self.full
+        return c
+
     @classmethod
     def load(cls, head: int, read_block, gen: int | None = None, crc: int | None = None) -> "UsedList":
         """Walk the chain from `head` with `read_block(b, gen, crc) -> UsedListBlock`, each block

@@ -16,11 +16,11 @@ self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint h
 if not self.fua and self.on("checkpoint flush after homes"):
     self.flush()
 self.journal.retire()
-self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
+self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.fixed_images())),
                fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
 """, """
 self.journal.retire()
-self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.images)),
+self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(self.fixed_images())),
                fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
 if not self.fua and self.on("checkpoint flush after homes"):
     self.flush()
