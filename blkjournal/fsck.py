@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from . import memo
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
@@ -126,8 +127,32 @@ def fsck(dev: BlockDevice) -> Report:
         if txns:
             r.notes.append(f"applied {len(txns)} committed journal transactions in memory")
 
-    def read(b: int) -> bytes:
-        return images[b] if b in images else dev.read(b)
+    def read(k) -> bytes:  # a block number: metadata, as replayed; ("data", b): a data block, from the device
+        if type(k) is int:
+            return images[k] if k in images else dev.read(k)
+        return dev.read(k[1])
+
+    # What follows is a function of the superblock and the blocks it reads alone: the explorer's
+    # checks of one run fsck the same recovered metadata state after state (memo.replayed).
+    part = memo.replayed("fsck", sb, read, lambda read: _snapshot(check_objects(sb, read)), _restore)
+    r.findings += part.findings
+    r.files += part.files
+    r.notes += part.notes
+    return r
+
+
+def _snapshot(r: Report) -> tuple[Report, tuple]:
+    return r, (tuple(r.findings), r.files, tuple(r.notes))
+
+
+def _restore(snap: tuple) -> Report:
+    return Report(list(snap[0]), snap[1], 0, list(snap[2]))
+
+
+def check_objects(sb: Superblock, read) -> Report:
+    """fsck past the journal: the freelist, the object map and every file, read through
+    `read(b)` (metadata, replayed) and `read(("data", b))` (a data block); the findings."""
+    r = Report()
 
     def in_data(b: int) -> bool:
         return sb.data_start <= b < sb.nblocks
@@ -244,7 +269,7 @@ def fsck(dev: BlockDevice) -> Report:
             reach.add(db)
             claim(db, fid, "data")
             try:
-                raw = dev.read(db)
+                raw = read(("data", db))
             except CorruptError as err:
                 r.add(err.fault, f"file {fid} ({e.name!r}): data block {db} (file block {idx}): {err}", [db])
                 continue

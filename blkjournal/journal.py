@@ -126,6 +126,7 @@ def blank(block: int) -> bytes:
     return frame(T_TXN, b"", block, 0)
 
 
+@memo.pure  # asked of every journal block replay reads, state after state
 def damaged(raw, block: int, seq: int, prev: int | None, *, only_proven: bool = False) -> int | None:
     """The first sector failing its own crc when block `block` of transaction `seq` is damaged
     (bit rot, garbage sectors), else None.  No sector failing: a torn write (each sector old or
@@ -178,6 +179,16 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
     if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
         return None
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
+
+
+@memo.pure
+def _whole_at(raw, block: int) -> bool:
+    """Does the transaction block read from `block` pass every check of its own (written whole)?"""
+    try:
+        check(raw, T_TXN, block)
+        return True
+    except CorruptError:
+        return False
 
 
 def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: int = 64,
@@ -333,11 +344,7 @@ class Journal:
         return txns
 
     def _whole(self, raw, p: int) -> bool:
-        try:
-            check(raw, T_TXN, self.area + p)
-            return True
-        except CorruptError:
-            return False
+        return _whole_at(raw, self.area + p)
 
     def _refuse_damage(self, raw, p: int, k: int, seq: int, prev: int | None, *, only_proven: bool = False) -> None:
         """Refuse, by name, a transaction block at slot `p` (block `k` of transaction `seq`) that is

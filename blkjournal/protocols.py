@@ -15,6 +15,7 @@ operation's exact write and barrier order and the crash argument for it.
 
 from __future__ import annotations
 
+from . import memo
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
 from .format import ObjEntry, crc32c, weak_detection
@@ -244,18 +245,7 @@ class JournalProtocol(Protocol):
         st = self.store
         self.journal.load_super(self.dev)
         txns = self.journal.replay(self.dev)
-        homes: dict[int, bytearray] = {}
-        for t in txns:
-            for home, off, buf in t.records:
-                if not 0 < home < st.sb.nblocks or st.sb.journal_start <= home < st.sb.objmap_start:
-                    raise CorruptError(f"journal transaction {t.seq}: record for block {home} is out of range")
-                img = homes.get(home)
-                if img is None:
-                    img = homes[home] = bytearray(BLOCK_SIZE if off == ZERO_FILL else self.dev.read(home))
-                if off == ZERO_FILL:
-                    img[:] = bytes(BLOCK_SIZE)
-                else:
-                    img[off:off + len(buf)] = buf
+        homes = self.replayed_homes(txns)
         self.replayed = len(txns)
         self.repairs: list[str] = []
         stale_bitmap, problems = [], []
@@ -267,11 +257,11 @@ class JournalProtocol(Protocol):
                 raise err
             else:
                 problems.append(str(err))
-        problems += st.load({b: bytes(v) for b, v in homes.items()})
+        problems += st.load(homes)
         if problems and strict:
             raise st.problem(problems[0])
         self._images = None  # built on the first commit: a read-only open never needs them
-        self.unckpt = {b: bytes(v) for b, v in homes.items()}
+        self.unckpt = dict(homes)
         if write and txns:
             self.unflushed = False
             self.checkpoint()
@@ -286,6 +276,33 @@ class JournalProtocol(Protocol):
                 self.commit(op)
                 self.checkpoint()
         return problems
+
+    def replayed_homes(self, txns: list) -> dict[int, bytes]:
+        """The image of every home block the replayed transactions write: its content on the
+        device (none for a block a transaction logs whole) with their records applied in order.
+
+        The explorer's checks replay the same transactions over the same homes state after state:
+        a former run with the same transactions that read the same contents answers (memo.replayed)."""
+        sb = self.store.sb
+
+        def compute(read):
+            homes: dict[int, bytearray] = {}
+            for t in txns:
+                for home, off, buf in t.records:
+                    if not 0 < home < sb.nblocks or sb.journal_start <= home < sb.objmap_start:
+                        raise CorruptError(f"journal transaction {t.seq}: record for block {home} is out of range")
+                    img = homes.get(home)
+                    if img is None:
+                        img = homes[home] = bytearray(BLOCK_SIZE if off == ZERO_FILL else read(home))
+                    if off == ZERO_FILL:
+                        img[:] = bytes(BLOCK_SIZE)
+                    else:
+                        img[off:off + len(buf)] = buf
+            out = {b: bytes(v) for b, v in homes.items()}
+            return out, out
+
+        return memo.replayed("journal.homes", (sb.nblocks, sb.journal_start, sb.objmap_start, tuple(txns)),
+                             self.dev.read, compute, dict)
 
     def commit(self, op) -> None:
         st = self.store

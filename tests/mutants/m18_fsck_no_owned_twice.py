@@ -9,7 +9,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-owned-twice", __doc__.splitlines()[0],
-    "blkjournal.fsck:fsck",
+    "blkjournal.fsck:check_objects",
     (("""
 if b in owner and owner[b] != fid:
     r.add(OWNED_TWICE, f"block {b} ({what}) is owned by files {owner[b]} and {fid}", [b])

@@ -7,7 +7,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-data-checksum", __doc__.splitlines()[0],
-    "blkjournal.fsck:fsck",
+    "blkjournal.fsck:check_objects",
     (("""
 if crc32c(raw) != crc:
 """, """

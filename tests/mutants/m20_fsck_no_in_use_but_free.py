@@ -7,7 +7,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-in-use-but-free", __doc__.splitlines()[0],
-    "blkjournal.fsck:fsck",
+    "blkjournal.fsck:check_objects",
     (("""
 if free_used:
 """, """

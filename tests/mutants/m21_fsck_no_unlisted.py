@@ -8,7 +8,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-unlisted", __doc__.splitlines()[0],
-    "blkjournal.fsck:fsck",
+    "blkjournal.fsck:check_objects",
     (("""
 unlisted = reach - listed
 """, """

@@ -5,7 +5,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-bitmap-leak", __doc__.splitlines()[0],
-    "blkjournal.fsck:fsck",
+    "blkjournal.fsck:check_objects",
     (("""
 stray_int = marked_int & ~owned_int
 """, """
