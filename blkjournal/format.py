@@ -115,6 +115,7 @@ def whole_crc(raw, btype: int) -> int:
     return crc32c(mv[12:], c)
 
 
+@memo.pure  # every metadata block read is checked, in state after state of the explorer
 def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None,
           whole: bool = True) -> memoryview:
     """Verify a metadata block read from block `where` and return its payload.
@@ -327,6 +328,7 @@ MAX_NAME = 110
 MAX_OBJMAP_BLOCKS = 1 << 16  # far past what geometry() lays out (4096 files at most)
 
 
+@memo.immutable
 @dataclass(frozen=True)
 class ObjEntry:
     """One file: where its origin lives (two slots in "ordered", one in "journal") and its name.

@@ -34,7 +34,28 @@ _modes: list = []  # zero-argument callables whose value changes what decoders a
 
 def depends_on(mode) -> None:
     """Make `mode()` part of every key: e.g. format.weak_detection, a test-only switch."""
+    global _mode_key
     _modes.append(mode)
+    _mode_key = mode if len(_modes) == 1 else lambda: tuple(m() for m in _modes)
+
+
+def _mode_key():
+    return ()
+
+
+_immutable: set = set()  # classes whose instances never change: list elements keyed by identity
+
+
+_QUICK = {bytes}  # list elements an identity key may name: bytes and the immutable classes
+
+
+def immutable(cls):
+    """Declare `cls`'s instances values that never change (a frozen record of plain fields): as
+    elements of a list argument they are keyed by identity (the object is kept, so its id is not
+    reused) instead of hashed, field by field, at every call -- an object map block's entries."""
+    _immutable.add(cls)
+    _QUICK.add(cls)
+    return cls
 
 
 def enable(on: bool = True) -> None:
@@ -54,7 +75,7 @@ def clear() -> None:
     _trace_nodes[0] = 0
 
 
-_RAISE = object()  # marks a memoised refusal: (raws, _RAISE, exception class, args)
+_RAISE = object()  # marks a memoised refusal: (_RAISE, exception class, args)
 
 
 def _keepable(x) -> bool:
@@ -69,7 +90,8 @@ def _keepable(x) -> bool:
     return False
 
 
-_B, _L = object(), object()  # key tags: a bytes argument (by length and crc32c), a list argument
+_B, _L, _I = object(), object(), object()  # key tags: a bytes argument (by length and crc32c), a list
+# argument, an immutable object (by identity)
 
 
 def _fingerprint(a: bytes) -> tuple:
@@ -98,6 +120,11 @@ def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
             parts.append(_fingerprint(a))
             raws.append(a)
         elif t is list:  # e.g. a transaction's blocks, or an object map block's entries
+            kinds = set(map(type, a))
+            if kinds <= _immutable:  # (in C: an object map block's entries at every checkpoint)
+                parts.append((_I, tuple(map(id, a))))
+                raws.extend(a)
+                continue
             sub = []
             for x in a:
                 if type(x) is bytes:
@@ -114,8 +141,7 @@ def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
             parts.append(a)
     if kw:
         parts.append(tuple(kw.items()))  # in the call's order: a call site always names them alike
-    for m in _modes:
-        parts.append(m())
+    parts.append(_mode_key())
     return tuple(parts), raws
 
 
@@ -124,32 +150,90 @@ def pure(fn):
     table: dict = {}
     _tables.append(table)
 
+    # The same bytes object asked about again (the explorer hands every state the same object for
+    # the same block): found by its identity and the other arguments, without fingerprinting it.
+    # The object is kept in the entry, so its id cannot be reused while the entry lives.
+    same: dict = {}
+    _tables.append(same)
+
     @functools.wraps(fn)
     def memoised(*args, **kw):
         if not _state["on"]:
             return fn(*args, **kw)
+        if args and type(args[0]) is bytes:  # the usual call: a block, then plain values
+            quick, pins = (id(args[0]), args[1:], tuple(kw.items()) if kw else (), _mode_key()), args[0]
+        else:
+            quick, pins = _quick(args, kw)
+        if quick is not None:
+            try:
+                got = same.get(quick)
+            except TypeError:  # an unhashable argument: the full key says so too
+                got = quick = None
+            if got is not None:
+                return _answer(got[1])
         try:
             key, raws = _key(args, kw)
             got = table.get(key)
         except TypeError:  # a mutable buffer or an unhashable argument: not memoisable
             return fn(*args, **kw)
         if got is not None and (got[0] == raws):  # bytes compare by content (identity first)
-            if got[1] is _RAISE:
-                raise got[2](*got[3])
-            return list(got[2]) if got[1] is _L else got[2]
+            if quick is not None:
+                _put(same, quick, (pins, got[1]))
+            return _answer(got[1])
         try:
             res = fn(*args, **kw)
         except BlkError as e:
-            _put(table, key, (raws, _RAISE, type(e), e.args))
+            ans = (_RAISE, type(e), e.args)
+            _put(table, key, (raws, ans))
+            if quick is not None:
+                _put(same, quick, (pins, ans))
             raise
         if isinstance(res, list):
-            if _keepable(tuple(res)):
-                _put(table, key, (raws, _L, tuple(res)))
-        elif _keepable(res):
-            _put(table, key, (raws, None, res))
+            ans = (_L, tuple(res)) if _keepable(tuple(res)) else None
+        else:
+            ans = (None, res) if _keepable(res) else None
+        if ans is not None:
+            _put(table, key, (raws, ans))
+            if quick is not None:
+                _put(same, quick, (pins, ans))
         return res
 
     return memoised
+
+
+def _answer(ans: tuple):
+    """A memoised answer as the caller gets it: a fresh error, a fresh list, or the value."""
+    if ans[0] is _RAISE:
+        raise ans[1](*ans[2])
+    return list(ans[1]) if ans[0] is _L else ans[1]
+
+
+_Q = object()  # tags the identity key of a call whose first argument is not bytes
+
+
+def _quick(args: tuple, kw: dict) -> tuple:
+    """(identity key, the objects it names) of a call, or (None, None): bytes arguments, and lists
+    of bytes or of immutable objects, by the identity of their objects.  The entry keeps those
+    objects alive, so an equal key names the same objects (an id is not reused while they live)."""
+    parts, pins = [_Q], []
+    for a in args:
+        t = type(a)
+        if t is bytes:
+            parts.append((_B, id(a)))
+            pins.append(a)
+        elif t is list:
+            if not set(map(type, a)) <= _QUICK:
+                return None, None
+            parts.append((_L, tuple(map(id, a))))
+            pins.extend(a)
+        elif t is bytearray or t is memoryview:
+            return None, None
+        else:
+            parts.append(a)
+    if kw:
+        parts.append(tuple(kw.items()))
+    parts.append(_mode_key())
+    return tuple(parts), pins
 
 
 def _put(table: dict, key, value) -> None:
@@ -184,15 +268,19 @@ def replayed(kind: str, key, read, compute, restore):
     """
     if not _state["on"]:
         return compute(read)[0]
-    root = (kind, key, tuple(m() for m in _modes))
+    root = (kind, key, _mode_key())
     node = _traces.get(root, (None, None))[1]
     try:
         while node is not None:
             if node[0] is _LEAF:
                 return restore(node[1])
             got = read(node[0])
-            kid = node[1].get(_content(got))
-            node = kid[1] if kid is not None and (kid[0] is got or kid[0] == got) else None
+            kid = node[2].get(id(got))  # the very object seen before (kept in the trie, so its id is its own)
+            if kid is None:
+                kid = node[1].get(_content(got))
+                if kid is None or not (kid[0] is got or kid[0] == got):
+                    break
+            node = kid[1]
     except Exception:  # noqa: BLE001 -- a read refused: let the real run meet it
         pass
     trace: list = []
@@ -228,14 +316,14 @@ def _insert(root, trace: list, snap) -> None:
     for b, v in trace:
         node = holder[1]
         if node is None:
-            node = holder[1] = (b, {})
+            node = holder[1] = (b, {}, {})  # (block, children by content, the same children by object)
             _trace_nodes[0] += 1
         elif node[0] is _LEAF or node[0] != b:
             return
         c = _content(v)
         holder = node[1].get(c)
         if holder is None:
-            holder = node[1][c] = [v, None]
+            holder = node[1][c] = node[2][id(v)] = [v, None]
         elif not (holder[0] is v or holder[0] == v):
             return
     if holder[1] is None:

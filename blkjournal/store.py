@@ -29,6 +29,7 @@ from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
 ZERO_CRC = crc32c(ZERO)
+_NO_ENTRY = ObjEntry()
 
 
 @dataclass
@@ -68,7 +69,9 @@ class FileState:
 
     def clone(self) -> "FileState":
         """An independent copy: its map and used list copied, the immutable fields shared."""
-        return replace(self, map=self.map.clone(), ul=self.ul.clone())
+        c = FileState(self.fid, self.entry, self.size, self.mtime_ns, self.gen, self.slot, self.map.clone(), self.ul.clone())
+        c._packed = self._packed
+        return c
 
     def expect_origin(self) -> None:
         """Journal: the object map entry records what its origin now is (gen, crc)."""
@@ -324,7 +327,7 @@ class Store:
     def objmap_image(self, b: int) -> bytes:
         i = b - self.sb.objmap_start
         ents = self.entries[i * OBJ_PER_BLOCK:(i + 1) * OBJ_PER_BLOCK]
-        ents = ents + [ObjEntry()] * (OBJ_PER_BLOCK - len(ents))
+        ents = ents + [_NO_ENTRY] * (OBJ_PER_BLOCK - len(ents))  # one object: its image is memoised by identity
         return pack_objmap(ents, b, self.objmap_gens.get(b, 0))
 
     def objmap_home(self, fid: int) -> int:
