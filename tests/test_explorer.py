@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -172,3 +173,34 @@ def _brute_force_illegal(space, points, ops, protocol) -> set:
                                              model_kind(protocol)).legal:
                 bad.add(pi)
     return bad
+
+
+def _outcome(res) -> tuple:
+    return (res.states_checked, res.states_covered, res.states_enumerated, res.illegal, res.illegal_states,
+            res.failing_points, [c["key"] for c in res.clusters], [(f.state, f.reason) for f in res.failures])
+
+
+@pytest.mark.parametrize("protocol,ablate", [("journal", None), ("ordered", "B data and map flush")])
+def test_two_jobs_find_what_one_finds(tmp_path, protocol, ablate):
+    """The segments shared out over two processes (crash/jobs.py): the same classes, coverage and
+    illegal states as one process searching them in order (a barrier removed: illegal states in
+    several segments)."""
+    one, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=3, jobs=1, ablate=ablate)
+    two, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=3, jobs=2, ablate=ablate)
+    assert _outcome(two) == _outcome(one)
+    assert ablate is None or one.illegal > 0
+
+
+def test_a_failing_worker_is_raised_not_lost(tmp_path, monkeypatch):
+    parent = os.getpid()
+    search = ex._search_segment
+
+    def failing(i):
+        if os.getpid() != parent:
+            raise ValueError("planted failure in a worker")
+        time.sleep(0.05)  # the worker, started meanwhile, takes a segment
+        return search(i)
+
+    monkeypatch.setattr(ex, "_search_segment", failing)
+    with pytest.raises(RuntimeError, match="planted failure in a worker"):
+        crashtest(str(tmp_path), protocol="journal", nops=40, seed=3, jobs=2, multi_crash=0)

@@ -120,3 +120,90 @@ def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, pro
     monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: object())  # never hits
     assert run() == cached
     assert protocol != "none" or cached[3] > 0
+
+
+def _reader(blocks: dict):
+    seen = []
+
+    def read(b):
+        seen.append(b)
+        return blocks[b]
+    return read, seen
+
+
+def _sum_until_zero(calls):
+    """A computation that reads blocks 0, 1, ... until one starts with a zero byte: which blocks
+    it reads depends on what it read."""
+    def compute(read):
+        calls.append(1)
+        total, b = 0, 0
+        while True:
+            v = read(b)
+            if v[0] == 0:
+                return total, total
+            total += v[0]
+            b += 1
+    return compute
+
+
+def test_a_replayed_computation_answers_only_when_every_read_matches(on):
+    calls = []
+    compute = _sum_until_zero(calls)
+    blocks = {0: b"\x05" + bytes(4095), 1: b"\x07" + bytes(4095), 2: bytes(4096), 3: b"\x09" + bytes(4095)}
+    read, seen = _reader(blocks)
+    assert memo.replayed("t", (), read, compute, lambda s: s) == 12 and len(calls) == 1
+    seen.clear()
+    assert memo.replayed("t", (), read, compute, lambda s: s) == 12 and len(calls) == 1
+    assert seen == [0, 1, 2]  # a hit makes the same reads, in order, and no other
+    other = {**blocks, 2: b"\x01" + bytes(4095), 4: bytes(4096)}  # block 2 differs: it reads on
+    read2, seen2 = _reader(other)
+    assert memo.replayed("t", (), read2, compute, lambda s: s) == 22 and len(calls) == 2
+    assert seen2[:3] == [0, 1, 2] and seen2[3:] == [0, 1, 2, 3, 4]  # the walk's reads are a prefix of the run's
+    assert memo.replayed("t", (), read, compute, lambda s: s) == 12 and len(calls) == 2  # both kept
+    assert memo.replayed("t", ("other key",), read, compute, lambda s: s) == 12 and len(calls) == 3
+
+
+def test_a_replayed_computation_compares_whole_contents_and_keeps_no_failed_run(on):
+    calls = []
+    compute = _sum_until_zero(calls)
+    a = b"\x01\x02\x03" + bytes(4089)
+    b = b"\x01\x07\x08" + bytes(4089)
+    a += crc32c(a).to_bytes(4, "little")
+    b += crc32c(b).to_bytes(4, "little")
+    assert crc32c(a) == crc32c(b) and a != b
+    memo.replayed("t", (), _reader({0: a, 1: bytes(4096)})[0], compute, lambda s: s)
+    memo.replayed("t", (), _reader({0: b, 1: bytes(4096)})[0], compute, lambda s: s)
+    assert len(calls) == 2  # one crc, two contents: not confused
+
+    def failing(read):
+        read(9)
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            memo.replayed("f", (), _reader({})[0], failing, lambda s: s)
+    refused = _reader({})[0]
+    with pytest.raises(KeyError):  # a read that raised is met again by the real run
+        memo.replayed("t", (), refused, compute, lambda s: s)
+
+
+def test_replayed_is_a_plain_call_when_off():
+    calls = []
+    compute = _sum_until_zero(calls)
+    read = _reader({0: bytes(4096)})[0]
+    assert not memo.enabled()
+    memo.replayed("t", (), read, compute, lambda s: s)
+    memo.replayed("t", (), read, compute, lambda s: s)
+    assert len(calls) == 2
+
+
+def test_an_immutable_list_element_is_keyed_by_the_object(on):
+    calls = []
+
+    @memo.pure
+    def names(entries: list, block: int):
+        calls.append(1)
+        return tuple(e.name for e in entries)
+
+    from blkjournal.format import ObjEntry
+    e1, e2 = ObjEntry(name="a"), ObjEntry(name="b")
+    assert names([e1, e2], 1) == ("a", "b") and names([e1, e2], 1) == ("a", "b") and len(calls) == 1
+    assert names([e1, ObjEntry(name="c")], 1) == ("a", "c") and len(calls) == 2

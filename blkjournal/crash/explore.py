@@ -12,7 +12,6 @@ crash point that produced them.  Work is spread over processes (`jobs`) and shar
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ..format import crc32c
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .clusters import cluster_failures
+from .jobs import share_out
 from .merge import run_identity
 from .progress import progress_bar
 from .minimize import explain
@@ -622,21 +622,14 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
     if jobs <= 1 or n < 4:
         # a generator, not map(): an exception escaping a check must never end the loop silently
         it = (_search_segment(i) for i in range(n))
-        pool = None
     else:
-        pool = multiprocessing.get_context("fork").Pool(jobs)
-        it = pool.imap_unordered(_search_segment, _largest_first(_CTX["space"], _CTX["segments"]), chunksize=1)
-    try:
-        out = []
-        with progress_bar(sum(len(s) for s in _CTX["segments"]), progress) as tick:
-            for r in it:
-                out.append(r)
-                tick(r)
-        return out
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+        it = share_out(_search_segment, _largest_first(_CTX["space"], _CTX["segments"]), jobs)
+    out = []
+    with progress_bar(sum(len(s) for s in _CTX["segments"]), progress) as tick:
+        for r in it:
+            out.append(r)
+            tick(r)
+    return out
 
 
 def _largest_first(space, segments: list[list[int]]) -> list[int]:
