@@ -404,6 +404,9 @@ def _search_segment(si: int) -> dict:
     shared: dict[int, bytes] = {}
     vcache: dict[tuple, bytes] = {}
     varying = set().union(*blocks_of.values()) if units else set()
+    legal_below = [1]  # legal_below[nf]: the states of the irrelevant writes among free[:nf] (each stands alone)
+    for q, w in enumerate(free):
+        legal_below.append(legal_below[-1] * (w.legal if q not in relset else 1))
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
@@ -432,15 +435,14 @@ def _search_segment(si: int) -> dict:
                 mixed *= (1 << (c - 1)) - 1 if first else (1 << c) - 2
         present = sorted({u[0] for u, c in decided.items() if c})
         maxpos = max(present, default=-1)
+        open_bits = [0]  # open_bits[nf]: log2 of the patterns the relevant writes among free[:nf] leave open
+        for q in range(len(free)):
+            open_bits.append(open_bits[-1] + (free_units.get(q, 0) + idle.get(q, 0) if q in relset else 0))
         for p, nf in limits:
             if maxpos >= nf:
                 continue
-            size = mixed
-            for q, w in enumerate(free[:nf]):
-                if q not in relset:
-                    size *= w.legal
-                else:
-                    size <<= free_units.get(q, 0) + idle.get(q, 0)
+            k = min(nf, len(free))  # (as free[:nf])
+            size = (mixed * legal_below[k]) << open_bits[k]
             out["covered"] += size
             if contents is None:
                 ok, reason = False, err
