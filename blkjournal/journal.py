@@ -126,7 +126,6 @@ def blank(block: int) -> bytes:
     return frame(T_TXN, b"", block, 0)
 
 
-@memo.pure  # asked of every journal block replay reads, state after state
 def damaged(raw, block: int, seq: int, prev: int | None, *, only_proven: bool = False) -> int | None:
     """The first sector failing its own crc when block `block` of transaction `seq` is damaged
     (bit rot, garbage sectors), else None.  No sector failing: a torn write (each sector old or
@@ -179,6 +178,17 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
     if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
         return None
     return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
+
+
+@memo.pure  # asked of every journal block replay reads, state after state
+def _damage_refusal(raw, block: int, k: int, seq: int, prev: int | None, only_proven: bool) -> str | None:
+    """Why block `block` (block `k` of transaction `seq`) is refused as damaged, or None."""
+    if weak_detection():  # format 1's detection: a block crc only
+        return None
+    s = damaged(raw, block, seq, prev, only_proven=only_proven)
+    if s is None:
+        return None
+    return f"journal transaction {seq}: block {block} (its block {k}): sector {s} fails its own crc (damage, not a torn write)"
 
 
 @memo.pure
@@ -353,12 +363,9 @@ class Journal:
         batch has no successor that could say so).  At block 0, tried only in case the log
         wrapped, only a block sector 0 proves to be `seq`'s counts: there the log may as well
         continue at its head, and block 0 hold a checkpointed transaction."""
-        if weak_detection():  # format 1's detection: a block crc only
-            return
-        s = damaged(raw, self.area + p, seq, prev, only_proven=only_proven)
-        if s is not None:
-            raise CorruptError(f"journal transaction {seq}: block {self.area + p} (its block {k}): sector {s} "
-                               f"fails its own crc (damage, not a torn write)")
+        why = _damage_refusal(raw, self.area + p, k, seq, prev, only_proven)
+        if why is not None:
+            raise CorruptError(why)
 
     def _no_durable_successor(self, dev: BlockDevice, pos: int, seq: int, prev: int) -> None:
         """Replay stopped at `seq`: a torn tail, unless a later transaction says `seq` was durable
