@@ -14,6 +14,10 @@ of bytes, frozen dataclasses, tuples of those); a list is kept as a tuple and ha
 fresh list.  Any other result, an unhashable argument or any other exception goes straight
 through, every time.  The key includes every `depends_on` mode (format.py's test-only
 `weak_detection()` changes what its checks accept).  Off (the default), a marked function costs one extra call.
+
+`replayed()` does the same for a computation that reads blocks through a `read` function (the
+store's load, fsck past the journal): its former runs are kept as read traces, and a run that
+reads the same contents again -- the same reads are made, in the same order -- gets the result.
 """
 
 from __future__ import annotations
