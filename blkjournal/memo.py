@@ -165,7 +165,8 @@ def pure(fn):
         if not _state["on"]:
             return fn(*args, **kw)
         if args and type(args[0]) is bytes:  # the usual call: a block, then plain values
-            quick, pins = (id(args[0]), args[1:], tuple(kw.items()) if kw else (), _mode_key()), args[0]
+            pins = args[0]
+            quick = (id(pins), args[1:], tuple(kw.items()), _mode_key()) if kw else (id(pins), args[1:], _mode_key())
         else:
             quick, pins = _quick(args, kw)
         if quick is not None:
@@ -174,7 +175,8 @@ def pure(fn):
             except TypeError:  # an unhashable argument: the full key says so too
                 got = quick = None
             if got is not None:
-                return _answer(got[1])
+                ans = got[1]
+                return ans[1] if ans[0] is None else _answer(ans)
         try:
             key, raws = _key(args, kw)
             got = table.get(key)
