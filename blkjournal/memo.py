@@ -228,8 +228,9 @@ def _quick(args: tuple, kw: dict) -> tuple:
             parts.append((_B, id(a)))
             pins.append(a)
         elif t is list:
-            if not set(map(type, a)) <= _QUICK:
-                return None, None
+            kinds = set(map(type, a))
+            if not kinds <= _QUICK or (bytes in kinds and len(a) > 4):  # a long transaction's fresh
+                return None, None  # slices are never the same objects again: not worth keeping
             parts.append((_L, tuple(map(id, a))))
             pins.extend(a)
         elif t is bytearray or t is memoryview:
