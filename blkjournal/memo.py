@@ -83,7 +83,7 @@ _RAISE = object()  # marks a memoised refusal: (_RAISE, exception class, args)
 
 
 def _keepable(x) -> bool:
-    if x is None or isinstance(x, (int, float, str, bytes)):
+    if x is None or isinstance(x, (int, float, str, bytes)) or type(x) in _immutable:
         return True
     if isinstance(x, memoryview):
         return x.readonly and isinstance(x.obj, bytes)
