@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from . import memo
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
+from .errors import CorruptError, FieldError, MisdirectedError, NoSpaceError, StaleBlockError
 from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
                      Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
 
@@ -348,6 +348,7 @@ class Journal:
         continue at its head, and block 0 hold a checkpointed transaction."""
         if weak_detection():  # format 1's detection: a block crc only
             return
+        _refuse_misdirected(raw, self.area + p)
         s = damaged(raw, self.area + p, seq, prev, only_proven=only_proven)
         if s is not None:
             raise CorruptError(f"journal transaction {seq}: block {self.area + p} (its block {k}): sector {s} "
@@ -359,12 +360,14 @@ class Journal:
         write), and stopping here would silently drop durable transactions: refuse, by name.
 
         A descriptor claims durability only after a flush (or a completed FUA write) made `seq`
-        durable, so any valid one with a later seq and `durable >= seq` is proof.  Later
-        transactions sit after `seq` (or from block 0, after a wrap): scan from there across
-        blocks of `seq` and later ones; past the first block (the damaged one, perhaps) a foreign
-        block (never written, or an older lap of the log) ends a scan.  So a clean open reads
-        two blocks after the tail end and two at block 0: few reads, and few blocks a crash state
-        can vary that recovery looks at (the explorer's equivalence classes stay exhaustive)."""
+        durable, so any valid one with a later seq and `durable >= seq` is proof.  Such a claimer
+        may sit anywhere after `seq`: the transactions between (unflushed ones) may be lost, each
+        hole showing an older lap, which looks exactly like the log's end.  So every slot of the
+        log is searched (BlockDevice.find: one read of the area on a device; the explorer answers
+        it per class of crash states), and a slot holding another block's frame is refused as a
+        misdirected write.  A stale claimer left by an earlier crash cannot prove a
+        loss: it claims only transactions its run made durable, which replay then replayed, so
+        its claim is below every sequence number replay can stop at since."""
         if weak_detection():  # a generation check: off with format 1's detection
             return
         own = None
@@ -372,24 +375,53 @@ class Journal:
             check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
         except CorruptError as e:
             own = e
-        for begin in dict.fromkeys((pos, 0)):
-            q = begin
-            while q < self.size:
-                raw = dev.read(self.area + q)
-                try:
-                    check(raw, T_TXN, self.area + q)
-                    gen = HEADER.unpack_from(raw)[5]
-                except CorruptError:
-                    gen = -1
-                if gen < seq:
-                    if q > begin + 1:
-                        break
-                else:
-                    d = DESC.unpack_from(raw, HEADER.size)
-                    if gen > seq and d[0] == gen and d[6] >= seq:
-                        cls = type(own) if own else StaleBlockError
-                        raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
-                                  f"{f' ({own})' if own else ''}, but transaction {gen} (block {self.area + q}), "
-                                  f"written after it was durable, follows it: a durable transaction was lost or "
-                                  f"damaged")
-                q += 1
+        hit = dev.find(self.area, self.size, lambda raw, b: _evidence(raw, b, seq), key=("journal-evidence", seq))
+        if hit is None:
+            return
+        q, raw = hit
+        _refuse_misdirected(raw, q)
+        gen = HEADER.unpack_from(raw)[5]
+        cls = type(own) if own else StaleBlockError
+        raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
+                  f"{f' ({own})' if own else ''}, but transaction {gen} (block {q}), "
+                  f"written after it was durable, follows it: a durable transaction was lost or damaged")
+
+
+def _evidence(raw, block: int, seq: int) -> bool:
+    """Does journal slot `block` prove that replay, stopped at `seq`, lost something?  Yes if it
+    holds another block's frame (_refuse_misdirected) or a valid transaction later than `seq`
+    whose descriptor claims `seq` durable (Journal._no_durable_successor)."""
+    if raw[:4] != MAGIC:
+        return False
+    _, t, _, _, own, gen = HEADER.unpack_from(raw)
+    if t != T_TXN:
+        return False
+    if own != block:
+        try:
+            check(raw, T_TXN, own)
+            return True
+        except CorruptError:
+            return False
+    if gen <= seq:
+        return False
+    d = DESC.unpack_from(raw, HEADER.size)
+    if d[0] != gen or d[6] < seq:
+        return False
+    try:
+        check(raw, T_TXN, block, gen=gen)
+        return True
+    except CorruptError:
+        return False
+
+
+def _refuse_misdirected(raw, block: int) -> None:
+    """A journal slot holding a whole transaction block framed for another address: no crash
+    leaves one (every slot is only ever written with its own frames, mkfs's blanks included), so
+    it is a misdirected write -- and the transaction meant for this slot may have been durable."""
+    if raw[:4] == MAGIC and HEADER.unpack_from(raw)[4] != block:
+        try:
+            check(raw, T_TXN, block)
+        except MisdirectedError as e:
+            raise MisdirectedError(f"journal slot {e}") from None
+        except CorruptError:
+            pass
