@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import ObjEntry, crc32c, weak_detection
+from .format import MAX_SEEN, ObjEntry, crc32c, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
 from .originslots import blanks, choose
@@ -391,6 +391,8 @@ class OrderedProtocol(Protocol):
         self.epoch = 0  # barriers passed
         self.written = False  # a write since the last barrier (else a sync has nothing to flush)
         self.pending: list[tuple[int, int]] = []  # (block, epoch the origin that dropped it was issued in)
+        self.durable_gens: dict[int, int] | None = None  # fid -> generation of its newest durable origin
+        self.valid: dict[int, list] = {}  # fid -> its valid origins, as recovery found them
 
     def barrier(self, site: str = "") -> None:
         """Everything written so far is durable from here on (under "none": pretend so)."""
@@ -457,9 +459,11 @@ class OrderedProtocol(Protocol):
                 if b in f.map.nodes:
                     blocks[b] = f.map.nodes[b].pack(b)
         origins = {}
+        seen = self.seen(op)
         for fid in op.origins:
             f = st.files.get(fid)
             if f is not None:
+                f.seen = seen
                 f.slot ^= 1
                 origins[f.origin_block] = f.origin_image()
                 op.roles[f.origin_block] = f"origin of file {fid} (slot {'ab'[f.slot]}, gen {f.gen})"
@@ -475,8 +479,29 @@ class OrderedProtocol(Protocol):
         tag = self.epoch
         self.phase(origins, op.roles, durable=self.fua, site="C origin", why=op.name)
         self.drain()
+        for fid in op.origins | {f.fid for f in op.deleted}:  # durable once the next op's barrier passes
+            f = st.files.get(fid)
+            if f is None:
+                self.durable_gens.pop(fid, None)
+            else:
+                self.durable_gens[fid] = f.gen
         for blocks in op.released.values():
             self.pending.extend((b, tag) for b in blocks)
+
+    def seen(self, op) -> tuple:
+        """What this op's origins name: every other file's newest origin, as of the op's start.
+        Each was issued by an earlier op, and a barrier (B's flush, or the FUA completing) has
+        passed since, so each is durable when these are issued; a recovery that finds one of
+        these origins and an older origin of the named file has found a lost write.  Under
+        "none" nothing is known durable: nothing is named."""
+        if self.durable_gens is None:
+            self.durable_gens = {fid: f.gen for fid, f in self.store.files.items()}
+        if not self.barriers:
+            return ()
+        named = [(fid, g) for fid, g in self.durable_gens.items() if fid not in op.origins]
+        if len(named) > MAX_SEEN:
+            named = sorted(named, key=lambda x: x[1])[-MAX_SEEN:]
+        return tuple(sorted(named))
 
     def _ul_image(self, b: int) -> bytes:
         for f in self.store.files.values():
@@ -511,17 +536,57 @@ class OrderedProtocol(Protocol):
         leaves: the other slot is the file.  A slot that cannot be read, holds another block's
         write, or is damaged (a sector failing its own crc) while it may have held the newest
         origin would roll the file back unnoticed, so the file is refused (originslots.py)."""
-        return choose(fid, e, read)[0]
+        best, _, self.valid[fid] = choose(fid, e, read)
+        return best
+
+    def lost_origins(self) -> tuple[list[str], set[int]]:
+        """Problems naming each file whose newest origin is older than another file's valid origin
+        says it was durable (`seen`): its newest origin, or the create's object map entry, was lost
+        or misdirected over.  A file removed since (its object map block rewritten at or after
+        the generation named) is no loss.  Returns the problems and the files they name."""
+        st, claims = self.store, {}
+        if weak_detection():
+            return [], set()
+        for fid, valid in self.valid.items():
+            for o in valid:
+                for x, g in o.seen:
+                    if g > claims.get(x, (0,))[0]:
+                        claims[x] = (g, fid, o.gen)
+        problems, named = [], set()
+        for x, (g, by, byg) in sorted(claims.items()):
+            f = st.files.get(x)
+            if (f is not None and f.gen >= g) or x >= len(st.entries):
+                continue
+            e, home = st.entries[x], st.objmap_home(x)
+            if f is None and e.in_use and e.name in st.damaged:
+                continue  # already refused by name
+            if f is None and not e.in_use and st.objmap_gens.get(home, 0) >= g:
+                continue  # removed after generation g: the object map says so
+            if e.in_use and e.origin_gen > g:
+                continue  # the entry holds a file created after g: the one named was removed
+            what = (f"its newest valid origin is generation {f.gen}" if f is not None else
+                    "it has no valid origin" if e.in_use else
+                    f"object map block {home} (generation {st.objmap_gens.get(home, 0)}) does not list it")
+            problems.append(st.note_problem(
+                f"file {x}{f' ({e.name!r})' if e.in_use else ''}: stale-block: {what}, but file {by}'s origin "
+                f"(generation {byg}) was written after generation {g} of file {x} was durable: a lost or "
+                f"misdirected-over write", StaleBlockError))
+            named.add(x)
+        return problems, named
 
     def recover(self, write: bool = True, strict: bool = True) -> list[str]:
         """Newest origin per file; freelist rebuilt from what the files own, before anything is
         allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
+        self.valid: dict[int, list] = {}
         problems = st.load(origin_choice=self.choose_origin)
+        lost, named = self.lost_origins()
+        problems += lost
+        self.durable_gens = {fid: f.gen for fid, f in st.files.items()}
         self.repairs: list[str] = []
         writes: dict[int, bytes] = {}
         for fid, e in enumerate(st.entries):
-            if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
+            if e.in_use and fid not in st.files and fid not in named and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
                                                         for p in problems):
                 home = st.objmap_home(fid)
                 if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen and not weak_detection():
