@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import MAX_SEEN, ObjEntry, crc32c, weak_detection
+from .format import MAX_SEEN, T_BITMAP, ObjEntry, check, crc32c, header, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
 from .originslots import blanks, choose
@@ -393,11 +393,14 @@ class OrderedProtocol(Protocol):
         self.pending: list[tuple[int, int]] = []  # (block, epoch the origin that dropped it was issued in)
         self.durable_gens: dict[int, int] | None = None  # fid -> generation of its newest durable origin
         self.valid: dict[int, list] = {}  # fid -> its valid origins, as recovery found them
+        self.issued_gen = 0  # the newest operation whose commit point (phase C) was issued
+        self.durable_gen = 0  # the newest one a barrier (or its FUA) has made durable: the bitmap's stamp
 
     def barrier(self, site: str = "") -> None:
         """Everything written so far is durable from here on (under "none": pretend so)."""
         if self.barriers and not self.fua and self.on(site):
             self.dev.flush()
+            self.durable_gen = self.issued_gen
         self.epoch += 1
         self.written = False
 
@@ -479,6 +482,10 @@ class OrderedProtocol(Protocol):
         tag = self.epoch
         self.phase(origins, op.roles, durable=self.fua, site="C origin", why=op.name)
         self.drain()
+        if origins:
+            self.issued_gen = gen
+            if self.barriers and self.fua and self.on("C origin FUA"):
+                self.durable_gen = gen  # a completed FUA write
         for fid in op.origins | {f.fid for f in op.deleted}:  # durable once the next op's barrier passes
             f = st.files.get(fid)
             if f is None:
@@ -511,7 +518,7 @@ class OrderedProtocol(Protocol):
 
     def sync(self) -> None:
         st = self.store
-        st.freelist.stamp(st.txid)
+        st.freelist.stamp(self.durable_gen)
         bitmap = {b: st.freelist.image(b) for b in st.freelist.dirty}
         st.freelist.dirty.clear()
         if bitmap:
@@ -538,6 +545,28 @@ class OrderedProtocol(Protocol):
         origin would roll the file back unnoticed, so the file is refused (originslots.py)."""
         best, _, self.valid[fid] = choose(fid, e, read)
         return best
+
+    def lost_commit(self) -> list[str]:
+        """A problem if a bitmap block says a newer commit was durable than any origin or object
+        map block shows.  The sync stamps the bitmap with the newest generation a barrier (or its
+        FUA) has made durable (`durable_gen`), so in any honest crash state some commit of that
+        generation or later is on the medium; if none is, the newest commit was lost or
+        misdirected over -- when no later origin of another file names it (`lost_origins`), the
+        sync's bitmap is the only evidence.  The bitmap is otherwise a hint: a block of it that
+        fails its checks (torn, rotted, misplaced) proves nothing and is passed over."""
+        st = self.store
+        if weak_detection() or not self.barriers:
+            return []
+        newest, homes = st.txid - 1, st.freelist.homes()
+        hit = self.dev.find(homes.start, len(homes), lambda raw, b: _stamp(raw, b) > newest,
+                            key=("bitmap-stamp", newest))
+        if hit is not None:
+            b, stamp = hit[0], _stamp(hit[1], hit[0])
+            return [st.note_problem(
+                    f"stale-block: bitmap block {b} was written after generation {stamp} was durable, but the "
+                    f"newest origin or object map block found is generation {newest}: a durable commit was lost "
+                    f"or misdirected over", StaleBlockError)]
+        return []
 
     def lost_origins(self) -> tuple[list[str], set[int]]:
         """Problems naming each file whose newest origin is older than another file's valid origin
@@ -581,8 +610,9 @@ class OrderedProtocol(Protocol):
         self.valid: dict[int, list] = {}
         problems = st.load(origin_choice=self.choose_origin)
         lost, named = self.lost_origins()
-        problems += lost
+        problems += lost + self.lost_commit()
         self.durable_gens = {fid: f.gen for fid, f in st.files.items()}
+        self.issued_gen = self.durable_gen = st.txid - 1  # every commit found is on the medium
         self.repairs: list[str] = []
         writes: dict[int, bytes] = {}
         for fid, e in enumerate(st.entries):
@@ -621,7 +651,7 @@ class OrderedProtocol(Protocol):
             self.commit(repair)
         for b in st.freelist.homes():  # the on-disk bitmap is only a hint: rewrite it whole
             writes[b] = None
-        st.freelist.stamp(st.txid)
+        st.freelist.stamp(self.durable_gen)
         st.freelist.dirty.clear()
         for b in writes:
             writes[b] = st.objmap_image(b) if st.sb.objmap_start <= b < st.sb.bitmap_start else st.freelist.image(b)
@@ -630,3 +660,12 @@ class OrderedProtocol(Protocol):
                               fua=self.fua and self.barriers)
             self.barrier("recovery")
         return problems
+
+
+def _stamp(raw, b: int) -> int:
+    """The generation a valid bitmap block at b was stamped with; -1 if it fails its checks."""
+    try:
+        check(raw, T_BITMAP, b)
+    except CorruptError:
+        return -1
+    return header(raw)[5]
