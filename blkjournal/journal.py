@@ -225,6 +225,7 @@ class Journal:
         self.prev = 0  # commit checksum of the newest transaction
         self.used = 0  # blocks from tail to head, including any skipped at a wrap
         self.durable = 0  # the newest transaction known durable (what the next descriptor claims)
+        self.fua = sb.barrier == "fua"  # a transaction is written only once its data's FUA completed
 
     def load_super(self, dev: BlockDevice) -> None:
         js = JournalSuper.unpack(dev.read(self.jsb_block), self.jsb_block)
@@ -313,6 +314,7 @@ class Journal:
                 if bad is not None:
                     raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
                 if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
+                    self._refuse_lost_data(dev, txn)
                     txn = None
                 if txn:
                     skip = self.size - pos if p != pos else 0
@@ -331,6 +333,18 @@ class Journal:
         if used < self.size:
             self._no_durable_successor(dev, pos, seq, prev)
         return txns
+
+    def _refuse_lost_data(self, dev: BlockDevice, txn: Txn) -> None:
+        """Under fua a transaction is issued only after the FUA writes of its data completed, so a
+        whole, committed transaction whose data fails its crc is not a torn tail: the data was
+        durable and has since been lost, misdirected over or damaged.  Refuse, by name (under
+        flush data and transaction share one flush, and a crash may keep either)."""
+        if not self.fua or weak_detection():
+            return
+        b, c = next((b, c) for b, c in txn.data if crc32c(dev.read(b)) != c)
+        raise StaleBlockError(f"journal transaction {txn.seq}: data block {b} fails the crc32c its commit promises "
+                              f"({c:#010x}), though under fua its data is durable before it is written: a durable "
+                              f"data write was lost or damaged")
 
     def _whole(self, raw, p: int) -> bool:
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import MAX_SEEN, T_BITMAP, ObjEntry, check, crc32c, header, weak_detection
+from .format import MAGIC, MAX_SEEN, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
 from .originslots import blanks, choose
@@ -245,6 +245,7 @@ class JournalProtocol(Protocol):
                 else:
                     img[off:off + len(buf)] = buf
         self.replayed = len(txns)
+        self.refuse_checkpointed_past(homes)
         self.repairs: list[str] = []
         stale_bitmap, problems = [], []
         for b, err in self.journal.check_fixed(self.dev.read, homes):
@@ -272,6 +273,31 @@ class JournalProtocol(Protocol):
                 self.commit(op)
                 self.checkpoint()
         return problems
+
+    def refuse_checkpointed_past(self, homes: dict) -> None:
+        """Refuse, by name, a replay that stopped before a transaction whose effects a checkpoint
+        already wrote home.  A checkpoint writes homes only after the flush that made every
+        transaction up to the head durable, stamping each with the sequence number of the
+        transaction that last changed it; so in an honest crash state every valid home block --
+        the fixed ones, and every home replay read to patch -- is older than where replay stops.
+        One that is not proves that the transaction replay stopped at was durable and has since
+        been lost, misdirected over or damaged (a data block it orders, say): stopping there
+        would silently drop it.  A search (BlockDevice.find): the explorer splits no class on it."""
+        if weak_detection():
+            return
+        stop = self.journal.next_seq
+        fixed = self.journal.fixed
+        later = lambda raw, b: raw[:4] == MAGIC and header(raw)[5] >= stop and block_type(raw) is not None  # noqa: E731
+        key = ("checkpointed-past", stop)
+        hits = [self.dev.find(fixed[0], len(fixed), later, key=key)] if fixed else []
+        hits += [self.dev.find(b, 1, later, key=key) for b in homes if not fixed or not fixed[0] <= b <= fixed[-1]]
+        for hit in hits:
+            if hit is not None:
+                b, gen = hit[0], header(hit[1])[5]
+                raise StaleBlockError(
+                    f"journal transaction {stop} fails its checks, but block {b} was checkpointed home with the "
+                    f"effect of transaction {gen}, which is only done once it is durable: a durable transaction "
+                    f"was lost or damaged")
 
     def commit(self, op) -> None:
         st = self.store
