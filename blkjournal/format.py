@@ -375,6 +375,7 @@ ROOT_SLOTS = 128
 SEEN = struct.Struct("<H")  # an origin's count of (file id, generation) pairs
 SEEN_ENTRY = struct.Struct("<IQ")
 MAX_SEEN = 200  # what fits a framed origin after its roots
+OBJMAP_ID = 1 << 31  # a seen entry for object map block i names OBJMAP_ID | i (file ids stay below)
 FANOUT_BITS = 8
 FANOUT = 1 << FANOUT_BITS
 MAX_HEIGHT = 4
@@ -408,9 +409,10 @@ class Origin:
     root_crcs: tuple = field(default=(0,) * ROOT_SLOTS)
     ul_gen: int = 0
     ul_crc: int = 0
-    # ((file id, generation), ...): under ordered, the newest origin of each other file (the
-    # MAX_SEEN most recently written) durable when this one was issued -- so a later commit of
-    # any file is evidence against a lost or misdirected-over newest origin (docs/protocols.md)
+    # ((file id, generation), ...): under ordered, the newest origin of each other file and the
+    # generation of each object map block (OBJMAP_ID | index), the MAX_SEEN most recently
+    # written, durable when this one was issued -- so a later commit of any file is evidence
+    # against a lost or misdirected-over newest origin or object map write (docs/protocols.md)
     seen: tuple = ()
 
     def pack(self, block: int) -> bytes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import MAGIC, MAX_SEEN, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
+from .format import MAGIC, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
 from .op import Op
 from .originslots import blanks, choose
@@ -417,7 +417,8 @@ class OrderedProtocol(Protocol):
         self.epoch = 0  # barriers passed
         self.written = False  # a write since the last barrier (else a sync has nothing to flush)
         self.pending: list[tuple[int, int]] = []  # (block, epoch the origin that dropped it was issued in)
-        self.durable_gens: dict[int, int] | None = None  # fid -> generation of its newest durable origin
+        # fid -> generation of its newest durable origin; OBJMAP_ID | i -> of object map block i
+        self.durable_gens: dict[int, int] | None = None
         self.valid: dict[int, list] = {}  # fid -> its valid origins, as recovery found them
         self.issued_gen = 0  # the newest operation whose commit point (phase C) was issued
         self.durable_gen = 0  # the newest one a barrier (or its FUA) has made durable: the bitmap's stamp
@@ -518,8 +519,17 @@ class OrderedProtocol(Protocol):
                 self.durable_gens.pop(fid, None)
             else:
                 self.durable_gens[fid] = f.gen
+        for b in op.objmap:
+            self.durable_gens[OBJMAP_ID | (b - st.sb.objmap_start)] = gen
         for blocks in op.released.values():
             self.pending.extend((b, tag) for b in blocks)
+
+    def _durable_now(self) -> dict[int, int]:
+        """durable_gens as the medium holds it (after recovery or mkfs: everything is durable)."""
+        st = self.store
+        gens = {fid: f.gen for fid, f in st.files.items()}
+        gens.update({OBJMAP_ID | (b - st.sb.objmap_start): g for b, g in st.objmap_gens.items() if g})
+        return gens
 
     def seen(self, op) -> tuple:
         """What this op's origins name: every other file's newest origin, as of the op's start.
@@ -528,7 +538,7 @@ class OrderedProtocol(Protocol):
         these origins and an older origin of the named file has found a lost write.  Under
         "none" nothing is known durable: nothing is named."""
         if self.durable_gens is None:
-            self.durable_gens = {fid: f.gen for fid, f in self.store.files.items()}
+            self.durable_gens = self._durable_now()
         if not self.barriers:
             return ()
         named = [(fid, g) for fid, g in self.durable_gens.items() if fid not in op.origins]
@@ -609,6 +619,14 @@ class OrderedProtocol(Protocol):
                         claims[x] = (g, fid, o.gen)
         problems, named = [], set()
         for x, (g, by, byg) in sorted(claims.items()):
+            if x & OBJMAP_ID:  # an object map block: a lost create, remove or rename
+                b = st.sb.objmap_start + (x & ~OBJMAP_ID)
+                if b < st.sb.bitmap_start and st.objmap_gens.get(b, 0) < g:
+                    problems.append(st.note_problem(
+                        f"stale-block: object map block {b} is generation {st.objmap_gens.get(b, 0)}, but file {by}'s "
+                        f"origin (generation {byg}) was written after generation {g} of it was durable: a lost or "
+                        f"misdirected-over write", StaleBlockError))
+                continue
             f = st.files.get(x)
             if (f is not None and f.gen >= g) or x >= len(st.entries):
                 continue
@@ -637,7 +655,7 @@ class OrderedProtocol(Protocol):
         problems = st.load(origin_choice=self.choose_origin)
         lost, named = self.lost_origins()
         problems += lost + self.lost_commit()
-        self.durable_gens = {fid: f.gen for fid, f in st.files.items()}
+        self.durable_gens = self._durable_now()
         self.issued_gen = self.durable_gen = st.txid - 1  # every commit found is on the medium
         self.repairs: list[str] = []
         writes: dict[int, bytes] = {}
