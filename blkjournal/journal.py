@@ -394,6 +394,10 @@ class Journal:
             return
         q, raw = hit
         _refuse_misdirected(raw, q)
+        if raw[:4] != MAGIC or HEADER.unpack_from(raw)[1] != T_TXN:
+            raise MisdirectedError(f"journal slot {q} holds no transaction block (every slot holds one from mkfs "
+                                   f"on): a misdirected write landed there, and transaction {seq} may have been lost "
+                                   f"under it")
         gen = HEADER.unpack_from(raw)[5]
         cls = type(own) if own else StaleBlockError
         raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
@@ -403,13 +407,15 @@ class Journal:
 
 def _evidence(raw, block: int, seq: int) -> bool:
     """Does journal slot `block` prove that replay, stopped at `seq`, lost something?  Yes if it
-    holds another block's frame (_refuse_misdirected) or a valid transaction later than `seq`
-    whose descriptor claims `seq` durable (Journal._no_durable_successor)."""
+    holds no transaction frame at all or another block's (a misdirected write: mkfs frames every
+    slot, and only transaction frames of the slot's own address are written there since), or a
+    valid transaction later than `seq` whose descriptor claims `seq` durable
+    (Journal._no_durable_successor)."""
     if raw[:4] != MAGIC:
-        return False
+        return True  # no frame at all: every slot holds one from mkfs on, so a foreign write landed here
     _, t, _, _, own, gen = HEADER.unpack_from(raw)
     if t != T_TXN:
-        return False
+        return True  # another kind of block: a misdirected write
     if own != block:
         try:
             check(raw, T_TXN, own)
