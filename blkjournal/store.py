@@ -47,6 +47,7 @@ class FileState:
     # (block, origin, image) of the last origin packed: a commit needs the image twice (its crc
     # for the object map entry, then the block itself), and framing a block costs 9 crcs
     _packed: tuple | None = field(default=None, repr=False, compare=False)
+    seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
 
     @property
     def name(self) -> str:
@@ -59,7 +60,8 @@ class FileState:
     def origin(self) -> Origin:
         head, ul_gen, ul_crc = self.ul.head_ptr()
         return Origin(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, head,
-                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs), ul_gen, ul_crc)
+                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs), ul_gen, ul_crc,
+                      self.seen)
 
     def origin_image(self) -> bytes:
         o, b = self.origin(), self.origin_block
