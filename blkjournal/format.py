@@ -116,7 +116,6 @@ def whole_crc(raw, btype: int) -> int:
     return crc32c(mv[12:], c)
 
 
-@memo.pure  # every metadata block read is checked, in state after state of the explorer
 def check(raw: bytes, btype: int, where: int | str, *, gen: int | None = None, crc: int | None = None,
           whole: bool = True) -> memoryview:
     """Verify a metadata block read from block `where` and return its payload.
