@@ -38,6 +38,7 @@ DATA = struct.Struct("<QI")  # data block, crc32c
 REC = struct.Struct("<QHH")  # home block, offset, length
 
 
+@memo.immutable  # tuples of plain values: a memoised decode is kept without walking them
 @dataclass(frozen=True)
 class Txn:
     """A decoded transaction: metadata deltas and the data blocks it orders."""
