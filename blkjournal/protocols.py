@@ -340,13 +340,13 @@ class JournalProtocol(Protocol):
             for off, buf in delta(old, blocks[b]):
                 records.append((b, off, buf))
         data_crcs = op.data_crcs()
-        if op.data:
-            self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
         n = txn_blocks(data_crcs, records)
         pos = self.journal.place(n)
-        if pos is None:
-            self.checkpoint()
+        if pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
+            self.checkpoint()  # data durable alone, and its later loss could not be told from a torn tail
             pos = self.journal.place(n)
+        if op.data:
+            self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                              durable=self.journal.durable)
         self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
