@@ -59,6 +59,7 @@ class Op:
     objmap: set = field(default_factory=set)  # object map blocks changed
     created: set = field(default_factory=set)
     deleted: list = field(default_factory=list)  # FileStates removed (their blocks all released)
+    images: dict = field(default_factory=dict)  # metadata block -> its image as this commit sealed it
 
     def own(self, f, b: int) -> None:
         self.owned.setdefault(f.fid, []).append(b)

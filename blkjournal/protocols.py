@@ -163,10 +163,12 @@ class Protocol:
             w, given_up = f.ul.commit(gen, mine, keep=op.fresh, alloc=alloc if self.cow else None)
             for b in w:
                 op.roles[b] = f"used list of file {fid}"
+                op.images[b] = f.ul.image(b)
             written |= w
             if given_up:
                 op.released.setdefault(fid, []).extend(given_up)
             nodes = f.map.seal({b for b in op.fresh | op.meta if b in f.map.nodes}, gen)
+            op.images.update(nodes)
             for b in nodes:
                 op.roles.setdefault(b, f"map node of file {fid}")
                 if b not in op.fresh:
@@ -289,12 +291,13 @@ class JournalProtocol(Protocol):
         for b in released:
             st.freelist.hold(b)
         blocks: dict[int, bytes] = {}
+        sealed = op.images  # what seal() just packed (and took the crcs of): the same bytes
         for b in ul | op.meta:
-            blocks[b] = st.meta_image(b)
+            blocks[b] = sealed.get(b) or st.meta_image(b)
         for b in op.fresh:
             if b not in blocks:
                 try:
-                    blocks[b] = st.meta_image(b)
+                    blocks[b] = sealed.get(b) or st.meta_image(b)
                 except KeyError:
                     pass  # an origin slot: handled below
         for fid in op.origins:
