@@ -61,6 +61,7 @@ crc32c = _crc.crc32c  # crc32c(data) -> int, the C function itself: no Python fr
 _ZERO4 = bytes(4)  # a crc field as the crc over its block sees it
 _SECTOR_ID = struct.Struct("<QI")  # block number, sector index: what each sector crc ends with
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _ZEROS = memoryview(bytes(BLOCK_SIZE))  # padding, sliced without a copy
 
 
@@ -199,10 +200,14 @@ def reframe(logical: bytes, block: int) -> bytes:
     return s0 + _U32.pack(crc32c(ids[0], crc32c(s0))) + tail
 
 
-@functools.lru_cache(maxsize=1 << 12)
+_SECTOR_INDEX = tuple(struct.pack("<I", s) for s in range(NSECT))
+
+
 def _sector_ids(block: int) -> tuple:
-    """What each sector crc of block `block` ends with: (block number, sector index), packed."""
-    return tuple(_SECTOR_ID.pack(block, s) for s in range(NSECT))
+    """What each sector crc of block `block` ends with: (block number, sector index), packed
+    (_SECTOR_ID.pack(block, s) for each s)."""
+    b = _U64.pack(block)
+    return tuple(b + s for s in _SECTOR_INDEX)
 
 
 def unframe(raw) -> bytes:

@@ -62,28 +62,30 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     """
     if old is None:
         return [(ZERO_FILL, b"")] + delta(_ZERO, new, chunk)
-    out: list[list[int]] = []
     if old == new:
         return []
+    out: list[tuple[int, bytes]] = []
+    lo = hi = -1  # the range being merged
     for big in range(0, BLOCK_SIZE, 512):  # skip equal 512-byte stretches at C speed
-        if old[big:big + 512] == new[big:big + 512]:
+        end = big + 512
+        if old[big:end] == new[big:end]:
             continue
-        for off in range(big, big + 512, chunk):
-            if old[off:off + chunk] != new[off:off + chunk]:
-                if out and out[-1][1] == off:
-                    out[-1][1] = off + chunk
+        for off in range(big, end, chunk):
+            nxt = off + chunk
+            if old[off:nxt] != new[off:nxt]:
+                if off == hi:
+                    hi = nxt
                 else:
-                    out.append([off, off + chunk])
-    return [(lo, new[lo:hi]) for lo, hi in out]
+                    if hi > 0:
+                        out.append((lo, new[lo:hi]))
+                    lo, hi = off, nxt
+    if hi > 0:
+        out.append((lo, new[lo:hi]))
+    return out
 
 
 def _nblocks(stream_len: int) -> int:
     return 1 + max(0, -(-(stream_len - (FRAMED_PAYLOAD - DESC.size)) // FRAMED_PAYLOAD))
-
-
-def txn_blocks(data: list, records: list) -> int:
-    """How many journal blocks the transaction of `data` and `records` takes (to place it)."""
-    return _nblocks(DATA.size * len(data) + sum(REC.size + len(buf) for _, _, buf in records))
 
 
 def pack_data(data) -> bytes:
@@ -99,16 +101,32 @@ def pack_data(data) -> bytes:
     return bytes(out)
 
 
+def txn_stream(data, records) -> bytes:
+    """What a transaction's blocks carry after its descriptor: the DATA records of `data`, then
+    each metadata record (REC header, bytes).  Built once per commit: its length places the
+    transaction (stream_blocks), and encode() frames the same bytes."""
+    parts = [pack_data(data)]
+    for h, off, buf in records:
+        parts += (REC.pack(h, off, len(buf)), buf)
+    return b"".join(parts)
+
+
+def stream_blocks(stream: bytes) -> int:
+    """How many journal blocks a transaction carrying `stream` takes."""
+    return _nblocks(len(stream))
+
+
 def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
-           at: int, durable: int = 0) -> tuple[list[bytes], int]:
+           at: int, durable: int = 0, stream: bytes | None = None) -> tuple[list[bytes], int]:
     """The blocks of one transaction (descriptor first) to be written from block `at`, and its
     commit checksum.  Each block's header names its own address and the sequence number, and each
     block is framed per sector (format.frame): replay tells a torn write from damage.
 
     `durable` is the newest transaction known durable (flushed, or completed FUA) as this one is
-    written: evidence that lets replay tell a damaged durable transaction from a torn tail."""
-    stream = pack_data(data)
-    stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
+    written: evidence that lets replay tell a damaged durable transaction from a torn tail.
+    `stream` is txn_stream(data, records) when the caller has built it already."""
+    if stream is None:
+        stream = txn_stream(data, records)
     first_room = FRAMED_PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
     commit = crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
 from .format import ObjEntry, crc32c, weak_detection
-from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
+from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, txn_stream
 from .op import Op
 from .originslots import blanks, choose
 
@@ -70,6 +70,12 @@ class Protocol:
         blocks; `why` names the op.  A value may hold several consecutive blocks (an operation's
         data: a view into the caller's buffer); the pieces of a run go to the device as a list
         (`writev`), so the only copy is the device's own into its aligned buffer."""
+        if len(blocks) == 1:  # one piece (an append's data block): the loop below's one write
+            ((b, v),) = blocks.items()
+            nb = len(v) // BLOCK_SIZE
+            if nb <= MAX_RUN:
+                self.dev.writev(b, [v], fua=fua, role=run_role(roles, b, b + nb - 1, why))
+                return
         run: list = []  # pieces of the run being gathered
         first = count = 0
 
@@ -319,13 +325,14 @@ class JournalProtocol(Protocol):
         data_crcs = op.data_crcs()
         if op.data:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-        n = txn_blocks(data_crcs, records)
+        stream = txn_stream(data_crcs, records)
+        n = stream_blocks(stream)
         pos = self.journal.place(n)
         if pos is None:
             self.checkpoint()
             pos = self.journal.place(n)
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
-                             durable=self.journal.durable)
+                             durable=self.journal.durable, stream=stream)
         self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
                        role=f"journal txn {self.journal.next_seq} [{op.name}]")
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
