@@ -44,7 +44,7 @@ class FileState:
     slot: int  # which origin slot holds the newest origin (0 = a, 1 = b)
     map: BlockMap
     ul: UsedList
-    # (block, origin, image) of the last origin packed: a commit needs the image twice (its crc
+    # (block, payload, image) of the last origin packed: a commit needs the image twice (its crc
     # for the object map entry, then the block itself), and framing a block costs 9 crcs
     _packed: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -63,15 +63,15 @@ class FileState:
 
     def origin_image(self) -> bytes:
         """origin().pack(origin_block), from the file's fields and map arrays directly; framed
-        again only when its block, generation or payload differ from the last one packed."""
+        again only when its block or payload (which holds the generation) differ from the last."""
         head, ul_gen, ul_crc = self.ul.head_ptr()
         m, b = self.map, self.origin_block
         p = Origin.payload(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, head, m.height,
                            m.root_blocks, m.root_crcs, ul_gen, ul_crc)
         last = self._packed
-        if last is None or last[0] != b or last[1] != self.gen or last[2] != p:
-            self._packed = last = (b, self.gen, p, frame(T_ORIGIN, p, b, self.gen))
-        return last[3]
+        if last is None or last[0] != b or last[1] != p:
+            self._packed = last = (b, p, frame(T_ORIGIN, p, b, self.gen))
+        return last[2]
 
     def expect_origin(self) -> None:
         """Journal: the object map entry records what its origin now is (gen, crc)."""
