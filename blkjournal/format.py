@@ -70,7 +70,9 @@ def crc32c_blocks(buf) -> array:
     block on a memoryview slice -- no copy, and no interpreter work per block beyond the call
     (the crc32c package has no batched form; the per-block crc is what a map entry keeps)."""
     mv = memoryview(buf)
-    n = len(mv)
+    n = mv.nbytes
+    if n == BLOCK_SIZE:  # one block (a synced append's): no map pipeline to set up
+        return array("I", (_crc.crc32c(mv),))
     return array("I", map(_crc.crc32c, map(mv.__getitem__, map(slice, range(0, n, BLOCK_SIZE),
                                                                 range(BLOCK_SIZE, n + 1, BLOCK_SIZE)))))
 

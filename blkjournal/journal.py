@@ -25,6 +25,7 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass
+from operator import itemgetter
 
 from . import memo
 from .device import BLOCK_SIZE, BlockDevice
@@ -50,6 +51,7 @@ class Txn:
     commit: int = 0
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
 _ZERO = bytes(BLOCK_SIZE)
 
@@ -94,7 +96,7 @@ def pack_data(data) -> bytes:
     as much as computing their crcs.  The same bytes as packing each record."""
     if len(data) < 64 or sys.byteorder != "little":
         return b"".join(DATA.pack(b, c) for b, c in data)
-    blocks, crcs = array("Q", [b for b, _ in data]), array("I", [c for _, c in data])
+    blocks, crcs = array("Q", map(_FIRST, data)), array("I", map(_SECOND, data))
     out = bytearray(DATA.size * len(data))
     words, halves = memoryview(out).cast("I"), memoryview(blocks).cast("B").cast("I")
     words[0::3], words[1::3], words[2::3] = halves[0::2], halves[1::2], memoryview(crcs)

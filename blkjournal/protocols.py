@@ -287,10 +287,11 @@ class JournalProtocol(Protocol):
         gen = self.journal.next_seq  # the generation of everything this transaction writes
         changed, new = self.own_and_release(op, remove=True)
         ul = self.seal(op, changed | new, gen)
+        origins = {}
         for fid in op.origins:  # the object map entry is the origin's pointer: gen + crc
             f = st.files.get(fid)
             if f is not None:
-                f.expect_origin()
+                origins[f.origin_block] = f.expect_origin()
                 st.entries[fid] = f.entry
                 op.objmap.add(st.objmap_home(fid))
         released = [b for blocks in op.released.values() for b in blocks]
@@ -306,10 +307,7 @@ class JournalProtocol(Protocol):
                     blocks[b] = sealed.get(b) or st.meta_image(b)
                 except KeyError:
                     pass  # an origin slot: handled below
-        for fid in op.origins:
-            f = st.files.get(fid)
-            if f is not None:
-                blocks[f.origin_block] = f.origin_image()
+        blocks.update(origins)
         for b in op.objmap:
             st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
@@ -318,10 +316,9 @@ class JournalProtocol(Protocol):
             blocks[b] = st.freelist.image(b)
         st.freelist.dirty.clear()
         records = []
+        images, fresh = self.images, op.fresh
         for b in sorted(blocks):
-            old = None if b in op.fresh else self.images.get(b)
-            for off, buf in delta(old, blocks[b]):
-                records.append((b, off, buf))
+            records += [(b, off, buf) for off, buf in delta(None if b in fresh else images.get(b), blocks[b])]
         data_crcs = op.data_crcs()
         if op.data:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
@@ -340,9 +337,9 @@ class JournalProtocol(Protocol):
         self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
-            self.images.pop(b, None)
+            images.pop(b, None)
             self.unckpt.pop(b, None)
-        self.images.update(blocks)
+        images.update(blocks)
         self.unckpt.update(blocks)
         self.held.extend(released)
 

@@ -73,10 +73,12 @@ class FileState:
             self._packed = last = (b, p, frame(T_ORIGIN, p, b, self.gen))
         return last[2]
 
-    def expect_origin(self) -> None:
-        """Journal: the object map entry records what its origin now is (gen, crc)."""
-        e = self.entry  # (built directly: dataclasses.replace costs as much as the crc)
-        self.entry = ObjEntry(e.origin_a, e.origin_b, e.birth, e.name, self.gen, crc32c(self.origin_image()))
+    def expect_origin(self) -> bytes:
+        """Journal: the object map entry records what its origin now is (gen, crc).  Returns the
+        origin's image (the commit writes it)."""
+        e, img = self.entry, self.origin_image()  # (the entry built directly: dataclasses.replace costs more)
+        self.entry = ObjEntry(e.origin_a, e.origin_b, e.birth, e.name, self.gen, crc32c(img))
+        return img
 
     def structure_blocks(self) -> set[int]:
         """Blocks owned by the file's structure itself (origin slots, used list chain)."""
