@@ -73,8 +73,13 @@ def crc32c_blocks(buf) -> array:
     n = mv.nbytes
     if n == BLOCK_SIZE:  # one block (a synced append's): no map pipeline to set up
         return array("I", (_crc.crc32c(mv),))
-    return array("I", map(_crc.crc32c, map(mv.__getitem__, map(slice, range(0, n, BLOCK_SIZE),
-                                                                range(BLOCK_SIZE, n + 1, BLOCK_SIZE)))))
+    return array("I", map(_crc.crc32c, map(mv.__getitem__, _block_slices(n // BLOCK_SIZE))))
+
+
+@functools.lru_cache(maxsize=64)
+def _block_slices(n: int) -> tuple:
+    """The slices of the n blocks of a buffer (kept: a streaming write crcs runs of the same few lengths)."""
+    return tuple(slice(o, o + BLOCK_SIZE) for o in range(0, n * BLOCK_SIZE, BLOCK_SIZE))
 
 
 WEAK_ENV = "BLKJOURNAL_WEAK_DETECTION"
