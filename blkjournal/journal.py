@@ -90,13 +90,45 @@ def _nblocks(stream_len: int) -> int:
     return 1 + max(0, -(-(stream_len - (FRAMED_PAYLOAD - DESC.size)) // FRAMED_PAYLOAD))
 
 
+class DataCrcs:
+    """The (block, crc32c) pairs of the data blocks a transaction orders, in block order, held as
+    the runs the operation wrote -- (first block, array of crcs) -- and never expanded into pairs
+    on the commit path: a 1 MiB write orders 256 blocks, and a tuple per block cost as much as
+    packing them.  Behaves as the list of pairs (len, iteration, indexing, ==)."""
+
+    __slots__ = ("runs", "_n")
+
+    def __init__(self, runs) -> None:
+        self.runs = runs
+        self._n = sum(len(c) for _, c in runs)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        for first, crcs in self.runs:
+            yield from zip(range(first, first + len(crcs)), crcs)
+
+    def __getitem__(self, i):
+        return list(self)[i]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
 def pack_data(data) -> bytes:
-    """The DATA records of `data` ((block, crc32c) pairs) as bytes, in bulk for a long list: a
-    streaming write orders 65,536 data blocks per 256 MiB, and a pack call per record cost about
-    as much as computing their crcs.  The same bytes as packing each record."""
+    """The DATA records of `data` ((block, crc32c) pairs, or DataCrcs) as bytes, in bulk for a
+    long list: a streaming write orders 65,536 data blocks per 256 MiB, and a pack call per record
+    cost about as much as computing their crcs.  The same bytes as packing each record."""
     if len(data) < 64 or sys.byteorder != "little":
         return b"".join(DATA.pack(b, c) for b, c in data)
-    blocks, crcs = array("Q", map(_FIRST, data)), array("I", map(_SECOND, data))
+    if isinstance(data, DataCrcs):
+        blocks, crcs = array("Q"), array("I")
+        for first, c in data.runs:
+            blocks.extend(range(first, first + len(c)))
+            crcs.extend(c)
+    else:
+        blocks, crcs = array("Q", map(_FIRST, data)), array("I", map(_SECOND, data))
     out = bytearray(DATA.size * len(data))
     words, halves = memoryview(out).cast("I"), memoryview(blocks).cast("B").cast("I")
     words[0::3], words[1::3], words[2::3] = halves[0::2], halves[1::2], memoryview(crcs)

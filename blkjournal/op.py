@@ -10,6 +10,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from .device import BLOCK_SIZE
+from .journal import DataCrcs
 
 
 class Roles(dict):
@@ -93,9 +94,6 @@ class Op:
                 return buf[(b - first) * BLOCK_SIZE:(b - first + 1) * BLOCK_SIZE]
         return None
 
-    def data_crcs(self) -> list[tuple[int, int]]:
-        """(block, crc32c) of every data block written, in block order."""
-        out: list[tuple[int, int]] = []
-        for first in sorted(self.data):
-            out.extend(zip(range(first, first + len(self.crcs[first])), self.crcs[first]))
-        return out
+    def data_crcs(self) -> DataCrcs:
+        """(block, crc32c) of every data block written, in block order (as runs: journal.DataCrcs)."""
+        return DataCrcs([(first, self.crcs[first]) for first in sorted(self.data)])
