@@ -91,6 +91,23 @@ class BlockDevice:
     def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
         raise NotImplementedError
 
+    def find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
+        """The first block of the range whose bytes satisfy `pred(raw, block)`, with them; None if
+        no block does.  A search for evidence (recovery's scan for a transaction that proves a
+        loss), not a read of data: its answer is only whether such a block exists.  So the
+        crash explorer can answer it for a whole class of crash states at once (explore.Tracer)
+        instead of telling apart every state by the contents of every block searched.  `pred`
+        must depend on its arguments only; `key` names it (with its arguments) for caching."""
+        step = 64
+        for b0 in range(block, block + count, step):
+            n = min(step, block + count - b0)
+            raw = self.read(b0, n)
+            for i in range(n):
+                blk = raw[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+                if pred(blk, b0 + i):
+                    return b0 + i, blk
+        return None
+
     def mark(self, text: str) -> None:
         """A named point in the write stream; only recording devices keep it."""
 

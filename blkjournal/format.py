@@ -41,9 +41,10 @@ from .device import BLOCK_SIZE
 from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
-VERSION = 4  # 2: the header names the block's address and generation; pointers carry crc + gen;
+VERSION = 5  # 2: the header names the block's address and generation; pointers carry crc + gen;
 # 3: an origin's every sector carries its own crc (a torn origin write is told from bit rot);
-# 4: so does every journal transaction block, and mkfs fills the journal area with framed blanks
+# 4: so does every journal transaction block, and mkfs fills the journal area with framed blanks;
+# 5: an ordered origin names the generation of every other file durable when it was written
 HEADER = struct.Struct("<4sHHIQQ")  # magic, type, version, crc32c, own block number, generation
 HDR = HEADER.size
 PAYLOAD = BLOCK_SIZE - HDR
@@ -429,6 +430,10 @@ def _as_bytes(code: str, values) -> bytes:
 
 # --- origin: one per file (two alternating slots under "ordered") ---
 ROOT_SLOTS = 128
+SEEN = struct.Struct("<H")  # an origin's count of (file id, generation) pairs
+SEEN_ENTRY = struct.Struct("<IQ")
+MAX_SEEN = 200  # what fits a framed origin after its roots
+OBJMAP_ID = 1 << 31  # a seen entry for object map block i names OBJMAP_ID | i (file ids stay below)
 FANOUT_BITS = 8
 FANOUT = 1 << FANOUT_BITS
 MAX_HEIGHT = 4
@@ -462,20 +467,26 @@ class Origin:
     root_crcs: tuple = field(default=(0,) * ROOT_SLOTS)
     ul_gen: int = 0
     ul_crc: int = 0
+    # ((file id, generation), ...): under ordered, the newest origin of each other file and the
+    # generation of each object map block (OBJMAP_ID | index), the MAX_SEEN most recently
+    # written, durable when this one was issued -- so a later commit of any file is evidence
+    # against a lost or misdirected-over newest origin or object map write (docs/protocols.md)
+    seen: tuple = ()
 
     def pack(self, block: int) -> bytes:
         return frame(T_ORIGIN, self.payload(self.file_id, self.birth, self.gen, self.size, self.mtime_ns,
                                             self.usedlist, self.height, self.root_blocks, self.root_crcs,
-                                            self.ul_gen, self.ul_crc), block, self.gen)
+                                            self.ul_gen, self.ul_crc, self.seen), block, self.gen)
 
     @classmethod
     def payload(cls, file_id, birth, gen, size, mtime_ns, usedlist, height, root_blocks, root_crcs, ul_gen,
-                ul_crc) -> bytes:
+                ul_crc, seen=()) -> bytes:
         """The origin's payload (what frame() spreads over its sectors) from its fields; the map
         root may be given as the map's own arrays (store.FileState packs a file's origin from
         them on every commit, with no Origin object and no tuples of 128 entries)."""
         return (cls.FMT.pack(file_id, birth, gen, size, mtime_ns, usedlist, ul_gen, ul_crc, height)
-                + _as_bytes("Q", root_blocks) + _as_bytes("I", root_crcs))
+                + _as_bytes("Q", root_blocks) + _as_bytes("I", root_crcs)
+                + SEEN.pack(len(seen)) + b"".join(SEEN_ENTRY.pack(f, g) for f, g in seen))
 
     @classmethod
     @memo.pure
@@ -491,7 +502,12 @@ class Origin:
         if size > MAX_FILE_SIZE:
             raise FieldError(f"block {where}: origin size {size} exceeds the largest file a map can address "
                              f"({MAX_FILE_SIZE} bytes)")
-        return cls(fid, birth, gen, size, mtime, ul, height, tuple(blocks), tuple(crcs), ul_gen, ul_crc)
+        o += 12 * ROOT_SLOTS
+        (n,) = SEEN.unpack_from(p, o)
+        if n > MAX_SEEN:
+            raise FieldError(f"block {where}: origin names {n} other files' generations (at most {MAX_SEEN})")
+        seen = tuple(SEEN_ENTRY.unpack_from(p, o + SEEN.size + k * SEEN_ENTRY.size) for k in range(n))
+        return cls(fid, birth, gen, size, mtime, ul, height, tuple(blocks), tuple(crcs), ul_gen, ul_crc, seen)
 
 
 class MapNode:

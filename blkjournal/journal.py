@@ -29,7 +29,7 @@ from operator import itemgetter
 
 from . import memo
 from .device import BLOCK_SIZE, BlockDevice
-from .errors import CorruptError, FieldError, NoSpaceError, StaleBlockError
+from .errors import CorruptError, FieldError, MisdirectedError, NoSpaceError, StaleBlockError
 from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
                      Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
 
@@ -277,6 +277,7 @@ class Journal:
         self.prev = 0  # commit checksum of the newest transaction
         self.used = 0  # blocks from tail to head, including any skipped at a wrap
         self.durable = 0  # the newest transaction known durable (what the next descriptor claims)
+        self.fua = sb.barrier == "fua"  # a transaction is written only once its data's FUA completed
 
     def load_super(self, dev: BlockDevice) -> None:
         js = JournalSuper.unpack(dev.read(self.jsb_block), self.jsb_block)
@@ -365,6 +366,7 @@ class Journal:
                 if bad is not None:
                     raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
                 if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
+                    self._refuse_lost_data(dev, txn)
                     txn = None
                 if txn:
                     skip = self.size - pos if p != pos else 0
@@ -384,6 +386,18 @@ class Journal:
             self._no_durable_successor(dev, pos, seq, prev)
         return txns
 
+    def _refuse_lost_data(self, dev: BlockDevice, txn: Txn) -> None:
+        """Under fua a transaction is issued only after the FUA writes of its data completed, so a
+        whole, committed transaction whose data fails its crc is not a torn tail: the data was
+        durable and has since been lost, misdirected over or damaged.  Refuse, by name (under
+        flush data and transaction share one flush, and a crash may keep either)."""
+        if not self.fua or weak_detection():
+            return
+        b, c = next((b, c) for b, c in txn.data if crc32c(dev.read(b)) != c)
+        raise StaleBlockError(f"journal transaction {txn.seq}: data block {b} fails the crc32c its commit promises "
+                              f"({c:#010x}), though under fua its data is durable before it is written: a durable "
+                              f"data write was lost or damaged")
+
     def _whole(self, raw, p: int) -> bool:
         try:
             check(raw, T_TXN, self.area + p)
@@ -400,6 +414,7 @@ class Journal:
         continue at its head, and block 0 hold a checkpointed transaction."""
         if weak_detection():  # format 1's detection: a block crc only
             return
+        _refuse_misdirected(raw, self.area + p)
         s = damaged(raw, self.area + p, seq, prev, only_proven=only_proven)
         if s is not None:
             raise CorruptError(f"journal transaction {seq}: block {self.area + p} (its block {k}): sector {s} "
@@ -411,12 +426,14 @@ class Journal:
         write), and stopping here would silently drop durable transactions: refuse, by name.
 
         A descriptor claims durability only after a flush (or a completed FUA write) made `seq`
-        durable, so any valid one with a later seq and `durable >= seq` is proof.  Later
-        transactions sit after `seq` (or from block 0, after a wrap): scan from there across
-        blocks of `seq` and later ones; past the first block (the damaged one, perhaps) a foreign
-        block (never written, or an older lap of the log) ends a scan.  So a clean open reads
-        two blocks after the tail end and two at block 0: few reads, and few blocks a crash state
-        can vary that recovery looks at (the explorer's equivalence classes stay exhaustive)."""
+        durable, so any valid one with a later seq and `durable >= seq` is proof.  Such a claimer
+        may sit anywhere after `seq`: the transactions between (unflushed ones) may be lost, each
+        hole showing an older lap, which looks exactly like the log's end.  So every slot of the
+        log is searched (BlockDevice.find: one read of the area on a device; the explorer answers
+        it per class of crash states), and a slot holding another block's frame is refused as a
+        misdirected write.  A stale claimer left by an earlier crash cannot prove a
+        loss: it claims only transactions its run made durable, which replay then replayed, so
+        its claim is below every sequence number replay can stop at since."""
         if weak_detection():  # a generation check: off with format 1's detection
             return
         own = None
@@ -424,24 +441,59 @@ class Journal:
             check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
         except CorruptError as e:
             own = e
-        for begin in dict.fromkeys((pos, 0)):
-            q = begin
-            while q < self.size:
-                raw = dev.read(self.area + q)
-                try:
-                    check(raw, T_TXN, self.area + q)
-                    gen = HEADER.unpack_from(raw)[5]
-                except CorruptError:
-                    gen = -1
-                if gen < seq:
-                    if q > begin + 1:
-                        break
-                else:
-                    d = DESC.unpack_from(raw, HEADER.size)
-                    if gen > seq and d[0] == gen and d[6] >= seq:
-                        cls = type(own) if own else StaleBlockError
-                        raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
-                                  f"{f' ({own})' if own else ''}, but transaction {gen} (block {self.area + q}), "
-                                  f"written after it was durable, follows it: a durable transaction was lost or "
-                                  f"damaged")
-                q += 1
+        hit = dev.find(self.area, self.size, lambda raw, b: _evidence(raw, b, seq), key=("journal-evidence", seq))
+        if hit is None:
+            return
+        q, raw = hit
+        _refuse_misdirected(raw, q)
+        if raw[:4] != MAGIC or HEADER.unpack_from(raw)[1] != T_TXN:
+            raise MisdirectedError(f"journal slot {q} holds no transaction block (every slot holds one from mkfs "
+                                   f"on): a misdirected write landed there, and transaction {seq} may have been lost "
+                                   f"under it")
+        gen = HEADER.unpack_from(raw)[5]
+        cls = type(own) if own else StaleBlockError
+        raise cls(f"journal transaction {seq} at block {self.area + pos} fails its checks"
+                  f"{f' ({own})' if own else ''}, but transaction {gen} (block {q}), "
+                  f"written after it was durable, follows it: a durable transaction was lost or damaged")
+
+
+def _evidence(raw, block: int, seq: int) -> bool:
+    """Does journal slot `block` prove that replay, stopped at `seq`, lost something?  Yes if it
+    holds no transaction frame at all or another block's (a misdirected write: mkfs frames every
+    slot, and only transaction frames of the slot's own address are written there since), or a
+    valid transaction later than `seq` whose descriptor claims `seq` durable
+    (Journal._no_durable_successor)."""
+    if raw[:4] != MAGIC:
+        return True  # no frame at all: every slot holds one from mkfs on, so a foreign write landed here
+    _, t, _, _, own, gen = HEADER.unpack_from(raw)
+    if t != T_TXN:
+        return True  # another kind of block: a misdirected write
+    if own != block:
+        try:
+            check(raw, T_TXN, own)
+            return True
+        except CorruptError:
+            return False
+    if gen <= seq:
+        return False
+    d = DESC.unpack_from(raw, HEADER.size)
+    if d[0] != gen or d[6] < seq:
+        return False
+    try:
+        check(raw, T_TXN, block, gen=gen)
+        return True
+    except CorruptError:
+        return False
+
+
+def _refuse_misdirected(raw, block: int) -> None:
+    """A journal slot holding a whole transaction block framed for another address: no crash
+    leaves one (every slot is only ever written with its own frames, mkfs's blanks included), so
+    it is a misdirected write -- and the transaction meant for this slot may have been durable."""
+    if raw[:4] == MAGIC and HEADER.unpack_from(raw)[4] != block:
+        try:
+            check(raw, T_TXN, block)
+        except MisdirectedError as e:
+            raise MisdirectedError(f"journal slot {e}") from None
+        except CorruptError:
+            pass

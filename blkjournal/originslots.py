@@ -54,13 +54,14 @@ def _damage(slot: int, b: int, raw: bytes, fid: int, e: ObjEntry) -> Damage | No
     return Damage(slot, b, s, gen)
 
 
-def choose(fid: int, e: ObjEntry, read) -> tuple[tuple[int, Origin] | None, list[Damage]]:
-    """(slot, origin) of the newest valid origin slot that belongs to this file (or None), and the
-    damaged slots provably older than it (fsck names them; the file is still right).
+def choose(fid: int, e: ObjEntry, read) -> tuple[tuple[int, Origin] | None, list[Damage], list[Origin]]:
+    """(slot, origin) of the newest valid origin slot that belongs to this file (or None), the
+    damaged slots provably older than it (fsck names them; the file is still right), and every
+    valid origin of the file (what each names of other files is evidence, protocols.py).
 
     Raises CorruptError when a slot that may have held the newest origin cannot be trusted: it
     holds another block's write or a bad field, or it is damaged (see the module docstring)."""
-    best, damaged = None, []
+    best, damaged, valid = None, [], []
     for slot, b in enumerate((e.origin_a, e.origin_b)):
         if not b:
             continue
@@ -74,8 +75,10 @@ def choose(fid: int, e: ObjEntry, read) -> tuple[tuple[int, Origin] | None, list
             if d is not None:
                 damaged.append(d)
             continue
-        if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best[1].gen):
-            best = (slot, o)
+        if o.file_id == fid and o.birth == e.birth:
+            valid.append(o)
+            if best is None or o.gen > best[1].gen:
+                best = (slot, o)
     older = []
     for d in damaged:
         if best is not None and d.gen is not None and d.gen < best[1].gen:
@@ -83,7 +86,7 @@ def choose(fid: int, e: ObjEntry, read) -> tuple[tuple[int, Origin] | None, list
             continue
         other = f"the other slot holds generation {best[1].gen}" if best else "no other slot holds a valid origin"
         raise CorruptError(f"{d.message()}; it may have held the file's newest origin ({other})")
-    return best, older
+    return best, older, valid
 
 
 def blanks(fid: int, e: ObjEntry, gen: int) -> dict[int, bytes]:

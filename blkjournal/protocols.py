@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import ObjEntry, crc32c, weak_detection
+from .format import MAGIC, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, txn_stream
 from .op import Op
 from .originslots import blanks, choose
@@ -253,6 +253,7 @@ class JournalProtocol(Protocol):
                 else:
                     img[off:off + len(buf)] = buf
         self.replayed = len(txns)
+        self.refuse_checkpointed_past(homes)
         self.repairs: list[str] = []
         stale_bitmap, problems = [], []
         for b, err in self.journal.check_fixed(self.dev.read, homes):
@@ -280,6 +281,31 @@ class JournalProtocol(Protocol):
                 self.commit(op)
                 self.checkpoint()
         return problems
+
+    def refuse_checkpointed_past(self, homes: dict) -> None:
+        """Refuse, by name, a replay that stopped before a transaction whose effects a checkpoint
+        already wrote home.  A checkpoint writes homes only after the flush that made every
+        transaction up to the head durable, stamping each with the sequence number of the
+        transaction that last changed it; so in an honest crash state every valid home block --
+        the fixed ones, and every home replay read to patch -- is older than where replay stops.
+        One that is not proves that the transaction replay stopped at was durable and has since
+        been lost, misdirected over or damaged (a data block it orders, say): stopping there
+        would silently drop it.  A search (BlockDevice.find): the explorer splits no class on it."""
+        if weak_detection():
+            return
+        stop = self.journal.next_seq
+        fixed = self.journal.fixed
+        later = lambda raw, b: raw[:4] == MAGIC and header(raw)[5] >= stop and block_type(raw) is not None  # noqa: E731
+        key = ("checkpointed-past", stop)
+        hits = [self.dev.find(fixed[0], len(fixed), later, key=key)] if fixed else []
+        hits += [self.dev.find(b, 1, later, key=key) for b in homes if not fixed or not fixed[0] <= b <= fixed[-1]]
+        for hit in hits:
+            if hit is not None:
+                b, gen = hit[0], header(hit[1])[5]
+                raise StaleBlockError(
+                    f"journal transaction {stop} fails its checks, but block {b} was checkpointed home with the "
+                    f"effect of transaction {gen}, which is only done once it is durable: a durable transaction "
+                    f"was lost or damaged")
 
     def commit(self, op) -> None:
         st = self.store
@@ -398,11 +424,17 @@ class OrderedProtocol(Protocol):
         self.epoch = 0  # barriers passed
         self.written = False  # a write since the last barrier (else a sync has nothing to flush)
         self.pending: list[tuple[int, int]] = []  # (block, epoch the origin that dropped it was issued in)
+        # fid -> generation of its newest durable origin; OBJMAP_ID | i -> of object map block i
+        self.durable_gens: dict[int, int] | None = None
+        self.valid: dict[int, list] = {}  # fid -> its valid origins, as recovery found them
+        self.issued_gen = 0  # the newest operation whose commit point (phase C) was issued
+        self.durable_gen = 0  # the newest one a barrier (or its FUA) has made durable: the bitmap's stamp
 
     def barrier(self, site: str = "") -> None:
         """Everything written so far is durable from here on (under "none": pretend so)."""
         if self.barriers and not self.fua and self.on(site):
             self.dev.flush()
+            self.durable_gen = self.issued_gen
         self.epoch += 1
         self.written = False
 
@@ -464,9 +496,11 @@ class OrderedProtocol(Protocol):
                 if b in f.map.nodes:
                     blocks[b] = f.map.nodes[b].pack(b)
         origins = {}
+        seen = self.seen(op)
         for fid in op.origins:
             f = st.files.get(fid)
             if f is not None:
+                f.seen = seen
                 f.slot ^= 1
                 origins[f.origin_block] = f.origin_image()
                 op.roles[f.origin_block] = f"origin of file {fid} (slot {'ab'[f.slot]}, gen {f.gen})"
@@ -482,8 +516,42 @@ class OrderedProtocol(Protocol):
         tag = self.epoch
         self.phase(origins, op.roles, durable=self.fua, site="C origin", why=op.name)
         self.drain()
+        if origins:
+            self.issued_gen = gen
+            if self.barriers and self.fua and self.on("C origin FUA"):
+                self.durable_gen = gen  # a completed FUA write
+        for fid in op.origins | {f.fid for f in op.deleted}:  # durable once the next op's barrier passes
+            f = st.files.get(fid)
+            if f is None:
+                self.durable_gens.pop(fid, None)
+            else:
+                self.durable_gens[fid] = f.gen
+        for b in op.objmap:
+            self.durable_gens[OBJMAP_ID | (b - st.sb.objmap_start)] = gen
         for blocks in op.released.values():
             self.pending.extend((b, tag) for b in blocks)
+
+    def _durable_now(self) -> dict[int, int]:
+        """durable_gens as the medium holds it (after recovery or mkfs: everything is durable)."""
+        st = self.store
+        gens = {fid: f.gen for fid, f in st.files.items()}
+        gens.update({OBJMAP_ID | (b - st.sb.objmap_start): g for b, g in st.objmap_gens.items() if g})
+        return gens
+
+    def seen(self, op) -> tuple:
+        """What this op's origins name: every other file's newest origin, as of the op's start.
+        Each was issued by an earlier op, and a barrier (B's flush, or the FUA completing) has
+        passed since, so each is durable when these are issued; a recovery that finds one of
+        these origins and an older origin of the named file has found a lost write.  Under
+        "none" nothing is known durable: nothing is named."""
+        if self.durable_gens is None:
+            self.durable_gens = self._durable_now()
+        if not self.barriers:
+            return ()
+        named = [(fid, g) for fid, g in self.durable_gens.items() if fid not in op.origins]
+        if len(named) > MAX_SEEN:
+            named = sorted(named, key=lambda x: x[1])[-MAX_SEEN:]
+        return tuple(sorted(named))
 
     def _ul_image(self, b: int) -> bytes:
         for f in self.store.files.values():
@@ -493,7 +561,7 @@ class OrderedProtocol(Protocol):
 
     def sync(self) -> None:
         st = self.store
-        st.freelist.stamp(st.txid)
+        st.freelist.stamp(self.durable_gen)
         bitmap = {b: st.freelist.image(b) for b in st.freelist.dirty}
         st.freelist.dirty.clear()
         if bitmap:
@@ -518,17 +586,88 @@ class OrderedProtocol(Protocol):
         leaves: the other slot is the file.  A slot that cannot be read, holds another block's
         write, or is damaged (a sector failing its own crc) while it may have held the newest
         origin would roll the file back unnoticed, so the file is refused (originslots.py)."""
-        return choose(fid, e, read)[0]
+        best, _, self.valid[fid] = choose(fid, e, read)
+        return best
+
+    def lost_commit(self) -> list[str]:
+        """A problem if a bitmap block says a newer commit was durable than any origin or object
+        map block shows.  The sync stamps the bitmap with the newest generation a barrier (or its
+        FUA) has made durable (`durable_gen`), so in any honest crash state some commit of that
+        generation or later is on the medium; if none is, the newest commit was lost or
+        misdirected over -- when no later origin of another file names it (`lost_origins`), the
+        sync's bitmap is the only evidence.  The bitmap is otherwise a hint: a block of it that
+        fails its checks (torn, rotted, misplaced) proves nothing and is passed over."""
+        st = self.store
+        if weak_detection() or not self.barriers:
+            return []
+        newest, homes = st.txid - 1, st.freelist.homes()
+        hit = self.dev.find(homes.start, len(homes), lambda raw, b: _stamp(raw, b) > newest,
+                            key=("bitmap-stamp", newest))
+        if hit is not None:
+            b, stamp = hit[0], _stamp(hit[1], hit[0])
+            return [st.note_problem(
+                    f"stale-block: bitmap block {b} was written after generation {stamp} was durable, but the "
+                    f"newest origin or object map block found is generation {newest}: a durable commit was lost "
+                    f"or misdirected over", StaleBlockError)]
+        return []
+
+    def lost_origins(self) -> tuple[list[str], set[int]]:
+        """Problems naming each file whose newest origin is older than another file's valid origin
+        says it was durable (`seen`): its newest origin, or the create's object map entry, was lost
+        or misdirected over.  A file removed since (its object map block rewritten at or after
+        the generation named) is no loss.  Returns the problems and the files they name."""
+        st, claims = self.store, {}
+        if weak_detection():
+            return [], set()
+        for fid, valid in self.valid.items():
+            for o in valid:
+                for x, g in o.seen:
+                    if g > claims.get(x, (0,))[0]:
+                        claims[x] = (g, fid, o.gen)
+        problems, named = [], set()
+        for x, (g, by, byg) in sorted(claims.items()):
+            if x & OBJMAP_ID:  # an object map block: a lost create, remove or rename
+                b = st.sb.objmap_start + (x & ~OBJMAP_ID)
+                if b < st.sb.bitmap_start and st.objmap_gens.get(b, 0) < g:
+                    problems.append(st.note_problem(
+                        f"stale-block: object map block {b} is generation {st.objmap_gens.get(b, 0)}, but file {by}'s "
+                        f"origin (generation {byg}) was written after generation {g} of it was durable: a lost or "
+                        f"misdirected-over write", StaleBlockError))
+                continue
+            f = st.files.get(x)
+            if (f is not None and f.gen >= g) or x >= len(st.entries):
+                continue
+            e, home = st.entries[x], st.objmap_home(x)
+            if f is None and e.in_use and e.name in st.damaged:
+                continue  # already refused by name
+            if f is None and not e.in_use and st.objmap_gens.get(home, 0) >= g:
+                continue  # removed after generation g: the object map says so
+            if e.in_use and e.origin_gen > g:
+                continue  # the entry holds a file created after g: the one named was removed
+            what = (f"its newest valid origin is generation {f.gen}" if f is not None else
+                    "it has no valid origin" if e.in_use else
+                    f"object map block {home} (generation {st.objmap_gens.get(home, 0)}) does not list it")
+            problems.append(st.note_problem(
+                f"file {x}{f' ({e.name!r})' if e.in_use else ''}: stale-block: {what}, but file {by}'s origin "
+                f"(generation {byg}) was written after generation {g} of file {x} was durable: a lost or "
+                f"misdirected-over write", StaleBlockError))
+            named.add(x)
+        return problems, named
 
     def recover(self, write: bool = True, strict: bool = True) -> list[str]:
         """Newest origin per file; freelist rebuilt from what the files own, before anything is
         allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
+        self.valid: dict[int, list] = {}
         problems = st.load(origin_choice=self.choose_origin)
+        lost, named = self.lost_origins()
+        problems += lost + self.lost_commit()
+        self.durable_gens = self._durable_now()
+        self.issued_gen = self.durable_gen = st.txid - 1  # every commit found is on the medium
         self.repairs: list[str] = []
         writes: dict[int, bytes] = {}
         for fid, e in enumerate(st.entries):
-            if e.in_use and fid not in st.files and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
+            if e.in_use and fid not in st.files and fid not in named and any(p.endswith("no valid origin") and p.startswith(f"file {fid} ")
                                                         for p in problems):
                 home = st.objmap_home(fid)
                 if e.origin_gen and st.objmap_gens.get(home, 0) > e.origin_gen and not weak_detection():
@@ -563,7 +702,7 @@ class OrderedProtocol(Protocol):
             self.commit(repair)
         for b in st.freelist.homes():  # the on-disk bitmap is only a hint: rewrite it whole
             writes[b] = None
-        st.freelist.stamp(st.txid)
+        st.freelist.stamp(self.durable_gen)
         st.freelist.dirty.clear()
         for b in writes:
             writes[b] = st.objmap_image(b) if st.sb.objmap_start <= b < st.sb.bitmap_start else st.freelist.image(b)
@@ -572,3 +711,12 @@ class OrderedProtocol(Protocol):
                               fua=self.fua and self.barriers)
             self.barrier("recovery")
         return problems
+
+
+def _stamp(raw, b: int) -> int:
+    """The generation a valid bitmap block at b was stamped with; -1 if it fails its checks."""
+    try:
+        check(raw, T_BITMAP, b)
+    except CorruptError:
+        return -1
+    return header(raw)[5]

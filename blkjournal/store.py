@@ -47,6 +47,7 @@ class FileState:
     # (block, payload, image) of the last origin packed: a commit needs the image twice (its crc
     # for the object map entry, then the block itself), and framing a block costs 9 crcs
     _packed: tuple | None = field(default=None, repr=False, compare=False)
+    seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
 
     @property
     def name(self) -> str:
@@ -59,7 +60,8 @@ class FileState:
     def origin(self) -> Origin:
         head, ul_gen, ul_crc = self.ul.head_ptr()
         return Origin(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, head,
-                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs), ul_gen, ul_crc)
+                      self.map.height, tuple(self.map.root_blocks), tuple(self.map.root_crcs), ul_gen, ul_crc,
+                      self.seen)
 
     def origin_image(self) -> bytes:
         """origin().pack(origin_block), from the file's fields and map arrays directly; framed
@@ -67,7 +69,7 @@ class FileState:
         head, ul_gen, ul_crc = self.ul.head_ptr()
         m, b = self.map, self.origin_block
         p = Origin.payload(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, head, m.height,
-                           m.root_blocks, m.root_crcs, ul_gen, ul_crc)
+                           m.root_blocks, m.root_crcs, ul_gen, ul_crc, self.seen)
         last = self._packed
         if last is None or last[0] != b or last[1] != p:
             self._packed = last = (b, p, frame(T_ORIGIN, p, b, self.gen))

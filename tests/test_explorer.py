@@ -86,6 +86,38 @@ def test_equivalence_classes_agree_with_brute_force(tmp_path):
             assert bad
 
 
+def test_searched_blocks_split_classes_exactly_where_a_state_can_answer(tmp_path, monkeypatch):
+    """Soundness of BlockDevice.find in the search: recovery's scan for a transaction proving a
+    loss reads every journal slot, but a slot splits a class only if some content it takes there
+    satisfies the search.  With the evidence rule planted one generation early (a mutant whose
+    false proofs lie in slots only the scan reads), the classes find exactly the crash points
+    brute force does -- and a tracer that judged each class by its representative alone would not."""
+    from tests.mutants import applied, by_name
+
+    ops = random_workload(3, 16)
+    log = str(tmp_path / "j.log")
+    record(str(tmp_path / "img"), log, "journal", "flush", ops, size=2 << 20)
+    space = CrashSpace(read_log(log), read_sidecar(sidecar_path(log)))
+    with applied(by_name("journal-evidence-one-early")):
+        res = explore_log(log, jobs=1)
+        small = {p[0] for p in res.points if len(space.free_writes(p[0])) <= 9}
+        bad = _brute_force_illegal(space, small, ops, "journal")
+        assert bad and bad == set(res.failing_points) & small
+        monkeypatch.setattr(ex.Tracer, "find", _representative_only)
+        blind = explore_log(log, jobs=1)
+    assert bad - set(blind.failing_points), "the planted search bug is reachable without answering per class"
+    assert explore_log(log, jobs=1).ok  # unmutated: clean
+
+
+def _representative_only(self, block, count, pred, key=None):
+    """A wrong Tracer.find: the representative's contents only, nothing recorded as read."""
+    for b in range(block, block + count):
+        v = self.cache.get(b) or (self._peek(b) if b in self.varying else self.inner.read(b))
+        if pred(v, b):
+            return b, v
+    return None
+
+
 def test_cli_reports_and_replay(tmp_path):
     j, x, h, kf = (str(tmp_path / n) for n in ("r.json", "r.xml", "r.html", "kept"))
     log = str(tmp_path / "none.log")

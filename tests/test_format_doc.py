@@ -22,6 +22,7 @@ FROM_CODE = {
     "object map entries per block": F.OBJ_PER_BLOCK,
     "origin fields (before the map root)": F.Origin.FMT.size,
     "origin map root (128 × u64 + 128 × u32)": F.ROOT_SLOTS * 12,
+    "origin seen entry (file id u32, generation u64)": F.SEEN_ENTRY.size,
     "map node (256 × u64 + 256 × u32)": F.FANOUT * 12,
     "used list link (next u64, next generation u64, next crc u32, pad)": F.UL_NEXT.size,
     "used list slots per block": F.UL_SLOTS,

@@ -27,6 +27,8 @@ def test_every_mutant_applies_and_is_documented():
 
 @pytest.mark.parametrize("name", ["journal-reuse-before-checkpoint",  # only allocator pressure reaches it
                                   "ordered-recovery-trusts-bitmap",  # fsck cannot see it: the allocator check does
+                                  "journal-evidence-one-early",  # only a search answered per class reaches it
+                                  "ordered-bitmap-stamps-issued",  # only the sync's bitmap shows it
                                   "fsck-no-owned-twice"])  # fsck's own tests must fail
 def test_mutant_is_caught(name):
     row = run_one(name)

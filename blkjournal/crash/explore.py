@@ -12,6 +12,7 @@ crash point that produced them.  Work is spread over processes (`jobs`) and shar
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import os
 import time
@@ -35,6 +36,8 @@ from .states import CrashSpace, default_bound, mask_code
 from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
                        model_states, parse_mark, random_workload, run)
 from .workfile import load_workload, save_workload
+
+MAX_MIXES = 256  # sector mixes of one searched block judged per class (Tracer.find); more: read it
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
@@ -136,7 +139,7 @@ class Tracer(BlockDevice):
     """
 
     def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
-                 block_choice=None) -> None:
+                 block_choice=None, versions=None, probes: dict | None = None) -> None:
         self.inner = inner
         self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
         self.varying = varying if varying is not None else set()
@@ -148,6 +151,8 @@ class Tracer(BlockDevice):
         self.cache: dict[int, bytes] = {}
         self.written: set[int] = set()
         self.first_read: set[int] = set()
+        self.versions = versions  # (b, this state's content) -> the others b takes in the class, or None
+        self.probes = probes if probes is not None else {}  # (key, b) -> pred's answer for a shared block
 
     def read(self, block: int, count: int = 1) -> bytes:
         if count == 1:
@@ -155,6 +160,47 @@ class Tracer(BlockDevice):
             return v if v is not None else self._load(block)
         cache = self.cache
         return b"".join([cache.get(b) or self._load(b) for b in range(block, block + count)])
+
+    def find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
+        """BlockDevice.find, answered for the whole class: a searched block counts as read (and
+        splits the class on the writes touching it) only if `pred` holds for some content it
+        takes in the class -- this state's or that of any undecided free write covering it.
+        Where no content satisfies `pred` the answer is "no" in every state of the class, so
+        the writes touching the block cannot change the outcome and stay undecided.  Blocks whose
+        contents cannot be listed (sectors of torn writes) are read as by read()."""
+        for b in range(block, block + count):
+            v = self.cache.get(b)
+            if v is None and b not in self.varying:
+                if key is not None and (key, b) in self.probes and b in self.shared:
+                    if self.probes[(key, b)]:
+                        v = self._load(b)
+                    else:
+                        continue
+                else:
+                    v = self._load(b)
+                    if key is not None:
+                        self.probes[(key, b)] = bool(pred(v, b))
+            if v is not None:
+                if pred(v, b):
+                    return b, v
+                continue
+            v = self._peek(b)
+            vs = self.versions(b, v) if self.versions is not None else None
+            if vs is None or pred(v, b) or any(pred(x, b) for x in vs):
+                v = self._load(b)
+            if pred(v, b):
+                return b, v
+        return None
+
+    def _peek(self, b: int) -> bytes:
+        """Block b's content in this state, not recorded as read (find)."""
+        if self.block_choice is None:
+            return self.inner.read(b)
+        key = (b, self.block_choice(b))
+        v = self.vcache.get(key)
+        if v is None:
+            v = self.vcache[key] = self.inner.read(b)
+        return v
 
     def _load(self, b: int) -> bytes:
         """Block b, not in this state's cache yet: its first read (a written block is cached)."""
@@ -403,13 +449,63 @@ def _search_segment(si: int) -> dict:
            "legal_space": sum(_space_size(space, p) for p in seg)}
     shared: dict[int, bytes] = {}
     vcache: dict[tuple, bytes] = {}
+    probes: dict[tuple, bool] = {}
     varying = set().union(*blocks_of.values()) if units else set()
+    units_of: dict[int, list] = {}
+    for u in units:
+        for blk in blocks_of[u]:
+            units_of.setdefault(blk, []).append(u)
+    whole: dict[tuple, bytes | None] = {}  # (pos, block) -> the free write's content of the block
+
+    def versions(b: int, decided: dict, rep: bytes) -> list[bytes] | None:
+        """The contents block b takes across the node's class besides `rep`, the representative's:
+        one per undecided free write covering it whole (the newest present one wins) or, with
+        --torn, every mix of its sectors' candidates (`rep`'s, or an undecided unit's: a sector,
+        or a changed sector of a block-wide unit) up to MAX_MIXES; None if a partial write or
+        too many mixes touch it."""
+        whole_v, per_sector = [], {}
+        for u in units_of.get(b, ()):
+            if u in decided and not (u[1] == "b" and decided[u] >= 2):  # a mixed tear stands for all mixes
+                continue
+            w = free[u[0]]
+            if u[1] == "b":  # a block-wide unit: its changed sectors, each old or new
+                for i in changed_of[u][0]:
+                    per_sector.setdefault((w.s0 + i) % spb, []).append(bytes(w.chunks[i]))
+                continue
+            if u[1] is not None:
+                k = (w.s0 + u[1]) % spb
+                per_sector.setdefault(k, []).append(bytes(w.chunks[u[1]]))
+                continue
+            v = whole.get((u[0], b), b"")
+            if v == b"":
+                s0 = b * spb
+                v = None if w.s0 > s0 or w.s0 + w.n < s0 + spb else \
+                    b"".join(bytes(w.chunks[k - w.s0]) for k in range(s0, s0 + spb))
+                whole[(u[0], b)] = v
+            if v is None:
+                return None
+            whole_v.append(v)
+        if not per_sector:
+            return whole_v
+        if whole_v:
+            return None
+        ss = space.sectorsize
+        cands = [[rep[k * ss:(k + 1) * ss]] + [c for c in per_sector.get(k, ()) if c != rep[k * ss:(k + 1) * ss]]
+                 for k in range(spb)]
+        n = 1
+        for c in cands:
+            n *= len(c)
+        if n > MAX_MIXES:
+            return None
+        return [b"".join(m) for m in itertools.product(*cands)]
+
     stack: list[dict] = [{}]
     while stack and out["checks"] < bound:
         decided = stack.pop()
         st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
         ov = st.overlay()
-        tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb))
+        tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb),
+                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes)
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
         present_later = [u for u, c in decided.items() if c == 1]

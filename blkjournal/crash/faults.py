@@ -22,7 +22,8 @@ injected fault is classified:
   harmless            nothing named, and every file reads back as the model after some op of p's window.
   detected            recovery, fsck or a file read named the damage (a BlkError or an fsck finding),
                       and every file that did read back without error is a legal version of itself.
-  undetectable        a lost or misdirected write whose faulted image equals a legal fault-free
+  undetectable        a lost or misdirected write (or a rotted block, taken as the loss of the write
+                      that put it there) whose faulted image equals a legal fault-free
                       crash image at the last crash point p' before W became durable on every block
                       the format gives meaning to there (below the data area, and every block a file
                       references or lists), the others being free in it, and what the store returns
@@ -548,17 +549,47 @@ def inject(fs: FaultSpace, f: Fault) -> FaultyDevice:
     return FaultyDevice(ov, {f.block: bytes(raw)})
 
 
-def rollback_point(fs: FaultSpace, f: Fault) -> tuple[int, tuple] | None:
-    """For a lost or misdirected write: the last crash point p' before W was durable, and the
-    choice there that keeps what S persisted except W.  None when there is no such point."""
-    w = fs.by_seq[f.seq]
-    p2 = f.point if w.forced > f.point else w.forced - 1
+def _writer(fs: FaultSpace, f: Fault, block: int) -> int | None:
+    """The write persisted in f's base state that put `block` there whole (its newest write on
+    every sector), or None if its sectors came from several writes or from none."""
+    chosen = fs.persisted(f.point, f.combo)
+    newest = set()
+    for i in range(fs.spb):
+        ws = [w for w in fs.by_sector.get(block * fs.spb + i, ()) if w.forced <= f.point or w.seq in chosen]
+        if not ws:
+            return None
+        newest.add(ws[-1].seq)
+    return newest.pop() if len(newest) == 1 else None
+
+
+def lost_sets(fs: FaultSpace, f: Fault) -> list[frozenset]:
+    """The writes whose loss alone would leave, to any reader, what the fault leaves: a lost
+    write W is W; a write misdirected from B to D is W, or W and the write D held (D now holds
+    bytes meant for B, which for raw user data nothing can tell from junk in a block whose write
+    never arrived); a rotted block is the write that put it there (raw data failing the crc its
+    pointer holds is exactly what that loss leaves).  Read errors and garbage have none: the
+    store sees them as what they are."""
+    if f.kind == "lost-write":
+        return [frozenset({f.seq})]
+    if f.kind == "misdirect":
+        d = _writer(fs, f, f.dest)
+        return [frozenset({f.seq})] + ([frozenset({f.seq, d})] if d is not None and d != f.seq else [])
+    if f.kind == "bitrot":
+        w = _writer(fs, f, f.block)
+        return [frozenset({w})] if w is not None else []
+    return []
+
+
+def rollback_point(fs: FaultSpace, f: Fault, lost: frozenset) -> tuple[int, tuple] | None:
+    """The last crash point p' before every write in `lost` was durable, and the choice there
+    that keeps what f's base state persisted except them.  None when there is no such point."""
+    p2 = min(f.point if fs.by_seq[s].forced > f.point else fs.by_seq[s].forced - 1 for s in lost)
     if p2 < fs.start:
         return None
     chosen = fs.persisted(f.point, f.combo)
     free = fs.space.free_writes(p2)
     combo = tuple((pos, 1) for pos, x in enumerate(free)
-                  if x.seq != w.seq and (x.forced <= f.point or x.seq in chosen))
+                  if x.seq not in lost and (x.forced <= f.point or x.seq in chosen))
     return p2, combo
 
 
@@ -634,17 +665,19 @@ def judge_fault(fs: FaultSpace, f: Fault, kind: str, cache: dict | None = None) 
             row["reason"] = (ob.recovery_error or (ob.findings[0] if ob.findings else
                              next(iter(ob.read_errors.values()))))
         return row
-    if f.kind in ("lost-write", "misdirect"):
-        rb = rollback_point(fs, f)
-        if rb is not None:
-            p2, combo2 = rb
-            honest = fs.space.state_from_combo(p2, combo2).overlay()
-            how = rollback_equivalent(fs, f, inject(fs, f), honest)
-            if how and acceptable(ob, fs.models, fs.window(p2), kind)[0]:
-                row.update(outcome="undetectable",
-                           reason=f"{how} a legal fault-free crash state at point {p2} "
-                                  f"(before write seq {f.seq} was durable)")
-                return row
+    for lost in lost_sets(fs, f):
+        rb = rollback_point(fs, f, lost)
+        if rb is None:
+            continue
+        p2, combo2 = rb
+        honest = fs.space.state_from_combo(p2, combo2).overlay()
+        how = rollback_equivalent(fs, f, inject(fs, f), honest)
+        if how and acceptable(ob, fs.models, fs.window(p2), kind)[0]:
+            seqs = " and ".join(map(str, sorted(lost)))
+            row.update(outcome="undetectable",
+                       reason=f"{how} a legal fault-free crash state at point {p2} "
+                              f"(before write seq {seqs} was durable)")
+            return row
     row.update(outcome="silent_corruptions", reason=reason)
     return row
 
