@@ -16,9 +16,9 @@ MUTANT = Mutant(
     (("""
 if op.data:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-n = txn_blocks(data_crcs, records)
+stream = txn_stream(data_crcs, records)
 """, """
-n = txn_blocks(data_crcs, records)
+stream = txn_stream(data_crcs, records)
 """), ("""
 if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
 """, """
