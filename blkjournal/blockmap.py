@@ -17,6 +17,7 @@ caught by its parent.  `seal()` restores that after an operation's edits, bottom
 from __future__ import annotations
 
 from array import array
+from itertools import compress
 
 from .errors import FieldError
 from .format import FANOUT, FANOUT_BITS, ROOT_SLOTS, MapNode, crc32c
@@ -69,36 +70,48 @@ class BlockMap:
                 if b:
                     walk(b, crc, self.height)
 
-    def seal(self, dirty, gen: int) -> set[int]:
+    def seal(self, dirty, gen: int) -> dict[int, bytes]:
         """After an operation edited the nodes in `dirty`: stamp them and every ancestor with `gen`
         and refresh, bottom up, the crc each parent (or the root) holds for them.  Returns the
-        nodes whose image changed (under "journal" the ancestors are edited in place too)."""
+        nodes whose image changed (under "journal" the ancestors are edited in place too), each
+        with its new image (what the parent's crc is of: the commit writes these very bytes).
+
+        Only the interior levels are walked (a leaf's parent is found by a search of its
+        parent level's entries at C speed), so sealing an append to a file of thousands of
+        leaves costs the tree's height, not a visit of every leaf."""
         if not self.height or not dirty:
-            return set()
-        parent: dict[int, tuple[int | None, int, int]] = {}  # node -> (parent or None, slot, depth)
-
-        def walk(b: int, h: int, p: int | None, slot: int, depth: int) -> None:
-            parent[b] = (p, slot, depth)
-            if h > 1:
-                for s, c in enumerate(self.nodes[b].blocks):
-                    if c:
-                        walk(c, h - 1, b, s, depth + 1)
-
-        for s, b in enumerate(self.root_blocks):
-            if b:
-                walk(b, self.height, None, s, 0)
-        todo = {b for b in dirty if b in parent}
+            return {}
+        h, nodes = self.height, self.nodes
+        where: dict[int, tuple[int | None, int, int]] = {}  # node -> (parent or None, slot, depth)
+        level = [(None, self.root_blocks)]  # the nodes of one depth, with their entries
+        for depth in range(h - 1):  # depths whose nodes have nodes below them
+            below = []
+            for p, blocks in level:
+                for s in compress(range(len(blocks)), blocks):
+                    c = blocks[s]
+                    where[c] = (p, s, depth)
+                    below.append((c, nodes[c].blocks))
+            level = below
+        for b in dirty:  # a leaf: a child of a node of `level` (of the root when the height is 1)
+            if b not in where:
+                for p, blocks in level:
+                    if b in blocks:
+                        where[b] = (p, blocks.index(b), h - 1)
+                        break
+        todo = {b for b in dirty if b in where}
         for b in list(todo):
-            p = parent[b][0]
+            p = where[b][0]
             while p is not None and p not in todo:
                 todo.add(p)
-                p = parent[p][0]
-        for b in sorted(todo, key=lambda n: parent[n][2], reverse=True):
-            node = self.nodes[b]
+                p = where[p][0]
+        images = {}
+        for b in sorted(todo, key=lambda n: where[n][2], reverse=True):
+            node = nodes[b]
             node.gen = gen
-            p, slot, _ = parent[b]
-            (self.root_crcs if p is None else self.nodes[p].crcs)[slot] = crc32c(node.pack(b))
-        return todo
+            p, slot, _ = where[b]
+            images[b] = img = node.pack(b)
+            (self.root_crcs if p is None else nodes[p].crcs)[slot] = crc32c(img)
+        return images
 
     def capacity(self, height: int | None = None) -> int:
         return ROOT_SLOTS << (FANOUT_BITS * (self.height if height is None else height))

@@ -29,6 +29,8 @@ from __future__ import annotations
 import os
 import functools
 import struct
+from itertools import compress
+from operator import is_not
 from array import array
 from dataclasses import dataclass, field
 
@@ -59,6 +61,9 @@ BARRIERS = ("flush", "fua")
 crc32c = _crc.crc32c  # crc32c(data) -> int, the C function itself: no Python frame per block checked
 _ZERO4 = bytes(4)  # a crc field as the crc over its block sees it
 _SECTOR_ID = struct.Struct("<QI")  # block number, sector index: what each sector crc ends with
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_ZEROS = memoryview(bytes(BLOCK_SIZE))  # padding, sliced without a copy
 
 
 def crc32c_blocks(buf) -> array:
@@ -66,9 +71,16 @@ def crc32c_blocks(buf) -> array:
     block on a memoryview slice -- no copy, and no interpreter work per block beyond the call
     (the crc32c package has no batched form; the per-block crc is what a map entry keeps)."""
     mv = memoryview(buf)
-    n = len(mv)
-    return array("I", map(_crc.crc32c, map(mv.__getitem__, map(slice, range(0, n, BLOCK_SIZE),
-                                                                range(BLOCK_SIZE, n + 1, BLOCK_SIZE)))))
+    n = mv.nbytes
+    if n == BLOCK_SIZE:  # one block (a synced append's): no map pipeline to set up
+        return array("I", (_crc.crc32c(mv),))
+    return array("I", map(_crc.crc32c, map(mv.__getitem__, _block_slices(n // BLOCK_SIZE))))
+
+
+@functools.lru_cache(maxsize=64)
+def _block_slices(n: int) -> tuple:
+    """The slices of the n blocks of a buffer (kept: a streaming write crcs runs of the same few lengths)."""
+    return tuple(slice(o, o + BLOCK_SIZE) for o in range(0, n * BLOCK_SIZE, BLOCK_SIZE))
 
 
 WEAK_ENV = "BLKJOURNAL_WEAK_DETECTION"
@@ -92,8 +104,10 @@ def seal(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
     """A whole metadata block for address `block`, written by generation `gen`, crc filled in."""
     if len(payload) > PAYLOAD:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a block")
-    body = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload + bytes(PAYLOAD - len(payload))
-    return body[:8] + struct.pack("<I", crc32c(body)) + body[12:]
+    hdr = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen)
+    pad = _ZEROS[:PAYLOAD - len(payload)]
+    crc = crc32c(pad, crc32c(payload, crc32c(hdr)))  # over the block as written, its crc field zero
+    return b"".join((hdr[:8], _U32.pack(crc), hdr[12:], payload, pad))  # one copy of the block
 
 
 def header(raw: bytes) -> tuple:
@@ -174,16 +188,34 @@ def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
 
 def reframe(logical: bytes, block: int) -> bytes:
     """Spread a framed block's header and payload (as unframe returns them) over the sectors of
-    block `block` and fill in every crc (frame's second half; test image editors use it too)."""
-    body = bytearray(BLOCK_SIZE)
-    for s in range(NSECT):
-        chunk = logical[s * SECTOR_DATA:(s + 1) * SECTOR_DATA]
-        body[s * SECTOR:s * SECTOR + len(chunk)] = chunk
+    block `block` and fill in every crc (frame's second half; test image editors use it too).
+
+    Built as one join of the sectors' pieces, each crc a C call over a slice: framing is on the
+    path of every journal commit (the origin, each transaction block), so it costs a few
+    microseconds, not a loop of slice assignments into a scratch block."""
+    logical = bytes(logical[:NSECT * SECTOR_DATA])
+    if len(logical) < NSECT * SECTOR_DATA:
+        logical += bytes(NSECT * SECTOR_DATA - len(logical))
+    ids = _sector_ids(block)
+    tail = []
     for s in range(1, NSECT):
-        struct.pack_into("<I", body, s * SECTOR + SECTOR_DATA, _framed_crc(body, block, s))
-    struct.pack_into("<I", body, 8, whole_crc(body, T_ORIGIN))  # the same crc shape for every framed type
-    struct.pack_into("<I", body, SECTOR_DATA, _framed_crc(body, block, 0))
-    return bytes(body)
+        piece = logical[s * SECTOR_DATA:(s + 1) * SECTOR_DATA]
+        tail += (piece, _U32.pack(crc32c(ids[s], crc32c(piece))))
+    tail = b"".join(tail)
+    # the block crc: the block with its crc field and sector 0's crc zeroed (whole_crc, framed)
+    bcrc = crc32c(tail, crc32c(_ZERO4, crc32c(logical[12:SECTOR_DATA], crc32c(_ZERO4, crc32c(logical[:8])))))
+    s0 = logical[:8] + _U32.pack(bcrc) + logical[12:SECTOR_DATA]
+    return s0 + _U32.pack(crc32c(ids[0], crc32c(s0))) + tail
+
+
+_SECTOR_INDEX = tuple(struct.pack("<I", s) for s in range(NSECT))
+
+
+def _sector_ids(block: int) -> tuple:
+    """What each sector crc of block `block` ends with: (block number, sector index), packed
+    (_SECTOR_ID.pack(block, s) for each s)."""
+    b = _U64.pack(block)
+    return tuple(b + s for s in _SECTOR_INDEX)
 
 
 def unframe(raw) -> bytes:
@@ -303,6 +335,25 @@ def pack_objmap(entries: list, block: int, gen: int) -> bytes:
     return bytes(body)
 
 
+def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int) -> bytes:
+    """pack_objmap(entries, block, gen), given `prev` = pack_objmap(prev_entries, block, any gen):
+    only the entries that are not the very objects they were (entries are frozen) are packed
+    again, and only their sectors' crcs, sector 0's (the header's generation) and the block crc
+    computed again.  Every journal commit rewrites the object map block of the file it changes
+    (the entry carries the origin's generation and crc): one entry of 24 changes."""
+    body = bytearray(prev)
+    HEADER.pack_into(body, 0, MAGIC, T_OBJMAP, VERSION, 0, block, gen)
+    sectors = {0}
+    for k in compress(range(OBJ_PER_BLOCK), map(is_not, entries, prev_entries)):
+        off = _ENTRY_OFFSETS[k]
+        body[off:off + OBJ.size] = entries[k].pack()
+        sectors.add(k // OBJ_PER_SECTOR)
+    for s in sectors:
+        _U32.pack_into(body, (s + 1) * SECTOR - 4, _sector_crc(body, block, s))
+    _U32.pack_into(body, 8, crc32c(body))
+    return bytes(body)
+
+
 @memo.pure
 def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> list:
     """The entries of object map block `block` (file ids from `first_fid`).
@@ -372,6 +423,13 @@ class ObjEntry:
             raise CorruptError(f"object map entry {where}: name is not UTF-8") from None
 
 
+def _as_bytes(code: str, values) -> bytes:
+    """`values` as an array of `code` entries, in bytes (no copy into a new array when it is one)."""
+    if isinstance(values, array) and values.typecode == code:
+        return values.tobytes()
+    return array(code, values).tobytes()
+
+
 # --- origin: one per file (two alternating slots under "ordered") ---
 ROOT_SLOTS = 128
 SEEN = struct.Struct("<H")  # an origin's count of (file id, generation) pairs
@@ -418,11 +476,19 @@ class Origin:
     seen: tuple = ()
 
     def pack(self, block: int) -> bytes:
-        head = self.FMT.pack(self.file_id, self.birth, self.gen, self.size, self.mtime_ns, self.usedlist,
-                             self.ul_gen, self.ul_crc, self.height)
-        seen = SEEN.pack(len(self.seen)) + b"".join(SEEN_ENTRY.pack(f, g) for f, g in self.seen)
-        return frame(T_ORIGIN, head + array("Q", self.root_blocks).tobytes() + array("I", self.root_crcs).tobytes()
-                     + seen, block, self.gen)
+        return frame(T_ORIGIN, self.payload(self.file_id, self.birth, self.gen, self.size, self.mtime_ns,
+                                            self.usedlist, self.height, self.root_blocks, self.root_crcs,
+                                            self.ul_gen, self.ul_crc, self.seen), block, self.gen)
+
+    @classmethod
+    def payload(cls, file_id, birth, gen, size, mtime_ns, usedlist, height, root_blocks, root_crcs, ul_gen,
+                ul_crc, seen=()) -> bytes:
+        """The origin's payload (what frame() spreads over its sectors) from its fields; the map
+        root may be given as the map's own arrays (store.FileState packs a file's origin from
+        them on every commit, with no Origin object and no tuples of 128 entries)."""
+        return (cls.FMT.pack(file_id, birth, gen, size, mtime_ns, usedlist, ul_gen, ul_crc, height)
+                + _as_bytes("Q", root_blocks) + _as_bytes("I", root_crcs)
+                + SEEN.pack(len(seen)) + b"".join(SEEN_ENTRY.pack(f, g) for f, g in seen))
 
     @classmethod
     @memo.pure

@@ -177,6 +177,12 @@ class Freelist:
         runs: list[tuple[int, int]] = []
         need = n
         start = min(self.hint, self.nblocks)
+        if n == 1 and start < self.nblocks and not self.used(start):  # the next block is free (an append)
+            i = bisect_left(held, start)
+            if i == len(held) or held[i] != start:  # ... and not held: what the search below finds first
+                self._mark_run(start, start + 1)
+                self.hint = start + 1
+                return [(start, 1)]
         pos = start
         for lo_lim, hi_lim in ((start, self.nblocks), (0, start)):
             pos = lo_lim

@@ -25,6 +25,7 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass
+from operator import itemgetter
 
 from . import memo
 from .device import BLOCK_SIZE, BlockDevice
@@ -51,6 +52,7 @@ class Txn:
     commit: int = 0
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
 _ZERO = bytes(BLOCK_SIZE)
 
@@ -63,53 +65,103 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     """
     if old is None:
         return [(ZERO_FILL, b"")] + delta(_ZERO, new, chunk)
-    out: list[list[int]] = []
     if old == new:
         return []
+    out: list[tuple[int, bytes]] = []
+    lo = hi = -1  # the range being merged
     for big in range(0, BLOCK_SIZE, 512):  # skip equal 512-byte stretches at C speed
-        if old[big:big + 512] == new[big:big + 512]:
+        end = big + 512
+        if old[big:end] == new[big:end]:
             continue
-        for off in range(big, big + 512, chunk):
-            if old[off:off + chunk] != new[off:off + chunk]:
-                if out and out[-1][1] == off:
-                    out[-1][1] = off + chunk
+        for off in range(big, end, chunk):
+            nxt = off + chunk
+            if old[off:nxt] != new[off:nxt]:
+                if off == hi:
+                    hi = nxt
                 else:
-                    out.append([off, off + chunk])
-    return [(lo, new[lo:hi]) for lo, hi in out]
+                    if hi > 0:
+                        out.append((lo, new[lo:hi]))
+                    lo, hi = off, nxt
+    if hi > 0:
+        out.append((lo, new[lo:hi]))
+    return out
 
 
 def _nblocks(stream_len: int) -> int:
     return 1 + max(0, -(-(stream_len - (FRAMED_PAYLOAD - DESC.size)) // FRAMED_PAYLOAD))
 
 
-def txn_blocks(data: list, records: list) -> int:
-    """How many journal blocks the transaction of `data` and `records` takes (to place it)."""
-    return _nblocks(DATA.size * len(data) + sum(REC.size + len(buf) for _, _, buf in records))
+class DataCrcs:
+    """The (block, crc32c) pairs of the data blocks a transaction orders, in block order, held as
+    the runs the operation wrote -- (first block, array of crcs) -- and never expanded into pairs
+    on the commit path: a 1 MiB write orders 256 blocks, and a tuple per block cost as much as
+    packing them.  Behaves as the list of pairs (len, iteration, indexing, ==)."""
+
+    __slots__ = ("runs", "_n")
+
+    def __init__(self, runs) -> None:
+        self.runs = runs
+        self._n = sum(len(c) for _, c in runs)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        for first, crcs in self.runs:
+            yield from zip(range(first, first + len(crcs)), crcs)
+
+    def __getitem__(self, i):
+        return list(self)[i]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
 
 
 def pack_data(data) -> bytes:
-    """The DATA records of `data` ((block, crc32c) pairs) as bytes, in bulk for a long list: a
-    streaming write orders 65,536 data blocks per 256 MiB, and a pack call per record cost about
-    as much as computing their crcs.  The same bytes as packing each record."""
+    """The DATA records of `data` ((block, crc32c) pairs, or DataCrcs) as bytes, in bulk for a
+    long list: a streaming write orders 65,536 data blocks per 256 MiB, and a pack call per record
+    cost about as much as computing their crcs.  The same bytes as packing each record."""
     if len(data) < 64 or sys.byteorder != "little":
         return b"".join(DATA.pack(b, c) for b, c in data)
-    blocks, crcs = array("Q", [b for b, _ in data]), array("I", [c for _, c in data])
+    if isinstance(data, DataCrcs):
+        blocks, crcs = array("Q"), array("I")
+        for first, c in data.runs:
+            blocks.extend(range(first, first + len(c)))
+            crcs.extend(c)
+    else:
+        blocks, crcs = array("Q", map(_FIRST, data)), array("I", map(_SECOND, data))
     out = bytearray(DATA.size * len(data))
     words, halves = memoryview(out).cast("I"), memoryview(blocks).cast("B").cast("I")
     words[0::3], words[1::3], words[2::3] = halves[0::2], halves[1::2], memoryview(crcs)
     return bytes(out)
 
 
+def txn_stream(data, records) -> bytes:
+    """What a transaction's blocks carry after its descriptor: the DATA records of `data`, then
+    each metadata record (REC header, bytes).  Built once per commit: its length places the
+    transaction (stream_blocks), and encode() frames the same bytes."""
+    parts = [pack_data(data)]
+    for h, off, buf in records:
+        parts += (REC.pack(h, off, len(buf)), buf)
+    return b"".join(parts)
+
+
+def stream_blocks(stream: bytes) -> int:
+    """How many journal blocks a transaction carrying `stream` takes."""
+    return _nblocks(len(stream))
+
+
 def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple[int, int, bytes]], *,
-           at: int, durable: int = 0) -> tuple[list[bytes], int]:
+           at: int, durable: int = 0, stream: bytes | None = None) -> tuple[list[bytes], int]:
     """The blocks of one transaction (descriptor first) to be written from block `at`, and its
     commit checksum.  Each block's header names its own address and the sequence number, and each
     block is framed per sector (format.frame): replay tells a torn write from damage.
 
     `durable` is the newest transaction known durable (flushed, or completed FUA) as this one is
-    written: evidence that lets replay tell a damaged durable transaction from a torn tail."""
-    stream = pack_data(data)
-    stream += b"".join(REC.pack(h, off, len(buf)) + buf for h, off, buf in records)
+    written: evidence that lets replay tell a damaged durable transaction from a torn tail.
+    `stream` is txn_stream(data, records) when the caller has built it already."""
+    if stream is None:
+        stream = txn_stream(data, records)
     first_room = FRAMED_PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
     commit = crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream)

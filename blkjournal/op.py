@@ -10,6 +10,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from .device import BLOCK_SIZE
+from .journal import DataCrcs
 
 
 class Roles(dict):
@@ -59,6 +60,7 @@ class Op:
     objmap: set = field(default_factory=set)  # object map blocks changed
     created: set = field(default_factory=set)
     deleted: list = field(default_factory=list)  # FileStates removed (their blocks all released)
+    images: dict = field(default_factory=dict)  # metadata block -> its image as this commit sealed it
 
     def own(self, f, b: int) -> None:
         self.owned.setdefault(f.fid, []).append(b)
@@ -92,9 +94,6 @@ class Op:
                 return buf[(b - first) * BLOCK_SIZE:(b - first + 1) * BLOCK_SIZE]
         return None
 
-    def data_crcs(self) -> list[tuple[int, int]]:
-        """(block, crc32c) of every data block written, in block order."""
-        out: list[tuple[int, int]] = []
-        for first in sorted(self.data):
-            out.extend(zip(range(first, first + len(self.crcs[first])), self.crcs[first]))
-        return out
+    def data_crcs(self) -> DataCrcs:
+        """(block, crc32c) of every data block written, in block order (as runs: journal.DataCrcs)."""
+        return DataCrcs([(first, self.crcs[first]) for first in sorted(self.data)])

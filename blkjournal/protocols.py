@@ -19,7 +19,7 @@ from . import memo
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
 from .format import MAGIC, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
-from .journal import ZERO_FILL, Journal, delta, encode, txn_blocks
+from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, txn_stream
 from .op import Op
 from .originslots import blanks, choose
 
@@ -71,6 +71,12 @@ class Protocol:
         blocks; `why` names the op.  A value may hold several consecutive blocks (an operation's
         data: a view into the caller's buffer); the pieces of a run go to the device as a list
         (`writev`), so the only copy is the device's own into its aligned buffer."""
+        if len(blocks) == 1:  # one piece (an append's data block): the loop below's one write
+            ((b, v),) = blocks.items()
+            nb = len(v) // BLOCK_SIZE
+            if nb <= MAX_RUN:
+                self.dev.writev(b, [v], fua=fua, role=run_role(roles, b, b + nb - 1, why))
+                return
         run: list = []  # pieces of the run being gathered
         first = count = 0
 
@@ -164,10 +170,12 @@ class Protocol:
             w, given_up = f.ul.commit(gen, mine, keep=op.fresh, alloc=alloc if self.cow else None)
             for b in w:
                 op.roles[b] = f"used list of file {fid}"
+                op.images[b] = f.ul.image(b)
             written |= w
             if given_up:
                 op.released.setdefault(fid, []).extend(given_up)
             nodes = f.map.seal({b for b in op.fresh | op.meta if b in f.map.nodes}, gen)
+            op.images.update(nodes)
             for b in nodes:
                 op.roles.setdefault(b, f"map node of file {fid}")
                 if b not in op.fresh:
@@ -336,28 +344,27 @@ class JournalProtocol(Protocol):
         gen = self.journal.next_seq  # the generation of everything this transaction writes
         changed, new = self.own_and_release(op, remove=True)
         ul = self.seal(op, changed | new, gen)
+        origins = {}
         for fid in op.origins:  # the object map entry is the origin's pointer: gen + crc
             f = st.files.get(fid)
             if f is not None:
-                f.expect_origin()
+                origins[f.origin_block] = f.expect_origin()
                 st.entries[fid] = f.entry
                 op.objmap.add(st.objmap_home(fid))
         released = [b for blocks in op.released.values() for b in blocks]
         for b in released:
             st.freelist.hold(b)
         blocks: dict[int, bytes] = {}
+        sealed = op.images  # what seal() just packed (and took the crcs of): the same bytes
         for b in ul | op.meta:
-            blocks[b] = st.meta_image(b)
+            blocks[b] = sealed.get(b) or st.meta_image(b)
         for b in op.fresh:
             if b not in blocks:
                 try:
-                    blocks[b] = st.meta_image(b)
+                    blocks[b] = sealed.get(b) or st.meta_image(b)
                 except KeyError:
                     pass  # an origin slot: handled below
-        for fid in op.origins:
-            f = st.files.get(fid)
-            if f is not None:
-                blocks[f.origin_block] = f.origin_image()
+        blocks.update(origins)
         for b in op.objmap:
             st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
@@ -366,20 +373,20 @@ class JournalProtocol(Protocol):
             blocks[b] = st.freelist.image(b)
         st.freelist.dirty.clear()
         records = []
+        images, fresh = self.images, op.fresh
         for b in sorted(blocks):
-            old = None if b in op.fresh else self.images.get(b)
-            for off, buf in delta(old, blocks[b]):
-                records.append((b, off, buf))
+            records += [(b, off, buf) for off, buf in delta(None if b in fresh else images.get(b), blocks[b])]
         data_crcs = op.data_crcs()
+        stream = txn_stream(data_crcs, records)
+        n = stream_blocks(stream)
+        pos = self.journal.place(n)
+        if pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
+            self.checkpoint()  # data durable alone, and its later loss could not be told from a torn tail
+            pos = self.journal.place(n)
         if op.data:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-        n = txn_blocks(data_crcs, records)
-        pos = self.journal.place(n)
-        if pos is None:
-            self.checkpoint()
-            pos = self.journal.place(n)
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
-                             durable=self.journal.durable)
+                             durable=self.journal.durable, stream=stream)
         self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
                        role=f"journal txn {self.journal.next_seq} [{op.name}]")
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
@@ -387,9 +394,9 @@ class JournalProtocol(Protocol):
         self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
-            self.images.pop(b, None)
+            images.pop(b, None)
             self.unckpt.pop(b, None)
-        self.images.update(blocks)
+        images.update(blocks)
         self.unckpt.update(blocks)
         self.held.extend(released)
 

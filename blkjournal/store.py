@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import time
 from array import array
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import memo
 from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, header, pack_objmap, read_objmap)
+                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
+                     read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
 from .protocols import SITES, make_protocol
@@ -29,7 +30,7 @@ from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
 ZERO_CRC = crc32c(ZERO)
-_NO_ENTRY = ObjEntry()
+_NO_ENTRY = ObjEntry()  # the padding of a last, partial object map block
 
 
 @dataclass
@@ -44,7 +45,7 @@ class FileState:
     slot: int  # which origin slot holds the newest origin (0 = a, 1 = b)
     map: BlockMap
     ul: UsedList
-    # (block, origin, image) of the last origin packed: a commit needs the image twice (its crc
+    # (block, payload, image) of the last origin packed: a commit needs the image twice (its crc
     # for the object map entry, then the block itself), and framing a block costs 9 crcs
     _packed: tuple | None = field(default=None, repr=False, compare=False)
     seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
@@ -64,20 +65,28 @@ class FileState:
                       self.seen)
 
     def origin_image(self) -> bytes:
-        o, b = self.origin(), self.origin_block
-        if self._packed is None or self._packed[0] != b or self._packed[1] != o:
-            self._packed = (b, o, o.pack(b))
-        return self._packed[2]
+        """origin().pack(origin_block), from the file's fields and map arrays directly; framed
+        again only when its block or payload (which holds the generation) differ from the last."""
+        head, ul_gen, ul_crc = self.ul.head_ptr()
+        m, b = self.map, self.origin_block
+        p = Origin.payload(self.fid, self.entry.birth, self.gen, self.size, self.mtime_ns, head, m.height,
+                           m.root_blocks, m.root_crcs, ul_gen, ul_crc, self.seen)
+        last = self._packed
+        if last is None or last[0] != b or last[1] != p:
+            self._packed = last = (b, p, frame(T_ORIGIN, p, b, self.gen))
+        return last[2]
 
     def clone(self) -> "FileState":
         """An independent copy: its map and used list copied, the immutable fields shared."""
-        c = FileState(self.fid, self.entry, self.size, self.mtime_ns, self.gen, self.slot, self.map.clone(), self.ul.clone())
-        c._packed = self._packed
-        return c
+        return FileState(self.fid, self.entry, self.size, self.mtime_ns, self.gen, self.slot, self.map.clone(),
+                         self.ul.clone(), self._packed, self.seen)
 
-    def expect_origin(self) -> None:
-        """Journal: the object map entry records what its origin now is (gen, crc)."""
-        self.entry = replace(self.entry, origin_gen=self.gen, origin_crc=crc32c(self.origin_image()))
+    def expect_origin(self) -> bytes:
+        """Journal: the object map entry records what its origin now is (gen, crc).  Returns the
+        origin's image (the commit writes it)."""
+        e, img = self.entry, self.origin_image()  # (the entry built directly: dataclasses.replace costs more)
+        self.entry = ObjEntry(e.origin_a, e.origin_b, e.birth, e.name, self.gen, crc32c(img))
+        return img
 
     def structure_blocks(self) -> set[int]:
         """Blocks owned by the file's structure itself (origin slots, used list chain)."""
@@ -140,6 +149,7 @@ class Store:
         self.births = 0
         self.txid = 1  # the generation the next operation stamps on what it writes
         self.objmap_gens: dict[int, int] = {}  # object map block -> generation that last wrote it
+        self._objmap_packed: dict[int, tuple] = {}  # object map block -> (its entries, its image) as last packed
         self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
         self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
@@ -327,10 +337,17 @@ class Store:
 
     # ------------------------------------------------------------------ images and roles
     def objmap_image(self, b: int) -> bytes:
+        """The object map block's image; repacked from the last one this store made of it (only
+        the entries that changed: format.repack_objmap), else packed whole."""
         i = b - self.sb.objmap_start
         ents = self.entries[i * OBJ_PER_BLOCK:(i + 1) * OBJ_PER_BLOCK]
-        ents = ents + [_NO_ENTRY] * (OBJ_PER_BLOCK - len(ents))  # one object: its image is memoised by identity
-        return pack_objmap(ents, b, self.objmap_gens.get(b, 0))
+        if len(ents) < OBJ_PER_BLOCK:
+            ents += [_NO_ENTRY] * (OBJ_PER_BLOCK - len(ents))
+        gen = self.objmap_gens.get(b, 0)
+        last = self._objmap_packed.get(b)
+        img = pack_objmap(ents, b, gen) if last is None else repack_objmap(last[1], last[0], ents, b, gen)
+        self._objmap_packed[b] = (ents, img)
+        return img
 
     def objmap_home(self, fid: int) -> int:
         return self.sb.objmap_start + fid // OBJ_PER_BLOCK

@@ -143,8 +143,8 @@ class UsedList:
         With `alloc` (copy-on-write) each of those blocks not in `keep` (already fresh in this
         operation) moves to `alloc()`.  Returns (blocks to write, blocks given up).
         """
-        pos = {b: i for i, b in enumerate(self.chain)}
-        idx = [pos[b] for b in changed if b in pos]
+        chain = self.chain  # (searched at C speed: a long file's chain is long, `changed` is short)
+        idx = [chain.index(b) for b in changed if b in self.blocks and b in chain]
         if not idx:
             return set(), []
         written: set[int] = set()

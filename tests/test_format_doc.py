@@ -92,3 +92,41 @@ def test_checksums_match_their_plain_definitions():
             sec = raw[s * F.SECTOR:(s + 1) * F.SECTOR - 4]
             assert F._sector_crc(raw, block, s) == _ref_crc(sec, [(8, 12)] if s == 0 else [], tail)
             assert F._framed_crc(raw, block, s) == _ref_crc(raw[s * F.SECTOR:s * F.SECTOR + F.SECTOR_DATA], [], tail)
+
+
+def _ref_frame(logical: bytes, block: int) -> bytes:
+    """A sector-framed block as docs/format.md defines it, built the plain way: place each
+    sector's 508 bytes, crc sectors 1..7, then the block crc, then sector 0's crc."""
+    import struct
+
+    body = bytearray(F.BLOCK_SIZE)
+    for s in range(F.NSECT):
+        chunk = logical[s * F.SECTOR_DATA:(s + 1) * F.SECTOR_DATA]
+        body[s * F.SECTOR:s * F.SECTOR + len(chunk)] = chunk
+    sec = lambda s: _ref_crc(body[s * F.SECTOR:s * F.SECTOR + F.SECTOR_DATA], [], struct.pack("<QI", block, s))  # noqa: E731
+    for s in range(1, F.NSECT):
+        body[s * F.SECTOR + F.SECTOR_DATA:(s + 1) * F.SECTOR] = struct.pack("<I", sec(s))
+    body[8:12] = struct.pack("<I", _ref_crc(body, [(8, 12), (F.SECTOR_DATA, F.SECTOR)]))
+    body[F.SECTOR_DATA:F.SECTOR] = struct.pack("<I", sec(0))
+    return bytes(body)
+
+
+def test_framing_matches_its_plain_definition():
+    """frame()/reframe() build a framed block in one join (they are on every journal commit's
+    path); the bytes must be what the plain sector-by-sector definition gives, for payloads of
+    every length up to a full block, a stale crc field in the input (image editors reframe what
+    unframe returned) and input longer than a block's worth."""
+    rnd = __import__("random").Random(7)
+    for n in [0, 1, 479, 480, 481, 987, 3000, F.FRAMED_PAYLOAD] + [rnd.randrange(F.FRAMED_PAYLOAD) for _ in range(20)]:
+        block = rnd.randrange(1 << 40)
+        payload = rnd.randbytes(n)
+        logical = F.HEADER.pack(F.MAGIC, F.T_TXN, F.VERSION, 0, block, 9) + payload
+        got = F.frame(F.T_TXN, payload, block, 9)
+        assert got == _ref_frame(logical, block)
+        stale = logical[:8] + b"\xde\xad\xbe\xef" + logical[12:]
+        assert F.reframe(stale, block) == got
+        assert F.reframe(F.unframe(got), block) == got
+        assert F.damaged_sector(got, block) is None
+        F.check(got, F.T_TXN, block, gen=9)
+    long = rnd.randbytes(F.BLOCK_SIZE)
+    assert F.reframe(long, 5) == _ref_frame(long, 5)

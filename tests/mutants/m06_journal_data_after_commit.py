@@ -1,11 +1,12 @@
 """ext3 data=ordered: the ordered data written after the transaction instead of before it.
 
-EQUIVALENT under this design: the commit checksum covers the crc of every data block the
-transaction orders, so a transaction whose data is not (yet) on the disk is not committed --
-replay refuses it whichever of the two writes reached the disk first.  Under flush both writes
-sit in the same epoch anyway; under FUA a crash between them leaves the operation in progress,
-and the state before it is legal.  (Kept so the claim stays tested: the runner checks this
-mutant is *not* caught.)
+Under fua this is a bug: a transaction is issued only once the FUA writes of its data have
+completed, and replay relies on it -- a committed transaction whose data fails its crc is a
+durable data write lost or damaged, refused by name (journal.Journal._refuse_lost_data).  With
+the data written after its transaction, a crash between the two leaves exactly that, and an
+honest crash is refused.  (Under flush both writes share the sync's one flush, the commit
+checksum covers the data's crcs, and the order does not matter: that half of the old
+equivalence argument still holds, and the explorer's flush runs show it.)
 """
 
 from . import Mutant
@@ -16,9 +17,11 @@ MUTANT = Mutant(
     (("""
 if op.data:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-n = txn_blocks(data_crcs, records)
+txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
+                     durable=self.journal.durable, stream=stream)
 """, """
-n = txn_blocks(data_crcs, records)
+txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
+                     durable=self.journal.durable, stream=stream)
 """), ("""
 if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
 """, """
@@ -26,6 +29,4 @@ if op.data:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
 if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
 """),),
-    protocols=("journal",), barriers=("flush", "fua"),
-    equivalent="the commit checksum covers the ordered data's crcs: a transaction without its data is "
-               "not committed, whichever write lands first")
+    protocols=("journal",), barriers=("fua",))
