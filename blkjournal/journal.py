@@ -281,7 +281,8 @@ class Journal:
     (the journal superblock holds the first link).  So a transaction left behind by an earlier
     crash -- torn then, perhaps whole now that later writes landed around it -- can never be
     taken as the continuation of the log: its link names a predecessor that is not the one
-    replayed.  Replay therefore reads only the chain, never the whole area.
+    replayed.  Replay therefore follows only the chain; the rest of the area is only searched for evidence
+    of a loss when the chain ends (_no_durable_successor).
     """
 
     def __init__(self, sb: Superblock) -> None:
