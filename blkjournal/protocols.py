@@ -328,9 +328,10 @@ class JournalProtocol(Protocol):
         fixed = self.journal.fixed
         later = lambda raw, b: raw[:4] == MAGIC and header(raw)[5] >= stop and block_type(raw) is not None  # noqa: E731
         key = ("checkpointed-past", stop)
-        hits = [self.dev.find(fixed[0], len(fixed), later, key=key)] if fixed else []
-        hits += [self.dev.find(b, 1, later, key=key) for b in homes if not fixed or not fixed[0] <= b <= fixed[-1]]
-        for hit in hits:
+        ranges = [(fixed[0], len(fixed))] if fixed else []
+        ranges += [(b, 1) for b in homes if not fixed or not fixed[0] <= b <= fixed[-1]]
+        for first, n in ranges:
+            hit = self.dev.find(first, n, later, key=key)
             if hit is not None:
                 b, gen = hit[0], header(hit[1])[5]
                 raise StaleBlockError(

@@ -167,28 +167,28 @@ class Tracer(BlockDevice):
         takes in the class -- this state's or that of any undecided free write covering it.
         Where no content satisfies `pred` the answer is "no" in every state of the class, so
         the writes touching the block cannot change the outcome and stay undecided.  Blocks whose
-        contents cannot be listed (sectors of torn writes) are read as by read()."""
+        contents cannot be listed (a partial write, too many sector mixes) are read as by read().
+        A block no free write touches is the same in every state of the segment: its answer is
+        kept per `key`."""
         for b in range(block, block + count):
             v = self.cache.get(b)
-            if v is None and b not in self.varying:
-                if key is not None and (key, b) in self.probes and b in self.shared:
-                    if self.probes[(key, b)]:
-                        v = self._load(b)
-                    else:
-                        continue
-                else:
+            if v is not None:  # read or written by this check already
+                hit = pred(v, b)
+            elif b not in self.varying:
+                hit = self.probes.get((key, b)) if key is not None else None
+                if hit is None or hit:
                     v = self._load(b)
+                if hit is None:
+                    hit = bool(pred(v, b))
                     if key is not None:
-                        self.probes[(key, b)] = bool(pred(v, b))
-            if v is not None:
-                if pred(v, b):
-                    return b, v
-                continue
-            v = self._peek(b)
-            vs = self.versions(b, v) if self.versions is not None else None
-            if vs is None or pred(v, b) or any(pred(x, b) for x in vs):
-                v = self._load(b)
-            if pred(v, b):
+                        self.probes[(key, b)] = hit
+            else:
+                v = self._peek(b)
+                vs = self.versions(b, v) if self.versions is not None else None
+                hit = pred(v, b)
+                if vs is None or hit or any(pred(x, b) for x in vs):
+                    v = self._load(b)  # the same bytes, now recorded as read
+            if hit:
                 return b, v
         return None
 
