@@ -13,12 +13,18 @@ returns), which is weaker, so a protocol proven under the model is correct on ei
 
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import errno
 import fcntl
 import mmap
 import os
 import stat
 import struct
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 
 from .errors import BlkError, DeviceReadError
@@ -28,6 +34,8 @@ BLKSSZGET = 0x1268  # logical sector size
 BLKPBSZGET = 0x127B  # physical sector size
 BLKGETSIZE64 = 0x80081272
 BLKDISCARD = 0x1277
+SWITCH_INTERVAL = 0.0001  # seconds: the interpreter's switch interval while background writes are in flight
+ZERO_COPY_MIN = 16 * BLOCK_SIZE  # from this size a write from page-aligned memory is not copied first
 
 
 @dataclass
@@ -84,6 +92,20 @@ class BlockDevice:
         This default joins them and calls write(); Device writes them without joining."""
         data = bytes(bufs[0]) if len(bufs) == 1 else b"".join(bufs)
         self.write(block, data, fua=fua, role=role)
+
+    def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = ""):
+        """writev(), but it may return before the write completes: requests still go to the
+        device one at a time, in the order they were issued, each after the one before has
+        completed -- exactly the request stream synchronous calls make -- and every other call
+        on the device waits first for what is in flight.  The caller keeps `bufs` unchanged
+        until wait() says the write is done.  Returns a handle for wait(), or None when the
+        write is done already (this default: synchronous)."""
+        self.writev(block, bufs, fua=fua, role=role)
+        return None
+
+    def wait(self, handle=None) -> None:
+        """Until the background write `handle` (None: every one) and those before it have
+        completed; raises the first one's error."""
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -182,8 +204,16 @@ class Device(BlockDevice):
         self.logical_block_size = lbs
         self.nblocks = size // BLOCK_SIZE
         self._buf = AlignedBuffer()
+        self._worker: ThreadPoolExecutor | None = None  # background writes (writev_background)
+        self._worker_pid = 0
+        self._worker_buf: AlignedBuffer | None = None  # the worker's own, for writes it must copy
+        self._inflight: deque = deque()  # futures of background writes, oldest first
+        self._switch = 0.0  # the interpreter's switch interval before the first write in flight
+        self._failed: BaseException | None = None  # the background write that failed, until wait() raises it
 
     def read(self, block: int, count: int = 1) -> bytes:
+        if self._inflight:
+            self.wait()
         _check_extent(self, block, count)
         n = count * BLOCK_SIZE
         view = self._buf.view(n)
@@ -201,29 +231,94 @@ class Device(BlockDevice):
         return bytes(view)
 
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
+        if self._inflight:
+            self.wait()
         self._pwrite(block, (data,), fua)
 
     def writev(self, block: int, bufs: list, *, fua: bool = False, role: str = "") -> None:
         """Each piece is copied once, straight into the aligned buffer, and written in one
-        pwritev.  A subclass that overrides write() (to watch or change writes) gets writev as
+        pwritev; pieces that are all page-aligned writable memory (a view of the caller's mmap)
+        are written from where they are, without the copy.  A subclass that overrides write() (to watch or change writes) gets writev as
         joined write() calls, so it still sees every write."""
         if type(self).write is not Device.write:
             return super().writev(block, bufs, fua=fua, role=role)
+        if self._inflight:
+            self.wait()
         self._pwrite(block, bufs, fua)
 
-    def _pwrite(self, block: int, bufs, fua: bool) -> None:
+    def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = ""):
+        """One worker thread issues the writes, in the order given (pwritev lets go of the GIL, so
+        the caller computes meanwhile); the request stream is the synchronous one (see
+        BlockDevice.writev_background).  A subclass that overrides write() gets them
+        synchronously, through write().  An error is raised by the wait() (or the next call on
+        the device) that meets it, before any later request is issued."""
+        if type(self).write is not Device.write:
+            return super().writev_background(block, bufs, fua=fua, role=role)
+        n = self._check_write(block, bufs)
+        if self._worker is None or self._worker_pid != os.getpid():  # none yet, or forked
+            self._worker, self._worker_pid = ThreadPoolExecutor(1, thread_name_prefix="blkjournal-write"), os.getpid()
+            self._worker_buf = AlignedBuffer()
+            self._inflight.clear()
+        if not self._inflight:
+            # The worker needs the interpreter for a moment to start each write: at the default
+            # 5 ms switch interval it would wait for it while this thread computes, and start
+            # only when the caller waits.  So the interval is short while writes are in flight.
+            self._switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
+        fut = self._worker.submit(self._background, block, list(bufs), fua, n)
+        self._inflight.append(fut)
+        time.sleep(0)  # let go of the interpreter once: the worker mostly starts its write right here
+        return fut
+
+    def _background(self, block: int, bufs, fua: bool, n: int) -> None:
+        """In the worker: one write, unless one before it failed (then nothing is issued)."""
+        if self._failed is not None:
+            raise BlkError(f"{self.path}: write at block {block} not issued: an earlier write failed")
+        try:
+            self._pwrite(block, bufs, fua, self._worker_buf, n)
+        except BaseException as e:
+            self._failed = e
+            raise
+
+    def wait(self, handle=None) -> None:
+        try:
+            while self._inflight:
+                fut = self._inflight.popleft()
+                fut.result()
+                if fut is handle:
+                    break
+        except BaseException:
+            concurrent.futures.wait(self._inflight)  # the rest fail at once, issuing nothing
+            self._inflight.clear()
+            self._failed = None
+            raise
+        finally:
+            if not self._inflight and self._switch:
+                sys.setswitchinterval(self._switch)
+                self._switch = 0.0
+
+    def _check_write(self, block: int, bufs) -> int:
         if self.readonly:
             raise BlkError(f"{self.path}: opened read-only")
         n = sum(len(b) for b in bufs)
         if n == 0 or n % BLOCK_SIZE:
             raise ValueError(f"write of {n} bytes is not a whole number of blocks")
         _check_extent(self, block, n // BLOCK_SIZE)
-        view = self._buf.view(n)
-        o = 0
-        for b in bufs:
-            view[o:o + len(b)] = b
-            o += len(b)
-        done = os.pwritev(self.fd, [view], block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        return n
+
+    def _pwrite(self, block: int, bufs, fua: bool, buf: AlignedBuffer | None = None, n: int | None = None) -> None:
+        if n is None:
+            n = self._check_write(block, bufs)
+        if n >= ZERO_COPY_MIN and all(map(_aligned, bufs)):
+            iov = bufs  # the caller's own page-aligned memory (an mmap, say): O_DIRECT from it, no copy
+        else:
+            view = (buf or self._buf).view(n)
+            o = 0
+            for b in bufs:
+                view[o:o + len(b)] = b
+                o += len(b)
+            iov = [view]
+        done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
         if done != n:
             raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
         self.counters.writes += 1
@@ -232,10 +327,14 @@ class Device(BlockDevice):
             self.counters.fua_writes += 1
 
     def flush(self) -> None:
+        if self._inflight:
+            self.wait()
         os.fdatasync(self.fd)
         self.counters.flushes += 1
 
     def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
+        if self._inflight:
+            self.wait()
         _check_extent(self, block, count)
         if self.is_block:
             fcntl.ioctl(self.fd, BLKDISCARD, struct.pack("QQ", block * BLOCK_SIZE, count * BLOCK_SIZE))
@@ -245,15 +344,30 @@ class Device(BlockDevice):
 
     def close(self) -> None:
         if getattr(self, "fd", None) is not None:
-            os.close(self.fd)
-            self.fd = None
-            self._buf.close()
+            try:
+                self.wait()
+            finally:
+                if self._worker is not None:
+                    self._worker.shutdown()
+                    self._worker = None
+                    self._worker_buf.close()
+                os.close(self.fd)
+                self.fd = None
+                self._buf.close()
+
+
+def _aligned(buf) -> bool:
+    """Is `buf` writable memory starting on a page boundary, a whole number of blocks long
+    (what O_DIRECT can write from as it is)?  A bytes object never is (its data follows the
+    object's header), and read-only memory is not asked about."""
+    mv = memoryview(buf)
+    if mv.readonly or mv.nbytes % BLOCK_SIZE or not mv.c_contiguous:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(mv)) % mmap.PAGESIZE == 0
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:
     """fallocate(PUNCH_HOLE|KEEP_SIZE): a discard on an image file reads back as zeros."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
     if libc.fallocate(fd, 0x02 | 0x01, offset, length) != 0:

@@ -146,6 +146,14 @@ def txn_stream(data, records) -> bytes:
     return b"".join(parts)
 
 
+def stream_bound(ndata: int, nmeta: int) -> int:
+    """A bound on the journal blocks of a transaction ordering `ndata` data blocks and recording
+    at most `nmeta` metadata blocks, whatever their contents: a block's records (delta()) are at
+    most 32 byte ranges of at least 64 bytes, 4096 bytes in all, plus a zero-fill record, each
+    behind a REC header."""
+    return _nblocks(DATA.size * ndata + nmeta * (33 * REC.size + BLOCK_SIZE))
+
+
 def stream_blocks(stream: bytes) -> int:
     """How many journal blocks a transaction carrying `stream` takes."""
     return _nblocks(len(stream))
@@ -345,6 +353,11 @@ class Journal:
         if self.used + skip + nblocks > self.size:
             return None
         return pos
+
+    def fits(self, nblocks: int) -> bool:
+        """Would a transaction of nblocks be placed now without a checkpoint?  (place() is
+        monotone: when nblocks fits, so does any smaller transaction.)"""
+        return nblocks <= self.size and self.place(nblocks) is not None
 
     def advance(self, pos: int, nblocks: int, commit: int) -> None:
         skip = self.size - self.head_pos if pos != self.head_pos else 0

@@ -15,15 +15,34 @@ operation's exact write and barrier order and the crash argument for it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import memo
 from .device import BLOCK_SIZE
-from .errors import CorruptError, StaleBlockError
+from .errors import BlkError, CorruptError, StaleBlockError
 from .format import MAGIC, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
-from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, txn_stream
+from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, stream_bound, txn_stream
 from .op import Op
 from .originslots import blanks, choose
 
 MAX_RUN = 1024  # blocks per device write (4 MiB)
+EARLY_MIN = 64  # data blocks from which a journal write issues its data before its crcs (issue_data_early)
+
+
+@dataclass
+class _Early:
+    """Data writes a journal operation issued before its commit: what, the bound its transaction
+    was held to, the freelist's reclaim to restore, and the last write's handle (None: done)."""
+
+    op: object
+    blocks: dict
+    bound: int
+    reclaim: object
+    last: object = None
+
+
+def _no_reclaim() -> None:
+    raise BlkError("internal: a checkpoint was needed while data issued early was in flight")
 
 
 def make_protocol(store):
@@ -66,22 +85,27 @@ class Protocol:
     def sites(self) -> tuple[str, ...]:
         return self.SITES_FUA if self.fua else self.SITES_FLUSH
 
-    def write_blocks(self, blocks: dict[int, bytes], roles: dict, *, fua: bool = False, why: str = "") -> None:
+    def write_blocks(self, blocks: dict[int, bytes], roles: dict, *, fua: bool = False, why: str = "",
+                     background: bool = False):
         """Write blocks in ascending order, one device write per contiguous run of at most MAX_RUN
         blocks; `why` names the op.  A value may hold several consecutive blocks (an operation's
         data: a view into the caller's buffer); the pieces of a run go to the device as a list
-        (`writev`), so the only copy is the device's own into its aligned buffer."""
+        (`writev`), so the only copy is the device's own into its aligned buffer (none from
+        page-aligned memory).  `background`: the same requests through writev_background;
+        returns the last one's handle (None: all done)."""
+        write = self.dev.writev_background if background else self.dev.writev
+        last = None
         if len(blocks) == 1:  # one piece (an append's data block): the loop below's one write
             ((b, v),) = blocks.items()
             nb = len(v) // BLOCK_SIZE
             if nb <= MAX_RUN:
-                self.dev.writev(b, [v], fua=fua, role=run_role(roles, b, b + nb - 1, why))
-                return
+                return write(b, [v], fua=fua, role=run_role(roles, b, b + nb - 1, why))
         run: list = []  # pieces of the run being gathered
         first = count = 0
 
         def issue() -> None:
-            self.dev.writev(first, run, fua=fua, role=run_role(roles, first, first + count - 1, why))
+            nonlocal last
+            last = write(first, run, fua=fua, role=run_role(roles, first, first + count - 1, why))
 
         for b in sorted(blocks):
             v = blocks[b]
@@ -102,6 +126,19 @@ class Protocol:
                     run = []
         if run:
             issue()
+        return last
+
+    def issue_data_early(self, op, f, need: int) -> bool:
+        """Called by a write once its data pieces are laid out (op.data final), before their
+        crcs and map entries: issue the data writes now if they are exactly the requests, in
+        exactly the place in the request stream, that commit would issue.  Returns True when a
+        device write is then in flight in another thread (the crcs should let go of the GIL).
+        This protocol never does (ordered writes its used lists first)."""
+        return False
+
+    def settle_early(self) -> None:
+        """Wait for data writes issued early (raising the first error): a failed operation
+        leaves no request running."""
 
     def mkfs_blocks(self) -> dict[int, bytes]:
         return {}
@@ -203,6 +240,46 @@ class JournalProtocol(Protocol):
         self.held: list[int] = []  # freed by committed transactions: reusable after checkpoint
         self.unflushed = False
         store.freelist.reclaim = self.checkpoint  # held blocks come back at a checkpoint
+        self._early: _Early | None = None  # data writes issued before the commit (issue_data_early)
+
+    def issue_data_early(self, op, f, need: int) -> bool:
+        """A large write's data goes to the device while its crcs, map entries and transaction
+        are computed: commit issues data writes (write_blocks of op.data) then the transaction,
+        with a checkpoint first only when the transaction does not fit in the log.  When even a
+        bound on its size fits (stream_bound: every metadata block it can record, logged whole),
+        no checkpoint can come, so the data writes issued now are the very requests commit
+        would issue, in the same place: after everything before this operation, before its
+        transaction (which commit writes only once they have completed).  Nothing else reaches
+        the device in between: allocation cannot checkpoint (the operation reserved its blocks;
+        reclaim is off until commit), and nothing in between reads or writes.  On a real Device
+        the writes run in a worker thread (pwritev lets go of the GIL); on any other device they
+        are issued here, synchronously, in the same order."""
+        nd = sum(len(v) for v in op.data.values()) // BLOCK_SIZE
+        if nd < EARLY_MIN or self._early is not None:
+            return False
+        st = self.store
+        # what the transaction can record: the file's map nodes and used-list blocks, what the
+        # operation allocated or changed so far, the metadata the write may still allocate (its
+        # bound less the data blocks), the origin slots, every object map and bitmap block
+        nmeta = (len(f.map.nodes) + len(f.ul.blocks) + len(op.fresh) + len(op.meta) + max(0, need - nd) + 2
+                 + st.sb.objmap_blocks + len(st.freelist.homes()))
+        bound = stream_bound(nd, nmeta)
+        if not self.journal.fits(bound):
+            return False
+        blocks = dict(op.data)
+        fl = self.store.freelist
+        self._early = early = _Early(op, blocks, bound, fl.reclaim)
+        fl.reclaim = _no_reclaim
+        early.last = self.write_blocks(blocks, op.roles, fua=self.fua and self.on("FUA data"), why=op.name,
+                                       background=True)
+        return early.last is not None
+
+    def settle_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            self.store.freelist.reclaim = early.reclaim
+            if early.last is not None:
+                self.dev.wait(early.last)
 
     def mkfs_blocks(self) -> dict[int, bytes]:
         st = self.store
@@ -381,15 +458,26 @@ class JournalProtocol(Protocol):
         stream = txn_stream(data_crcs, records)
         n = stream_blocks(stream)
         pos = self.journal.place(n)
-        if pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
+        early = self._early
+        if early is not None:  # the data writes are issued: wait for them (before the transaction)
+            self.settle_early()
+            if early.op is not op or pos is None or n > early.bound or early.blocks.keys() != op.data.keys():
+                raise BlkError(f"internal: data issued early for {early.op.name!r} is not what the commit writes")
+        elif pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
             self.checkpoint()  # data durable alone, and its later loss could not be told from a torn tail
             pos = self.journal.place(n)
-        if op.data:
+        if op.data and early is None:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                              durable=self.journal.durable, stream=stream)
-        self.dev.write(self.journal.area + pos, b"".join(txn), fua=self.fua and self.on("FUA transaction"),
-                       role=f"journal txn {self.journal.next_seq} [{op.name}]")
+        at, role = self.journal.area + pos, f"journal txn {self.journal.next_seq} [{op.name}]"
+        if early is not None and not self.fua:
+            # A streaming write's transaction completes while the caller computes its next write;
+            # the device issues whatever comes next only after it (writev_background), and a FUA
+            # transaction (durable when it returns: journal.durable) stays synchronous.
+            self.dev.writev_background(at, [b"".join(txn)], role=role)
+        else:
+            self.dev.write(at, b"".join(txn), fua=self.fua and self.on("FUA transaction"), role=role)
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now
         self.journal.advance(pos, len(txn), commit)
@@ -435,6 +523,7 @@ class JournalProtocol(Protocol):
 
     def close(self) -> None:
         """A clean shutdown: everything committed is durable (the log is replayed at open)."""
+        self.settle_early()
         self.sync()
 
 

@@ -482,7 +482,11 @@ class Store:
         return Op(name, cow=self.protocol.cow)
 
     def _commit(self, op: Op) -> None:
-        self.protocol.commit(op)
+        try:
+            self.protocol.commit(op)
+        except BaseException:
+            self.protocol.settle_early()  # no data write of a failed operation left running
+            raise
         self.op_count += 1
 
     def _reserve(self, n: int, f: FileState | None = None) -> None:
@@ -608,7 +612,12 @@ class Store:
         """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to
         the protocol as pieces that are memoryviews into `data` (only a partial first or last
         block is copied, merged with its old bytes), each run entered in the map and the used
-        list by slice operations.  Per block there is one crc32c call and nothing else."""
+        list by slice operations.  Per block there is one crc32c call and nothing else.
+
+        The pieces are laid out first, the crcs and map entries come after: a protocol that can
+        already tell its data writes are the ones its commit would issue (journal: the
+        transaction will fit in the log without a checkpoint) issues them now, and the crcs are
+        computed while the device writes (protocols.Protocol.issue_data_early)."""
         if offset < 0:
             raise BlkError("offset must not be negative")
         mv = memoryview(data)
@@ -618,11 +627,13 @@ class Store:
             return
         end = offset + len(mv)
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        need = self._write_need(f.map.height, offset, len(mv))
         edit = MapEdit(self, op, f)
+        plan = []  # (first block, count, first file block, [first block of each piece])
         idx = first
         for b0, count in self.freelist.alloc_runs(last - first + 1):
-            crcs = array("I")
             k = 0
+            starts = []
             while k < count:
                 j = idx + k  # file block
                 lo, hi = max(offset, j * BLOCK_SIZE), min(end, (j + 1) * BLOCK_SIZE)
@@ -635,13 +646,23 @@ class Store:
                     merged[lo - j * BLOCK_SIZE:hi - j * BLOCK_SIZE] = mv[lo - offset:hi - offset]
                     content = bytes(merged)
                 op.data[b0 + k] = content
-                op.crcs[b0 + k] = part = crc32c_blocks(content)
-                crcs.extend(part)
+                starts.append(b0 + k)
                 k += full
             op.roles.data_run(b0, count, f.fid, idx)
-            op.own_run(f, b0, count)
-            op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
+            plan.append((b0, count, idx, starts))
             idx += count
+        overlap = self.protocol.issue_data_early(op, f, need)
+        try:
+            for b0, count, idx, starts in plan:
+                crcs = array("I")
+                for b in starts:
+                    op.crcs[b] = part = crc32c_blocks(op.data[b], release_gil=overlap)
+                    crcs.extend(part)
+                op.own_run(f, b0, count)
+                op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
+        except BaseException:
+            self.protocol.settle_early()
+            raise
         f.size = max(f.size, end)
         f.mtime_ns = time.time_ns()
         op.origins.add(f.fid)

@@ -15,7 +15,7 @@ MUTANT = Mutant(
     "journal-data-after-commit", __doc__.splitlines()[0],
     "blkjournal.protocols:JournalProtocol.commit",
     (("""
-if op.data:
+if op.data and early is None:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
 txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                      durable=self.journal.durable, stream=stream)
@@ -25,7 +25,7 @@ txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, record
 """), ("""
 if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
 """, """
-if op.data:
+if op.data and early is None:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
 if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
 """),),

@@ -23,6 +23,10 @@ cur = f.map.lookup(j)[0]
 if cur and op.block_data(cur) is None and cur not in op.released.get(f.fid, ()):
     in_place.append((j, b0 + k, cur))
 """), ("""
+overlap = self.protocol.issue_data_early(op, f, need)
+""", """
+overlap = False  # (the data goes where the in-place blocks are decided, below: written at commit)
+"""), ("""
 op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
 """, """
 op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
