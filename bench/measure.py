@@ -39,6 +39,11 @@ def _aligned(size: int, fill: bytes | None = None) -> mmap.mmap:
     return m
 
 
+def aligned_copy(data: bytes) -> mmap.mmap:
+    """`data` in page-aligned memory of its own."""
+    return _aligned(len(data), data)
+
+
 def _per_sync(blk: dict, n: int, user_bytes: int) -> dict:
     return {"blk_flushes_per_sync": blk["flushes"] / n, "blk_writes_per_sync": blk["write_reqs"] / n,
             "blk_wa": blk["sectors_written"] * SECTOR / user_bytes}

@@ -24,7 +24,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.store import Store
@@ -87,18 +86,32 @@ def workload(st: Store, rnd: random.Random, nops: int) -> None:
     st.sync()
 
 
-def record(seed: int, nops: int) -> dict:
-    out = {}
-    time.time_ns = lambda: 1_700_000_000_000_000_000  # origins hold mtime: the same bytes in every run
-    for protocol, barrier in CONFIGS:
-        with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
-            dev = RequestLog(os.path.join(d, "img"), create_size=IMAGE)
-            os.urandom = random.Random(seed).randbytes  # mkfs's uuid
-            st = Store.mkfs(dev, protocol, barrier, **({"journal_blocks": 96} if protocol == "journal" else {}))
+def request_log(path: str, protocol: str, barrier: str, seed: int, nops: int, *, journal_blocks: int = 96) -> list:
+    """The requests of the seeded workload on a fresh image at `path` (removed after)."""
+    import blkjournal.store as store_mod
+
+    saved = store_mod.time.time_ns, store_mod.os.urandom
+    # origins hold mtime and the superblock a random uuid: fixed, so two runs pack the same bytes
+    store_mod.time.time_ns, store_mod.os.urandom = (lambda: 1_700_000_000_000_000_000), random.Random(seed).randbytes
+    try:
+        dev = RequestLog(path, create_size=IMAGE)
+        try:
+            st = Store.mkfs(dev, protocol, barrier, **({"journal_blocks": journal_blocks} if protocol == "journal" else {}))
             workload(st, random.Random(seed), nops)
             st.close()
+        finally:
             dev.close()
-            out[f"{protocol}/{barrier}"] = dev.log
+            os.unlink(path)
+    finally:
+        store_mod.time.time_ns, store_mod.os.urandom = saved
+    return dev.log
+
+
+def record(seed: int, nops: int) -> dict:
+    out = {}
+    for protocol, barrier in CONFIGS:
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+            out[f"{protocol}/{barrier}"] = request_log(os.path.join(d, "img"), protocol, barrier, seed, nops)
     return out
 
 

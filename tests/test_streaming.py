@@ -182,3 +182,79 @@ def test_data_crcs_runs_are_their_pairs():
         assert isinstance(got, DataCrcs) and len(got) == len(pairs) and list(got) == pairs == got
         assert got[:1] == pairs[:1]
         assert pack_data(got) == b"".join(DATA.pack(b, c) for b, c in pairs)
+
+
+@pytest.mark.parametrize("barrier", ["flush", "fua"])
+def test_data_issued_early_is_the_request_stream_commit_issues(tmp_path, monkeypatch, barrier):
+    """A journal write of EARLY_MIN blocks or more issues its data before its crcs, from the
+    Device's worker thread, when a bound on its transaction fits the log; its transaction may
+    still be in flight when the write returns.  Every request (block, length, FUA flag, bytes) and
+    every flush, in the order the device got them, is what the same workload issues with the early
+    path off -- on a small log, so that large writes both fit (early) and do not (a checkpoint
+    first, then the data, as before)."""
+    from bench.requests import request_log
+    import blkjournal.protocols as P
+
+    taken = {"early": 0, "no-fit": 0, "threaded": 0}
+    issue = P.JournalProtocol.issue_data_early
+
+    def counted(self, op, f, need):
+        r = issue(self, op, f, need)
+        if sum(len(v) for v in op.data.values()) // BLOCK_SIZE >= P.EARLY_MIN:
+            taken["early" if self._early is not None else "no-fit"] += 1
+        taken["threaded"] += r
+        return r
+
+    monkeypatch.setattr(P.JournalProtocol, "issue_data_early", counted)
+    early = request_log(str(tmp_path / "a.img"), "journal", barrier, 5, 150)
+    monkeypatch.setattr(P, "EARLY_MIN", 1 << 40)
+    plain = request_log(str(tmp_path / "b.img"), "journal", barrier, 5, 150)
+    assert taken["early"] >= 20 and taken["no-fit"] >= 5 and taken["threaded"] == taken["early"], taken
+    assert len(early) == len(plain) and early == plain
+
+
+def test_a_failed_background_write_stops_the_stream(image):
+    """A data write issued early that fails is raised by the operation's commit, and nothing is
+    issued after it: not the rest of its data, not its transaction."""
+    class Failing(Device):
+        fail_at, issued = None, 0
+
+        def _pwrite(self, block, bufs, fua, *rest):
+            self.issued += 1
+            if self.issued == self.fail_at:
+                raise OSError(5, "planted EIO")
+            return super()._pwrite(block, bufs, fua, *rest)
+
+    with Failing(image, create_size=64 << 20) as dev:
+        st = Store.mkfs(dev, "journal", "flush")
+        st.create("f")
+        before = dev.counters.writes
+        dev.fail_at = dev.issued + 2  # the second of the put's three data runs
+        with pytest.raises(OSError, match="planted EIO"):
+            st.write("f", 0, bytes(3000 * BLOCK_SIZE))
+        assert dev.counters.writes == before + 1 and dev.issued == dev.fail_at
+
+
+def test_page_aligned_memory_is_written_without_a_copy(image):
+    """O_DIRECT can write from page-aligned memory as it is: 1 MiB and 256 KiB writes from an mmap
+    grow neither of the device's copy buffers; the same bytes from a bytes object are copied."""
+    import mmap
+
+    payload = random.Random(2).randbytes(1 << 20)
+    m = mmap.mmap(-1, len(payload))
+    m.write(payload)
+    with Device(image, create_size=64 << 20) as dev:
+        Store.mkfs(dev, "journal", "flush").close()
+    with Device(image) as dev:  # fresh buffers (mkfs's blank journal write grew this one)
+        st = Store.open(dev)
+        st.create("f")
+        size = len(dev._buf._map)  # (grown by recovery's reads)
+        st.write("f", 0, memoryview(m))  # issued early: from the worker thread
+        st.write("f", 1 << 20, memoryview(m)[:64 * BLOCK_SIZE])
+        st.sync()
+        assert len(dev._buf._map) == size and len(dev._worker_buf._map) < 64 * BLOCK_SIZE  # (transactions only)
+        assert st.read("f", 0, len(payload)) == payload
+        st.write("f", 0, payload)
+        st.sync()
+        assert len(dev._worker_buf._map) >= len(payload)
+        st.close()
