@@ -170,9 +170,10 @@ def test_a_stale_used_list_block_is_a_stale_block(image, weak):
         assert STALE not in codes and UNLISTED in codes
 
 
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, VERSION - 1])
 def test_an_older_format_image_is_refused(image, old):
-    """Format 1 (no address/generation checks) and 2 (origins without sector crcs) are refused."""
+    """Format 1 (no address/generation checks), 2 (origins without sector crcs) and the one before
+    this (format 5: object map blocks without seen slots) are refused."""
     assert cli("mkfs", image, "--size", "4M").code == 0
     sb = bytearray(_raw(image, 0))
     sb[6:8] = struct.pack("<H", old)
