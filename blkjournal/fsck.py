@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from . import memo
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
-from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c, read_objmap)
+from .claims import gather, judge, stale_stamp
+from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, check, crc32c, header, objmap_seen, read_objmap, weak_detection)
 from .blockmap import BlockMap
 from .journal import DESC
 from .op import Op
@@ -160,10 +161,12 @@ def check_objects(sb: Superblock, read) -> Report:
     # the freelist
     bits = bytearray(sb.bitmap_blocks * PAYLOAD)
     bitmap_ok = True
+    stamps = {}  # bitmap block -> the generation its sync said was durable (ordered)
     for i in range(sb.bitmap_blocks):
         b = sb.bitmap_start + i
         try:
             bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(b), T_BITMAP, b)
+            stamps[b] = header(read(b))[5]
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
             bitmap_ok = False
@@ -173,15 +176,25 @@ def check_objects(sb: Superblock, read) -> Report:
 
     # the object map
     entries: dict[int, ObjEntry] = {}
+    all_entries = [ObjEntry()] * sb.max_files
+    claims: dict = {}  # what valid blocks say was durable (ordered: claims.py)
+    objmap_gens: dict[int, int] = {}
     for i in range(sb.objmap_blocks):
         b = sb.objmap_start + i
         try:
-            ents = read_objmap(read(b), b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            raw = read(b)
+            ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            objmap_gens[b] = header(raw)[5]
+            gather(claims, objmap_seen(raw), f"object map block {b}", objmap_gens[b])
             for k, e in enumerate(ents):
-                if i * OBJ_PER_BLOCK + k < sb.max_files and e.in_use:
-                    entries[i * OBJ_PER_BLOCK + k] = e
+                if i * OBJ_PER_BLOCK + k < sb.max_files:
+                    all_entries[i * OBJ_PER_BLOCK + k] = e
+                    if e.in_use:
+                        entries[i * OBJ_PER_BLOCK + k] = e
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
+    file_gens: dict[int, int] = {}  # the newest valid origin of each file
+    refused: set[str] = set()  # files whose origin slots are damaged (named already)
 
     owner: dict[int, int] = {}
     in_use: set[int] = set(range(sb.data_start))
@@ -219,19 +232,23 @@ def check_objects(sb: Superblock, read) -> Report:
                 if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
                     r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
                 continue
-            if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best.gen):
-                best = o
+            if o.file_id == fid and o.birth == e.birth:
+                gather(claims, o.seen, f"file {fid}'s origin", o.gen)
+                if best is None or o.gen > best.gen:
+                    best = o
         if ordered:  # a torn slot is debris; a damaged one is named (originslots.py says when it is damage)
             try:
                 for d in choose(fid, e, read)[1]:
                     r.add(CHECKSUM, f"file {fid} ({e.name!r}): {d.message()}: an older origin "
                                     f"(generation {d.gen}) than the file's", [d.block])
             except CorruptError as err:
+                refused.add(e.name)
                 if err.fault == CHECKSUM:
                     r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", slots)
         if best is None:
             r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
             continue
+        file_gens[fid] = best.gen
         mine.clear()
         for b in slots:
             claim(b, fid, "origin")
@@ -290,6 +307,8 @@ def check_objects(sb: Superblock, read) -> Report:
             else:
                 r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
 
+    if ordered and sb.protocol != "none" and not weak_detection():
+        _lost_writes(sb, r, claims, file_gens, all_entries, objmap_gens, refused, stamps)
     if bitmap_ok and ordered:
         # Under ordered/none the used lists are the allocation record and the bitmap a hint that
         # recovery rebuilds; a stale hint is worth a note, not a finding.
@@ -324,6 +343,20 @@ def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
             if d[0] == j.next_seq and d[4] == j.prev:
                 return j.area + p, d[0]
     return None
+
+
+def _lost_writes(sb: Superblock, r: Report, claims: dict, file_gens: dict, entries: list, objmap_gens: dict,
+                 refused: set, stamps: dict) -> None:
+    """ordered: what recovery refuses as a lost or misdirected-over write, named (stale-block):
+    a claim a valid block makes that the medium contradicts (claims.py), and a bitmap stamped
+    after a generation newer than every origin and object map block found."""
+    for x, text in judge(claims, file_gens=file_gens, entries=entries, objmap_gens=objmap_gens,
+                         objmap_start=sb.objmap_start, refused=refused):
+        r.add(STALE, text, [sb.objmap_start + (x & ~OBJMAP_ID)] if x & OBJMAP_ID else [])
+    newest = max([0, *file_gens.values(), *objmap_gens.values()])
+    for b, stamp in stamps.items():
+        if stamp > newest:
+            r.add(STALE, stale_stamp(b, stamp, newest), [b])
 
 
 def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, claim) -> bool:
