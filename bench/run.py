@@ -9,7 +9,7 @@ slice per protocol/barrier configuration plus a raw region.  Then three phases, 
              2×pwrite+fdatasync (the journal's I/O pattern), raw 8 KiB pwrite+fdatasync (the same
              bytes as one request), ext4 + fsync, all open at once and
              taking turns 5 appends at a time; fio after each round
-    seq      a 256 MiB file on A: put (journal, ordered), each bracketed by raw 1 MiB O_DIRECT
+    seq      a 256 MiB file on A (from page-aligned memory): put (journal, ordered), each bracketed by raw 1 MiB O_DIRECT
              writes of the same size; 1 MiB writes (journal) taking turns with raw 1 MiB writes;
              after the journal put, random 4 KiB reads taking turns with raw reads; fio
     crash    the crash explorer on the standard 200-op workload, journal/flush and ordered/flush,
