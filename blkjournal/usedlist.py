@@ -27,31 +27,46 @@ class UsedList:
         self.head = head
         self.blocks: dict[int, UsedListBlock] = blocks if blocks is not None else {head: UsedListBlock()}
         self.chain: list[int] = []
-        self.where: dict[int, tuple[int, int]] = {}  # owned block -> (list block, slot)
+        self._where: dict[int, tuple[int, int]] = {}  # owned block -> (list block, slot)
+        self._pending: list[tuple] = []  # (blocks, list block, first slot) added since `where` was last asked
         self._images: dict[int, bytes] = {}  # sealed image of each chain block, as last committed
         self._reindex()
 
+    @property
+    def where(self) -> dict[int, tuple[int, int]]:
+        """Owned block -> (list block, slot).  Entries added by add() are indexed only when this
+        is first asked for (a removal, a lookup, a clone): a streaming write adds 256 entries
+        per MiB and asks for none of them."""
+        if self._pending:
+            w = self._where
+            for part, lb, s in self._pending:
+                w.update(zip(part, zip(repeat(lb), range(s, s + len(part)))))
+            self._pending.clear()
+        return self._where
+
     def _reindex(self) -> None:
-        self.chain, self.where = [], {}
+        self.chain, self._where, self._pending = [], {}, []
         self.scan = 0  # chain index below which every slot is taken
         self.hint = 0  # slot in chain[scan] below which every slot is taken
         self.full = 0  # chain index from which every slot is taken (after a load: the chain length)
         b = self.head
         seen = set()
+        where = self._where
         while b and b not in seen and b in self.blocks:
             seen.add(b)
             self.chain.append(b)
             slots = self.blocks[b].slots
             for i, v in enumerate(slots):
                 if v:
-                    self.where[v] = (b, i)
+                    where[v] = (b, i)
             b = self.blocks[b].next
         self.full = len(self.chain)
 
     def clone(self) -> "UsedList":
         """An independent copy (its blocks copied too), without walking the chain again."""
         c = UsedList.__new__(UsedList)
-        c.head, c.chain, c.where, c._images = self.head, list(self.chain), dict(self.where), dict(self._images)
+        c.head, c.chain, c._where, c._pending, c._images = (self.head, list(self.chain), dict(self.where), [],
+                                                            dict(self._images))
         c.blocks = {b: UsedListBlock(u.next, array("Q", u.slots), u.next_gen, u.next_crc, u.gen)
                     for b, u in self.blocks.items()}
         c.scan, c.hint, c.full = self.scan, self.hint, self.full
@@ -110,7 +125,7 @@ class UsedList:
                 k //= 2
             part = blocks[i:i + k]
             slots[s:s + k] = array("Q", part)
-            self.where.update(zip(part, zip(repeat(lb), range(s, s + k))))
+            self._pending.append((part, lb, s))
             self.hint = s + k
             self._images.pop(lb, None)
             changed.add(lb)
