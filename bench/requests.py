@@ -40,10 +40,10 @@ class RequestLog(Device):
         super().__init__(*a, **kw)
         self.log: list = []
 
-    def _pwrite(self, block, bufs, fua, *rest):
+    def _pwrite(self, block, bufs, fua, *rest, **kw):
         self.log.append(["w", block, sum(len(b) for b in bufs) // BLOCK_SIZE, bool(fua),
                          hashlib.sha256(b"".join(bytes(b) for b in bufs)).hexdigest()[:16]])
-        return super()._pwrite(block, bufs, fua, *rest)
+        return super()._pwrite(block, bufs, fua, *rest, **kw)
 
     def flush(self) -> None:
         super().flush()

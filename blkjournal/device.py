@@ -267,6 +267,7 @@ class Device(BlockDevice):
             sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
         fut = self._worker.submit(self._background, block, list(bufs), fua, n)
         self._inflight.append(fut)
+        self._count(n, fua)  # counted as issued, here: the counters are exact whenever the caller looks
         time.sleep(0)  # let go of the interpreter once: the worker mostly starts its write right here
         return fut
 
@@ -275,7 +276,7 @@ class Device(BlockDevice):
         if self._failed is not None:
             raise BlkError(f"{self.path}: write at block {block} not issued: an earlier write failed")
         try:
-            self._pwrite(block, bufs, fua, self._worker_buf, n)
+            self._pwrite(block, bufs, fua, self._worker_buf, n, count=False)
         except BaseException as e:
             self._failed = e
             raise
@@ -306,7 +307,8 @@ class Device(BlockDevice):
         _check_extent(self, block, n // BLOCK_SIZE)
         return n
 
-    def _pwrite(self, block: int, bufs, fua: bool, buf: AlignedBuffer | None = None, n: int | None = None) -> None:
+    def _pwrite(self, block: int, bufs, fua: bool, buf: AlignedBuffer | None = None, n: int | None = None, *,
+                count: bool = True) -> None:
         if n is None:
             n = self._check_write(block, bufs)
         if n >= ZERO_COPY_MIN and all(map(_aligned, bufs)):
@@ -321,6 +323,10 @@ class Device(BlockDevice):
         done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
         if done != n:
             raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
+        if count:
+            self._count(n, fua)
+
+    def _count(self, n: int, fua: bool) -> None:
         self.counters.writes += 1
         self.counters.bytes_written += n
         if fua:
