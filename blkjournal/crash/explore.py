@@ -139,8 +139,9 @@ class Tracer(BlockDevice):
     """
 
     def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
-                 block_choice=None, versions=None, probes: dict | None = None) -> None:
+                 block_choice=None, versions=None, probes: dict | None = None, forced=None) -> None:
         self.inner = inner
+        self.forced = forced  # b -> block b as no free write changes it (CrashSpace.forced_block at the point)
         self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
         self.varying = varying if varying is not None else set()
         self.vcache = vcache if vcache is not None else {}
@@ -208,7 +209,8 @@ class Tracer(BlockDevice):
         if b not in self.varying:  # forced or base content: read it once per segment
             v = self.shared.get(b)
             if v is None:
-                v = self.shared[b] = self.inner.read(b)
+                v = self.shared[b] = self.forced(b) if self.forced is not None and 0 <= b < self.nblocks \
+                    else self.inner.read(b)
         elif self.block_choice is not None:
             key = (b, self.block_choice(b))
             v = self.vcache.get(key)
@@ -450,6 +452,7 @@ def _search_segment(si: int) -> dict:
     shared: dict[int, bytes] = {}
     vcache: dict[tuple, bytes] = {}
     probes: dict[tuple, bool] = {}
+    forced = lambda b: space.forced_block(b, pi)  # noqa: E731
     varying = set().union(*blocks_of.values()) if units else set()
     legal_below = [1]  # legal_below[nf]: the states of the irrelevant writes among free[:nf] (each stands alone)
     for q, w in enumerate(free):
@@ -508,7 +511,7 @@ def _search_segment(si: int) -> dict:
         st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
         ov = st.overlay()
         tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb),
-                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes)
+                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes, forced=forced)
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
         present_later = [u for u, c in decided.items() if c == 1]
