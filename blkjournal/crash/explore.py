@@ -171,27 +171,68 @@ class Tracer(BlockDevice):
         contents cannot be listed (a partial write, too many sector mixes) are read as by read().
         A block no free write touches is the same in every state of the segment: its answer is
         kept per `key`."""
-        for b in range(block, block + count):
-            v = self.cache.get(b)
-            if v is not None:  # read or written by this check already
-                hit = pred(v, b)
-            elif b not in self.varying:
-                hit = self.probes.get((key, b)) if key is not None else None
-                if hit is None or hit:
-                    v = self._load(b)
-                if hit is None:
-                    hit = bool(pred(v, b))
-                    if key is not None:
-                        self.probes[(key, b)] = hit
-            else:
-                v = self._peek(b)
-                vs = self.versions(b, v) if self.versions is not None else None
-                hit = pred(v, b)
-                if vs is None or hit or any(pred(x, b) for x in vs):
-                    v = self._load(b)  # the same bytes, now recorded as read
-            if hit:
-                return b, v
-        return None
+        # Per segment and search: the blocks no free write touches where `pred` holds (judged on
+        # their shared content, once) and the varying ones; a check then judges only the varying
+        # blocks and those it wrote itself, in block order, up to the first shared hit.
+        info = self.probes.get((key, block, count)) if key is not None else False
+        if info is None:
+            end, varying = block + count, self.varying
+            try:
+                hits = [b for b in range(block, end) if b not in varying and pred(self._shared(b), b)]
+                info = (hits, sorted(b for b in varying if block <= b < end))
+            except Exception:  # noqa: BLE001 -- a block that cannot be read or judged: block by block
+                info = False  # below, where the error (if any) comes at the block that raises it
+            self.probes[(key, block, count)] = info
+        if info is False:
+            for b in range(block, block + count):
+                got = self._probe(b, pred, key)
+                if got is not None:
+                    return got
+            return None
+        hits, vary = info
+        written = self.written
+        first = next((b for b in hits if b not in written), None)
+        mine = [b for b in written if block <= b < block + count and b not in self.varying]
+        for b in sorted(vary + mine) if mine else vary:
+            if first is not None and b > first:
+                break
+            got = self._probe(b, pred, key)
+            if got is not None:
+                return got
+        if first is None:
+            return None
+        v = self.cache.get(first)
+        return first, (v if v is not None else self._load(first))
+
+    def _probe(self, b: int, pred, key) -> tuple[int, bytes] | None:
+        """find() at block b: (b, content) if `pred` holds for some content b takes in the class."""
+        v = self.cache.get(b)
+        if v is not None:  # read or written by this check already
+            hit = pred(v, b)
+        elif b not in self.varying:
+            hit = self.probes.get((key, b)) if key is not None else None
+            if hit is None or hit:
+                v = self._load(b)
+            if hit is None:
+                hit = bool(pred(v, b))
+                if key is not None:
+                    self.probes[(key, b)] = hit
+        else:
+            v = self._peek(b)
+            vs = self.versions(b, v) if self.versions is not None else None
+            hit = pred(v, b)
+            if vs is None or hit or any(pred(x, b) for x in vs):
+                v = self._load(b)  # the same bytes, now recorded as read
+        return (b, v) if hit else None
+
+    def _shared(self, b: int) -> bytes:
+        """Block b, touched by no free write: its content in every state of the segment, not
+        recorded as read by this check (find's per-segment judgement)."""
+        v = self.shared.get(b)
+        if v is None:
+            v = self.shared[b] = self.forced(b) if self.forced is not None and 0 <= b < self.nblocks \
+                else self.inner.read(b)
+        return v
 
     def _peek(self, b: int) -> bytes:
         """Block b's content in this state, not recorded as read (find)."""
@@ -209,8 +250,7 @@ class Tracer(BlockDevice):
         if b not in self.varying:  # forced or base content: read it once per segment
             v = self.shared.get(b)
             if v is None:
-                v = self.shared[b] = self.forced(b) if self.forced is not None and 0 <= b < self.nblocks \
-                    else self.inner.read(b)
+                v = self._shared(b)
         elif self.block_choice is not None:
             key = (b, self.block_choice(b))
             v = self.vcache.get(key)
