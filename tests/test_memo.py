@@ -105,8 +105,9 @@ def test_mutable_results_are_not_kept(on):
 
 @pytest.mark.parametrize("protocol,torn", [("journal", False), ("ordered", True), ("none", False)])
 def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, protocol, torn):
-    """Classes, coverage and illegal states are the same with the memo and the tracer's block
-    cache switched off."""
+    """Classes, coverage and illegal states are the same with the memo, the tracer's block
+    caches (the varying blocks', the forced blocks' across crash points) and its per-segment
+    search answers switched off."""
     def run():
         res, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=2, torn=torn, jobs=1, bound=256)
         return (res.states_checked, res.states_covered, res.states_enumerated, res.illegal, res.illegal_states,
@@ -118,6 +119,13 @@ def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, pro
     from blkjournal.crash import states
 
     monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: object())  # never hits
+    monkeypatch.setattr(states.CrashSpace, "forced_block",  # assembled afresh from the state's sectors
+                        lambda self, b, point: self.state_from_combo(point, (), keyed=False).overlay().read(b))
+    from blkjournal.crash.explore import Tracer
+
+    def find(self, block, count, pred, key=None):  # block by block, no answers kept per segment
+        return next((got for b in range(block, block + count) if (got := self._probe(b, pred, None))), None)
+    monkeypatch.setattr(Tracer, "find", find)
     assert run() == cached
     assert protocol != "none" or cached[3] > 0
 
@@ -341,3 +349,32 @@ def test_a_files_load_from_the_memo_is_a_fresh_copy(tmp_path):
     finally:
         memo.enable(False)
     assert len({id(s.files[fid]) for s in loaded}) == 3
+
+
+def test_a_search_sees_the_checks_own_writes_over_the_segments_answers():
+    """Tracer.find keeps, per segment and search, where the blocks no free write touches answer
+    yes; a check that wrote one of them must be judged on what it wrote, before and after the
+    first shared hit."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    inner = Overlay(None, nblocks=16)
+    one = b"\x01" + bytes(4095)
+    inner.write(5, one)
+    inner.write(9, one)
+    shared, probes = {}, {}
+    found = lambda raw, b: raw[0] == 1  # noqa: E731
+
+    def check():
+        return Tracer(inner, shared, set(), {}, None, probes=probes)
+
+    assert check().find(0, 16, found, key="k")[0] == 5
+    t = check()
+    t.write(3, one)  # this check's own write, before the shared hit
+    assert t.find(0, 16, found, key="k")[0] == 3
+    t = check()
+    t.write(5, bytes(4096))  # the shared hit, overwritten by this check
+    assert t.find(0, 16, found, key="k")[0] == 9
+    t.write(9, bytes(4096))
+    assert t.find(0, 16, found, key="k") is None
+    assert check().find(0, 16, found, key="k") == (5, one)  # the next check: the segment's answer
