@@ -82,12 +82,17 @@ def clear() -> None:
 _RAISE = object()  # marks a memoised refusal: (_RAISE, exception class, args)
 
 
+_PLAIN = {type(None), int, float, str, bytes}
+
+
 def _keepable(x) -> bool:
     if x is None or isinstance(x, (int, float, str, bytes)) or type(x) in _immutable:
         return True
     if isinstance(x, memoryview):
         return x.readonly and isinstance(x.obj, bytes)
     if isinstance(x, tuple):
+        if set(map(type, x)) <= _PLAIN:  # e.g. a used-list block's 509 slots: judged at C speed
+            return True
         return all(_keepable(v) for v in x)
     if dataclasses.is_dataclass(x) and type(x).__dataclass_params__.frozen:
         return all(_keepable(getattr(x, f.name)) for f in dataclasses.fields(x))
