@@ -6,7 +6,8 @@ a measurement): A, 1 GiB, for the 256 MiB file; B, 1 GiB, ext4; S for the append
 slice per protocol/barrier configuration plus a raw region.  Then three phases, in rounds:
 
     append   synced 4 KiB appends: 6 protocol/barrier configurations, raw pwrite+fdatasync, raw
-             2×pwrite+fdatasync (the journal's I/O pattern), ext4 + fsync, all open at once and
+             2×pwrite+fdatasync (the journal's I/O pattern), raw 8 KiB pwrite+fdatasync (the same
+             bytes as one request), ext4 + fsync, all open at once and
              taking turns 5 appends at a time; fio after each round
     seq      a 256 MiB file on A: put (journal, ordered), each bracketed by raw 1 MiB O_DIRECT
              writes of the same size; 1 MiB writes (journal) taking turns with raw 1 MiB writes;
@@ -111,12 +112,13 @@ def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, more,
     so every configuration and baseline of a round sees the same minutes of this noisy host."""
     dev = Device(S_dev)  # one exclusive open; each store configuration gets its own 1 GiB slice
     raw = [measure.RawAppender(S_dev, RAW_REGION, None, payload),
-           measure.RawAppender(S_dev, RAW_REGION, RAW_REGION + RAW_REGION_SIZE // 2, payload)]
+           measure.RawAppender(S_dev, RAW_REGION, RAW_REGION + RAW_REGION_SIZE // 2, payload),
+           measure.RawAppender(S_dev, RAW_REGION, None, payload, adjacent=True)]
     try:
         apps: dict[str, measure.Appender] = {}
         for i, (p, b) in enumerate(report.PROTOCOLS):
             apps[f"append:{p}/{b}"] = measure.StoreAppender(dev, S_dev, i * SLICE_BLOCKS, SLICE_BLOCKS, p, b, payload)
-        apps["append:raw"], apps["append:raw2"] = raw
+        apps["append:raw"], apps["append:raw2"], apps["append:raw1x8k"] = raw
         apps["append:ext4"] = measure.Ext4Appender(mnt, B, payload)
         names = list(apps)
         # round -1 warms up every path and is not recorded
