@@ -378,3 +378,20 @@ def test_a_search_sees_the_checks_own_writes_over_the_segments_answers():
     t.write(9, bytes(4096))
     assert t.find(0, 16, found, key="k") is None
     assert check().find(0, 16, found, key="k") == (5, one)  # the next check: the segment's answer
+
+
+def test_a_searchs_answers_kept_across_segments_follow_the_blocks_content():
+    """Tracer.find's answers on shared blocks are kept across segments with the content they
+    judged (the forced blocks are the same objects while they do not change): a segment whose
+    block holds another content is judged afresh."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    one = b"\x01" + bytes(4095)
+    found = lambda raw, b: raw[0] == 1  # noqa: E731
+    verdicts = {}
+    first, second = Overlay(None, nblocks=16), Overlay(None, nblocks=16)
+    first.write(5, one)
+    second.write(9, one)  # the next segment: block 5 no longer answers, block 9 does
+    assert Tracer(first, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 5
+    assert Tracer(second, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 9

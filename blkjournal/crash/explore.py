@@ -43,6 +43,7 @@ MAX_MIXES = 256  # sector mixes of one searched block judged per class (Tracer.f
 # cost more than the half it would take over -- a second phase (about 60 points) took 0.08 s on 2
 # jobs against 0.05 s on one.
 MIN_SHARED_POINTS = 150
+MAX_VERDICTS = 1 << 16  # a search's answers on shared blocks kept across segments (Tracer._judged)
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
@@ -144,7 +145,8 @@ class Tracer(BlockDevice):
     """
 
     def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
-                 block_choice=None, versions=None, probes: dict | None = None, forced=None) -> None:
+                 block_choice=None, versions=None, probes: dict | None = None, forced=None,
+                 verdicts: dict | None = None) -> None:
         self.inner = inner
         self.forced = forced  # b -> block b as no free write changes it (CrashSpace.forced_block at the point)
         self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
@@ -159,6 +161,8 @@ class Tracer(BlockDevice):
         self.first_read: set[int] = set()
         self.versions = versions  # (b, this state's content) -> the others b takes in the class, or None
         self.probes = probes if probes is not None else {}  # (key, b) -> pred's answer for a shared block
+        # (key, b) -> (content, pred's answer), across segments: a search's key names its predicate
+        self.verdicts = verdicts if verdicts is not None else {}
 
     def read(self, block: int, count: int = 1) -> bytes:
         if count == 1:
@@ -183,7 +187,7 @@ class Tracer(BlockDevice):
         if info is None:
             end, varying = block + count, self.varying
             try:
-                hits = [b for b in range(block, end) if b not in varying and pred(self._shared(b), b)]
+                hits = [b for b in range(block, end) if b not in varying and self._judged(b, pred, key)]
                 info = (hits, sorted(b for b in varying if block <= b < end))
             except Exception:  # noqa: BLE001 -- a block that cannot be read or judged: block by block
                 info = False  # below, where the error (if any) comes at the block that raises it
@@ -229,6 +233,20 @@ class Tracer(BlockDevice):
             if vs is None or hit or any(pred(x, b) for x in vs):
                 v = self._load(b)  # the same bytes, now recorded as read
         return (b, v) if hit else None
+
+    def _judged(self, b: int, pred, key) -> bool:
+        """pred on shared block b, kept with the content it judged: a later segment whose block b
+        is the very same object (CrashSpace.forced_block: b's forced content did not change) is
+        answered without judging it again."""
+        v = self._shared(b)
+        got = self.verdicts.get((key, b))
+        if got is not None and got[0] is v:  # the entry keeps v alive: its identity is its own
+            return got[1]
+        hit = bool(pred(v, b))
+        if len(self.verdicts) >= MAX_VERDICTS:
+            self.verdicts.clear()
+        self.verdicts[(key, b)] = (v, hit)
+        return hit
 
     def _shared(self, b: int) -> bytes:
         """Block b, touched by no free write: its content in every state of the segment, not
@@ -314,7 +332,7 @@ def _init_ctx(space, segments, ops, protocol, bound, initial=None) -> None:
     _CTX.clear()
     memo.enable()  # decoders marked pure answer from their arguments (blkjournal/memo.py)
     _CTX.update(space=space, segments=segments, nops=len(ops) if ops is not None else 0,
-                kind=model_kind(protocol), bound=bound)
+                kind=model_kind(protocol), bound=bound, verdicts={})
     if ops is None:
         _CTX["models"] = None
         return
@@ -556,7 +574,8 @@ def _search_segment(si: int) -> dict:
         st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
         ov = st.overlay()
         tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb),
-                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes, forced=forced)
+                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes, forced=forced,
+                    verdicts=_CTX["verdicts"])
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
         present_later = [u for u, c in decided.items() if c == 1]
