@@ -41,10 +41,11 @@ from .device import BLOCK_SIZE
 from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
-VERSION = 5  # 2: the header names the block's address and generation; pointers carry crc + gen;
+VERSION = 6  # 2: the header names the block's address and generation; pointers carry crc + gen;
 # 3: an origin's every sector carries its own crc (a torn origin write is told from bit rot);
 # 4: so does every journal transaction block, and mkfs fills the journal area with framed blanks;
-# 5: an ordered origin names the generation of every other file durable when it was written
+# 5: an ordered origin names the generation of every other file durable when it was written;
+# 6: so does an ordered object map block (the newest MAX_OBJMAP_SEEN), in its sectors' spare bytes
 HEADER = struct.Struct("<4sHHIQQ")  # magic, type, version, crc32c, own block number, generation
 HDR = HEADER.size
 PAYLOAD = BLOCK_SIZE - HDR
@@ -295,6 +296,7 @@ OBJ = struct.Struct("<QQQQIH110s")  # origin slot a, slot b, birth, origin gen, 
 OBJ_PER_SECTOR = 3  # (512 - 4) // 148, and 3 fit after the header in sector 0 too
 OBJ_PER_BLOCK = OBJ_PER_SECTOR * (BLOCK_SIZE // SECTOR)  # 24
 _EMPTY_ENTRY = bytes(OBJ.size)  # an entry never used
+SEEN_ENTRY = struct.Struct("<IQ")  # (file id or OBJMAP_ID | object map index, generation)
 
 
 def _entry_offset(k: int) -> int:
@@ -321,26 +323,55 @@ def _sector_crc(body, block: int, s: int) -> int:
     return crc32c(_SECTOR_ID.pack(block, s), c)
 
 
+def _seen_slots() -> tuple:
+    """Where an object map block keeps its seen entries: the bytes of each sector after its three
+    entries and before its crc, 3 slots in sector 0 (after the header), 5 in each other."""
+    out = []
+    for s in range(BLOCK_SIZE // SECTOR):
+        start = _entry_offset(s * OBJ_PER_SECTOR + OBJ_PER_SECTOR - 1) + OBJ.size
+        out += [start + k * SEEN_ENTRY.size for k in range((s * SECTOR + SECTOR_DATA - start) // SEEN_ENTRY.size)]
+    return tuple(out)
+
+
+_SEEN_SLOTS = _seen_slots()
+MAX_OBJMAP_SEEN = len(_SEEN_SLOTS)  # 38
+
+
+def _put_seen(body: bytearray, seen) -> None:
+    """The seen entries in their slots, the rest of the slots zero (generation 0 claims nothing)."""
+    if len(seen) > MAX_OBJMAP_SEEN:
+        raise ValueError(f"{len(seen)} seen entries for an object map block (at most {MAX_OBJMAP_SEEN})")
+    for k, off in enumerate(_SEEN_SLOTS):
+        SEEN_ENTRY.pack_into(body, off, *(seen[k] if k < len(seen) else (0, 0)))
+
+
 @memo.pure
-def pack_objmap(entries: list, block: int, gen: int) -> bytes:
+def pack_objmap(entries: list, block: int, gen: int, seen: tuple = ()) -> bytes:
     """An object map block: entries never straddle a 512-byte sector and every sector ends in its
-    own crc32c, so a write torn at any sector boundary leaves each sector whole (old or new)."""
+    own crc32c, so a write torn at any sector boundary leaves each sector whole (old or new).
+    `seen` (ordered, format 6): (file id or OBJMAP_ID | index, generation) pairs known durable
+    when the block was written, in the sectors' spare bytes -- recovery's evidence of a lost
+    write when the only later write is of an object map block (a create, a remove, a rename)."""
     body = bytearray(BLOCK_SIZE)
     body[:HDR] = HEADER.pack(MAGIC, T_OBJMAP, VERSION, 0, block, gen)
     for off, e in zip(_ENTRY_OFFSETS, entries):
         body[off:off + OBJ.size] = _packed_entry(e)
+    if seen:
+        _put_seen(body, seen)
     for s in range(BLOCK_SIZE // SECTOR):
         body[(s + 1) * SECTOR - 4:(s + 1) * SECTOR] = struct.pack("<I", _sector_crc(body, block, s))
     body[8:12] = struct.pack("<I", crc32c(body))
     return bytes(body)
 
 
-def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int) -> bytes:
-    """pack_objmap(entries, block, gen), given `prev` = pack_objmap(prev_entries, block, any gen):
-    only the entries that are not the very objects they were (entries are frozen) are packed
-    again, and only their sectors' crcs, sector 0's (the header's generation) and the block crc
-    computed again.  Every journal commit rewrites the object map block of the file it changes
-    (the entry carries the origin's generation and crc): one entry of 24 changes."""
+def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int, prev_seen: tuple = (),
+                  seen: tuple = ()) -> bytes:
+    """pack_objmap(entries, block, gen, seen), given `prev` = pack_objmap(prev_entries, block, any
+    gen, prev_seen): only the entries that are not the very objects they were (entries are
+    frozen) are packed again, and only their sectors' crcs, sector 0's (the header's generation)
+    and the block crc computed again.  Every journal commit rewrites the object map block of the
+    file it changes (the entry carries the origin's generation and crc): one entry of 24 changes.
+    (A changed `seen`, ordered only, rewrites every sector's slots.)"""
     body = bytearray(prev)
     HEADER.pack_into(body, 0, MAGIC, T_OBJMAP, VERSION, 0, block, gen)
     sectors = {0}
@@ -348,6 +379,9 @@ def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int) -> b
         off = _ENTRY_OFFSETS[k]
         body[off:off + OBJ.size] = entries[k].pack()
         sectors.add(k // OBJ_PER_SECTOR)
+    if seen != prev_seen:
+        _put_seen(body, seen)
+        sectors = range(BLOCK_SIZE // SECTOR)
     for s in sectors:
         _U32.pack_into(body, (s + 1) * SECTOR - 4, _sector_crc(body, block, s))
     _U32.pack_into(body, 8, crc32c(body))
@@ -375,6 +409,14 @@ def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> lis
         ent = raw[_entry_offset(k):_entry_offset(k) + OBJ.size]
         out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
     return out
+@memo.pure
+def objmap_seen(raw) -> tuple:
+    """The seen entries of an object map block read_objmap accepted (each sector passed its crc:
+    a torn block's sectors are each old or new, and each one's claims were true when written)."""
+    got = (SEEN_ENTRY.unpack_from(raw, off) for off in _SEEN_SLOTS)
+    return tuple(x for x in got if x[1])
+
+
 MAX_NAME = 110
 MAX_OBJMAP_BLOCKS = 1 << 16  # far past what geometry() lays out (4096 files at most)
 
@@ -433,7 +475,6 @@ def _as_bytes(code: str, values) -> bytes:
 # --- origin: one per file (two alternating slots under "ordered") ---
 ROOT_SLOTS = 128
 SEEN = struct.Struct("<H")  # an origin's count of (file id, generation) pairs
-SEEN_ENTRY = struct.Struct("<IQ")
 MAX_SEEN = 200  # what fits a framed origin after its roots
 OBJMAP_ID = 1 << 31  # a seen entry for object map block i names OBJMAP_ID | i (file ids stay below)
 FANOUT_BITS = 8

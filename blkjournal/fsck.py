@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from . import memo
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
-from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c, read_objmap)
+from .claims import gather, judge, stale_stamp
+from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
+                     Superblock, UsedListBlock, check, crc32c, header, objmap_seen, read_objmap, weak_detection)
 from .blockmap import BlockMap
 from .journal import DESC
 from .op import Op
@@ -160,10 +161,12 @@ def check_objects(sb: Superblock, read) -> Report:
     # the freelist
     bits = bytearray(sb.bitmap_blocks * PAYLOAD)
     bitmap_ok = True
+    stamps = {}  # bitmap block -> the generation its sync said was durable (ordered)
     for i in range(sb.bitmap_blocks):
         b = sb.bitmap_start + i
         try:
             bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(b), T_BITMAP, b)
+            stamps[b] = header(read(b))[5]
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
             bitmap_ok = False
@@ -178,15 +181,25 @@ def check_objects(sb: Superblock, read) -> Report:
 
     # the object map
     entries: dict[int, ObjEntry] = {}
+    all_entries = [ObjEntry()] * sb.max_files
+    claims: dict = {}  # what valid blocks say was durable (ordered: claims.py)
+    objmap_gens: dict[int, int] = {}
     for i in range(sb.objmap_blocks):
         b = sb.objmap_start + i
         try:
-            ents = read_objmap(read(b), b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            raw = read(b)
+            ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
+            objmap_gens[b] = header(raw)[5]
+            gather(claims, objmap_seen(raw), f"object map block {b}", objmap_gens[b])
             for k, e in enumerate(ents):
-                if i * OBJ_PER_BLOCK + k < sb.max_files and e.in_use:
-                    entries[i * OBJ_PER_BLOCK + k] = e
+                if i * OBJ_PER_BLOCK + k < sb.max_files:
+                    all_entries[i * OBJ_PER_BLOCK + k] = e
+                    if e.in_use:
+                        entries[i * OBJ_PER_BLOCK + k] = e
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
+    file_gens: dict[int, int] = {}  # the newest valid origin of each file
+    refused: set[str] = set()  # files whose origin slots are damaged (named already)
 
     owner: dict[int, int] = {}
     in_use: set[int] = set(range(sb.data_start))
@@ -212,14 +225,23 @@ def check_objects(sb: Superblock, read) -> Report:
         # One file's checks are a function of the superblock, its entry and what they read: the
         # explorer's states differ mostly in one file, whose checks alone run (memo.replayed).
         mine.clear()
-        events, files = memo.replayed("fsck.file", (sb, fid, e), fread, lambda read: _file_events(sb, fid, e, read),
-                                      lambda got: got)
+        events, files, gen, was_refused = memo.replayed(
+            "fsck.file", (sb, fid, e), fread, lambda read: _file_events(sb, fid, e, read), lambda got: got)
         for ev in events:
             if ev[0] is _CLAIM:
                 claim(ev[1], fid, ev[2])
+            elif ev[0] is _GATHER:
+                gather(claims, ev[1], ev[2], ev[3])
             else:
                 r.add(*ev)
         r.files += files
+        if was_refused:
+            refused.add(e.name)
+        if gen is not None:
+            file_gens[fid] = gen
+
+    if ordered and sb.protocol != "none" and not weak_detection():
+        _lost_writes(sb, r, claims, file_gens, all_entries, objmap_gens, refused, stamps)
     if bitmap_ok and ordered:
         # Under ordered/none the used lists are the allocation record and the bitmap a hint that
         # recovery rebuilds; a stale hint is worth a note, not a finding.
@@ -244,16 +266,20 @@ def check_objects(sb: Superblock, read) -> Report:
     return r
 
 
-_CLAIM = object()  # marks a claim among one file's events (the others are findings: code, message, blocks)
+_CLAIM, _GATHER = object(), object()  # mark claims and gathered origin claims among one file's
+# events (the others are findings: code, message, blocks)
 
 
 class _Events:
-    """One file's checks recorded: findings and claims in order, and whether it counted as a
-    file; check_objects replays them against its checks across files."""
+    """One file's checks recorded: findings, block claims and the origins' claims in order,
+    whether it counted as a file, its newest origin's generation and whether its origin slots
+    were refused; check_objects replays them against its checks across files."""
 
     def __init__(self) -> None:
         self.events: list = []
         self.files = 0
+        self.gen = None
+        self.refused = False
 
     def add(self, code: str, message: str, blocks=()) -> None:
         self.events.append((code, message, tuple(sorted(blocks))[:32]))
@@ -261,18 +287,24 @@ class _Events:
     def claim(self, b: int, fid: int, what: str) -> None:
         self.events.append((_CLAIM, b, what))
 
+    def gather(self, seen, by: str, by_gen: int) -> None:
+        self.events.append((_GATHER, tuple(seen), by, by_gen))
+
 
 def _file_events(sb: Superblock, fid: int, e: ObjEntry, read) -> tuple[tuple, tuple]:
     ev = _Events()
     _check_file(sb, fid, e, read, ev, ev.claim)
-    out = (tuple(ev.events), ev.files)
+    out = (tuple(ev.events), ev.files, ev.gen, ev.refused)
     return out, out
+
 
 def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
     """fsck of one file past the object map: its origin slots, block index map, used list and
     data blocks, read through `read` (check_objects's, with ("marked", b) -> b"\\x01" when the
-    bitmap marks b).  Findings go to `r.add`, every block the file names to `claim(b, fid, what)`
-    (the checks across files are the caller's)."""
+    bitmap marks b).  Findings go to `r.add`, every block the file names to `claim(b, fid, what)`,
+    what its valid origins say was durable to `r.gather`, its newest origin's generation to
+    `r.gen`, a refusal of its origin slots to `r.refused` (the checks across files are the
+    caller's)."""
     ordered = sb.protocol != "journal"
 
     def in_data(b: int) -> bool:
@@ -296,19 +328,23 @@ def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
             if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
                 r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
             continue
-        if o.file_id == fid and o.birth == e.birth and (best is None or o.gen > best.gen):
-            best = o
+        if o.file_id == fid and o.birth == e.birth:
+            r.gather(o.seen, f"file {fid}'s origin", o.gen)
+            if best is None or o.gen > best.gen:
+                best = o
     if ordered:  # a torn slot is debris; a damaged one is named (originslots.py says when it is damage)
         try:
             for d in choose(fid, e, read)[1]:
                 r.add(CHECKSUM, f"file {fid} ({e.name!r}): {d.message()}: an older origin "
                                 f"(generation {d.gen}) than the file's", [d.block])
         except CorruptError as err:
+            r.refused = True
             if err.fault == CHECKSUM:
                 r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", slots)
     if best is None:
         r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
         return
+    r.gen = best.gen
     for b in slots:
         claim(b, fid, "origin")
     r.files += 1
@@ -377,6 +413,20 @@ def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
             if d[0] == j.next_seq and d[4] == j.prev:
                 return j.area + p, d[0]
     return None
+
+
+def _lost_writes(sb: Superblock, r: Report, claims: dict, file_gens: dict, entries: list, objmap_gens: dict,
+                 refused: set, stamps: dict) -> None:
+    """ordered: what recovery refuses as a lost or misdirected-over write, named (stale-block):
+    a claim a valid block makes that the medium contradicts (claims.py), and a bitmap stamped
+    after a generation newer than every origin and object map block found."""
+    for x, text in judge(claims, file_gens=file_gens, entries=entries, objmap_gens=objmap_gens,
+                         objmap_start=sb.objmap_start, refused=refused):
+        r.add(STALE, text, [sb.objmap_start + (x & ~OBJMAP_ID)] if x & OBJMAP_ID else [])
+    newest = max([0, *file_gens.values(), *objmap_gens.values()])
+    for b, stamp in stamps.items():
+        if stamp > newest:
+            r.add(STALE, stale_stamp(b, stamp, newest), [b])
 
 
 def _walk_map(m: BlockMap, fid: int, e: ObjEntry, read, in_data, r: Report, claim) -> bool:

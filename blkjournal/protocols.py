@@ -18,7 +18,8 @@ from __future__ import annotations
 from . import memo
 from .device import BLOCK_SIZE
 from .errors import CorruptError, StaleBlockError
-from .format import MAGIC, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
+from .claims import gather, judge, stale_stamp
+from .format import MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
 from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, txn_stream
 from .op import Op
 from .originslots import blanks, choose
@@ -538,6 +539,8 @@ class OrderedProtocol(Protocol):
                 op.roles[f.origin_block] = f"origin of file {fid} (slot {'ab'[f.slot]}, gen {f.gen})"
         for b in op.objmap:
             st.objmap_gens[b] = gen
+            st.objmap_seen[b] = self.seen(op, limit=MAX_OBJMAP_SEEN, skip={OBJMAP_ID | (o - st.sb.objmap_start)
+                                                                            for o in op.objmap})
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
         if origins and self.written and not self.fua and not blocks:
@@ -570,19 +573,22 @@ class OrderedProtocol(Protocol):
         gens.update({OBJMAP_ID | (b - st.sb.objmap_start): g for b, g in st.objmap_gens.items() if g})
         return gens
 
-    def seen(self, op) -> tuple:
-        """What this op's origins name: every other file's newest origin, as of the op's start.
+    def seen(self, op, limit: int = MAX_SEEN, skip=()) -> tuple:
+        """What this op's origins (and object map blocks) name: every other file's newest origin
+        and every object map block, as of the op's start, the `limit` newest if there are more.
         Each was issued by an earlier op, and a barrier (B's flush, or the FUA completing) has
         passed since, so each is durable when these are issued; a recovery that finds one of
-        these origins and an older origin of the named file has found a lost write.  Under
-        "none" nothing is known durable: nothing is named."""
+        these and an older origin of the named file (an older object map block) has found a lost
+        write.  An object map block names what it is not itself (`skip`), in 38 slots: the later
+        writes of a create, remove or rename are often only object map blocks.  Under "none"
+        nothing is known durable: nothing is named."""
         if self.durable_gens is None:
             self.durable_gens = self._durable_now()
         if not self.barriers:
             return ()
-        named = [(fid, g) for fid, g in self.durable_gens.items() if fid not in op.origins]
-        if len(named) > MAX_SEEN:
-            named = sorted(named, key=lambda x: x[1])[-MAX_SEEN:]
+        named = [(fid, g) for fid, g in self.durable_gens.items() if fid not in op.origins and fid not in skip]
+        if len(named) > limit:
+            named = sorted(named, key=lambda x: x[1])[-limit:]
         return tuple(sorted(named))
 
     def _ul_image(self, b: int) -> bytes:
@@ -637,54 +643,27 @@ class OrderedProtocol(Protocol):
                             key=("bitmap-stamp", newest))
         if hit is not None:
             b, stamp = hit[0], _stamp(hit[1], hit[0])
-            return [st.note_problem(
-                    f"stale-block: bitmap block {b} was written after generation {stamp} was durable, but the "
-                    f"newest origin or object map block found is generation {newest}: a durable commit was lost "
-                    f"or misdirected over", StaleBlockError)]
+            return [st.note_problem(stale_stamp(b, stamp, newest), StaleBlockError)]
         return []
 
     def lost_origins(self) -> tuple[list[str], set[int]]:
-        """Problems naming each file whose newest origin is older than another file's valid origin
-        says it was durable (`seen`): its newest origin, or the create's object map entry, was lost
-        or misdirected over.  A file removed since (its object map block rewritten at or after
-        the generation named) is no loss.  Returns the problems and the files they name."""
+        """Problems naming each file whose newest origin is older than a valid origin of another
+        file or an object map block says it was durable (`seen`, claims.py): its newest origin,
+        or the create's object map entry, was lost or misdirected over.  Returns the problems
+        and the files they name."""
         st, claims = self.store, {}
         if weak_detection():
             return [], set()
         for fid, valid in self.valid.items():
             for o in valid:
-                for x, g in o.seen:
-                    if g > claims.get(x, (0,))[0]:
-                        claims[x] = (g, fid, o.gen)
-        problems, named = [], set()
-        for x, (g, by, byg) in sorted(claims.items()):
-            if x & OBJMAP_ID:  # an object map block: a lost create, remove or rename
-                b = st.sb.objmap_start + (x & ~OBJMAP_ID)
-                if b < st.sb.bitmap_start and st.objmap_gens.get(b, 0) < g:
-                    problems.append(st.note_problem(
-                        f"stale-block: object map block {b} is generation {st.objmap_gens.get(b, 0)}, but file {by}'s "
-                        f"origin (generation {byg}) was written after generation {g} of it was durable: a lost or "
-                        f"misdirected-over write", StaleBlockError))
-                continue
-            f = st.files.get(x)
-            if (f is not None and f.gen >= g) or x >= len(st.entries):
-                continue
-            e, home = st.entries[x], st.objmap_home(x)
-            if f is None and e.in_use and e.name in st.damaged:
-                continue  # already refused by name
-            if f is None and not e.in_use and st.objmap_gens.get(home, 0) >= g:
-                continue  # removed after generation g: the object map says so
-            if e.in_use and e.origin_gen > g:
-                continue  # the entry holds a file created after g: the one named was removed
-            what = (f"its newest valid origin is generation {f.gen}" if f is not None else
-                    "it has no valid origin" if e.in_use else
-                    f"object map block {home} (generation {st.objmap_gens.get(home, 0)}) does not list it")
-            problems.append(st.note_problem(
-                f"file {x}{f' ({e.name!r})' if e.in_use else ''}: stale-block: {what}, but file {by}'s origin "
-                f"(generation {byg}) was written after generation {g} of file {x} was durable: a lost or "
-                f"misdirected-over write", StaleBlockError))
-            named.add(x)
-        return problems, named
+                gather(claims, o.seen, f"file {fid}'s origin", o.gen)
+        for b, seen in st.objmap_seen.items():
+            gather(claims, seen, f"object map block {b}", st.objmap_gens.get(b, 0))
+        found = judge(claims, file_gens={fid: f.gen for fid, f in st.files.items()}, entries=st.entries,
+                      objmap_gens=st.objmap_gens, objmap_start=st.sb.objmap_start,
+                      refused=st.damaged)
+        return ([st.note_problem(text, StaleBlockError) for _, text in found],
+                {x for x, _ in found if not x & OBJMAP_ID})
 
     def recover(self, write: bool = True, strict: bool = True) -> list[str]:
         """Newest origin per file; freelist rebuilt from what the files own, before anything is

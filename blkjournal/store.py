@@ -22,7 +22,7 @@ from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
                      T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
-                     read_objmap, repack_objmap)
+                     objmap_seen, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
 from .protocols import SITES, make_protocol
@@ -149,7 +149,8 @@ class Store:
         self.births = 0
         self.txid = 1  # the generation the next operation stamps on what it writes
         self.objmap_gens: dict[int, int] = {}  # object map block -> generation that last wrote it
-        self._objmap_packed: dict[int, tuple] = {}  # object map block -> (its entries, its image) as last packed
+        self.objmap_seen: dict[int, tuple] = {}  # object map block -> what it names durable (ordered, format 6)
+        self._objmap_packed: dict[int, tuple] = {}  # object map block -> (entries, seen, image) as last packed
         self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
         self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
@@ -220,15 +221,17 @@ class Store:
         problems = self._load(read)
         fl = self.freelist
         snap = (tuple(problems), tuple(self.entries), {b: self.objmap_gens[b] for b in self._objmap_blocks()},
+                {b: self.objmap_seen[b] for b in self._objmap_blocks()},
                 {fid: f.clone() for fid, f in self.files.items()}, dict(self.names), self.births, dict(self.damaged),
                 self.txid, {k: v for k, v in self._faults.items() if k not in faults},
                 (bytes(fl.bits), dict(fl.gens), fl.nfree) if self.protocol.trusts_bitmap else None)
         return problems, snap
 
     def _restore_load(self, snap: tuple) -> list[str]:
-        problems, entries, gens, files, names, births, damaged, txid, faults, bitmap = snap
+        problems, entries, gens, seen, files, names, births, damaged, txid, faults, bitmap = snap
         self.entries = list(entries)
         self.objmap_gens.update(gens)
+        self.objmap_seen.update(seen)
         self.files = {fid: f.clone() for fid, f in files.items()}
         self.names, self.births, self.damaged, self.txid = dict(names), births, dict(damaged), txid
         self._faults.update(faults)
@@ -252,6 +255,7 @@ class Store:
             raw = read(b)
             ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=self.protocol.tears_objmap)
             self.objmap_gens[b] = header(raw)[5]
+            self.objmap_seen[b] = objmap_seen(raw)
             gens.append(self.objmap_gens[b])
             for k, e in enumerate(ents):
                 if i * OBJ_PER_BLOCK + k < self.sb.max_files:
@@ -356,10 +360,11 @@ class Store:
         ents = self.entries[i * OBJ_PER_BLOCK:(i + 1) * OBJ_PER_BLOCK]
         if len(ents) < OBJ_PER_BLOCK:
             ents += [_NO_ENTRY] * (OBJ_PER_BLOCK - len(ents))
-        gen = self.objmap_gens.get(b, 0)
+        gen, seen = self.objmap_gens.get(b, 0), self.objmap_seen.get(b, ())
         last = self._objmap_packed.get(b)
-        img = pack_objmap(ents, b, gen) if last is None else repack_objmap(last[1], last[0], ents, b, gen)
-        self._objmap_packed[b] = (ents, img)
+        img = (pack_objmap(ents, b, gen, seen) if last is None else
+               repack_objmap(last[2], last[0], ents, b, gen, last[1], seen))
+        self._objmap_packed[b] = (ents, seen, img)
         return img
 
     def objmap_home(self, fid: int) -> int:

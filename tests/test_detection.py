@@ -170,9 +170,10 @@ def test_a_stale_used_list_block_is_a_stale_block(image, weak):
         assert STALE not in codes and UNLISTED in codes
 
 
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, VERSION - 1])
 def test_an_older_format_image_is_refused(image, old):
-    """Format 1 (no address/generation checks) and 2 (origins without sector crcs) are refused."""
+    """Format 1 (no address/generation checks), 2 (origins without sector crcs) and the one before
+    this (format 5: object map blocks without seen slots) are refused."""
     assert cli("mkfs", image, "--size", "4M").code == 0
     sb = bytearray(_raw(image, 0))
     sb[6:8] = struct.pack("<H", old)
@@ -387,6 +388,41 @@ def _two_versions(image):
         f = Store.open(d, recover=False).lookup("f")
         e = f.entry
         return f.origin_block, (e.origin_b if f.origin_block == e.origin_a else e.origin_a)
+
+
+@pytest.mark.parametrize("barrier", ["flush", "fua"])
+def test_a_lost_origin_named_only_by_an_object_map_block_is_a_stale_block(image, weak, barrier):
+    """ordered, format 6: x's newest origin, synced, never reached the medium (a lost write); the
+    only write since is the object map block of y's remove.  No origin written since names x, so
+    only the object map block's `seen` can say that x's newest origin was durable."""
+    with Device(image, create_size=8 << 20) as d:
+        s = Store.mkfs(d, "ordered", barrier)
+        s.put("x", b"1" * 3000)
+        s.put("y", b"y" * 100)
+        s.close()
+    with Device(image, readonly=True) as d:
+        s = Store.open(d, recover=False)
+        f, home = s.lookup("x"), s.objmap_home(s.names["y"])
+        e = f.entry
+        nxt = e.origin_b if f.origin_block == e.origin_a else e.origin_a  # where x's next origin goes
+    before = _raw(image, nxt)
+    with Device(image) as d:
+        s = Store.open(d)
+        s.put("x", b"2" * 3000)
+        s.sync()
+        s.remove("y")
+        s.close()
+    _raw(image, nxt, before)  # the lost write
+    with Device(image, readonly=True) as d:
+        with pytest.raises(StaleBlockError, match=rf"file 0 \('x'\): stale-block: its newest valid origin is "
+                                                  rf"generation \d+, but object map block {home} \(generation \d+\) "
+                                                  r"was written after generation \d+ of file 0 was durable"):
+            Store.open(d)
+        assert STALE in fsck(d).codes()
+    assert one_line_error(cli("get", image, "x")).code == 2
+    weak()
+    with Device(image, readonly=True) as d:  # without the generation checks: the older x, silently
+        assert Store.open(d, recover=False).read("x") == b"1" * 3000
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3])

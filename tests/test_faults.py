@@ -19,7 +19,7 @@ import pytest
 
 from blkjournal.crash import faults as F
 from blkjournal.crash.check import model_kind
-from blkjournal.crash.explore import explore_log, make_ops, record
+from blkjournal.crash.explore import crashtest, explore_log, make_ops, record
 from blkjournal.crash.workfile import load_workload
 from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.errors import BlkError, DeviceReadError
@@ -329,6 +329,20 @@ def test_full_detection_leaves_only_the_undetectable_by_design(tmp_path, protoco
                for e in silent), silent
     assert all(e["kind"] in ("lost-write", "misdirect") for e in silent), silent
     assert fx["silent_corruptions"] <= fx["injected"] // 20, fx  # the residue: at most 5% of the faults
+
+
+@pytest.mark.parametrize("barrier,seed,kind,at", [
+    ("flush", 13, "lost-write", (504, 198, None)),  # a lost newest origin; later only a create's object map block
+    ("fua", 8, "misdirect", (358, 43, 104)),  # a newest origin misdirected over; its claimers removed since
+])
+def test_the_last_ordered_silent_faults_of_format_5_are_named(tmp_path, barrier, seed, kind, at):
+    """The two faults `make faults` (20 seeds x 200 ops) found silent under format 5, pinned: the
+    only durable evidence of each is an object map block, which names (`seen`) what was durable
+    since format 6.  On format 5's code these give 1 and 8 silent corruptions."""
+    res, _ = crashtest(str(tmp_path), protocol="ordered", barrier=barrier, nops=200, seed=seed, jobs=1,
+                       faults=(kind,), fault_samples=8, fault_at=at)
+    fx = res.faults
+    assert fx["silent_corruptions"] == 0 and fx["detected"] >= 1 and fx["crashed"] == 0, fx
 
 
 def test_origin_bitrot_is_caught_and_weak_detection_lets_it_through(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ FROM_CODE = {
     "superblock fields": F.Superblock.FMT.size,
     "object map entry": F.OBJ.size,
     "object map entries per block": F.OBJ_PER_BLOCK,
+    "object map seen slots per block (3 + 7 × 5)": F.MAX_OBJMAP_SEEN,
     "origin fields (before the map root)": F.Origin.FMT.size,
     "origin map root (128 × u64 + 128 × u32)": F.ROOT_SLOTS * 12,
     "origin seen entry (file id u32, generation u64)": F.SEEN_ENTRY.size,

@@ -12,7 +12,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "ordered-seen-claims-reused-id", __doc__.splitlines()[0],
-    "blkjournal.protocols:OrderedProtocol.lost_origins",
+    "blkjournal.claims:judge",
     (("""
             if e.in_use and e.origin_gen > g:
 """, """
