@@ -117,21 +117,22 @@ class BlockMap:
         return ROOT_SLOTS << (FANOUT_BITS * (self.height if height is None else height))
 
     def lookup(self, idx: int) -> tuple[int, int]:
-        """(data block, crc) for file block idx; (0, 0) for a hole."""
-        if idx >= self.capacity():
-            return 0, 0
-        blocks, crcs = self.root_blocks, self.root_crcs
+        """(data block, crc) for file block idx; (0, 0) for a hole (or past capacity())."""
         shift = FANOUT_BITS * self.height
         slot = idx >> shift
-        for _ in range(self.height):
-            child = blocks[slot]
-            if not child:
-                return 0, 0
-            node = self.nodes[child]
-            blocks, crcs = node.blocks, node.crcs
+        if slot >= ROOT_SLOTS or idx < 0:
+            return 0, 0
+        if not shift:
+            return self.root_blocks[slot], self.root_crcs[slot]
+        child, nodes = self.root_blocks[slot], self.nodes
+        while child:  # one node per level; the last level's entries are the data blocks
+            node = nodes[child]
             shift -= FANOUT_BITS
             slot = (idx >> shift) & (FANOUT - 1)
-        return blocks[slot], crcs[slot]
+            if not shift:
+                return node.blocks[slot], node.crcs[slot]
+            child = node.blocks[slot]
+        return 0, 0
 
     def set(self, idx: int, block: int, crc: int, edit) -> int:
         """Point file block idx at `block`; returns the block it pointed at before (0: hole).

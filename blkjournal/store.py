@@ -136,6 +136,15 @@ class MapEdit:
             self.op.release(self.f, n)
 
 
+def _read_error(f: FileState, idx: int, err: CorruptError) -> CorruptError:
+    """A read error, saying which file and which of its blocks."""
+    return type(err)(f"file {f.name!r} (file block {idx}): {err}")
+
+
+def _crc_error(f: FileState, b: int, idx: int) -> CorruptError:
+    return CorruptError(f"file {f.name!r}: data block {b} (file block {idx}) fails its checksum")
+
+
 class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
@@ -425,13 +434,19 @@ class Store:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _read_in_block(self, f: FileState, offset: int, end: int, verify: bool) -> bytes:
-        """A read within one file block (a random 4 KiB read): one map lookup and one block read,
-        none of the chunked path's generators -- the same checks and errors as _read_blocks."""
+        """A read within one file block (a random 4 KiB read): one map lookup, one block read and
+        one crc, none of the chunked path's run building -- the same checks and errors as
+        _read_blocks (_read_error, _crc_error)."""
         idx = offset // BLOCK_SIZE
         b, crc = f.map.lookup(idx)
         if not b:
             return bytes(end - offset)
-        buf = self._read_blocks(f, idx, 1, ((idx, b, crc),), verify)
+        try:
+            buf = self.dev.read(b)
+        except CorruptError as err:
+            raise _read_error(f, idx, err) from None
+        if verify and crc32c(buf) != crc:
+            raise _crc_error(f, b, idx)
         lo = offset - idx * BLOCK_SIZE
         return buf if end - offset == BLOCK_SIZE else bytes(memoryview(buf)[lo:lo + end - offset])
 
@@ -480,14 +495,13 @@ class Store:
         for idx, b, crcs in runs:
             try:
                 buf = self.dev.read(b, len(crcs))
-            except CorruptError as err:  # a read error: say which file and which of its blocks
-                raise type(err)(f"file {f.name!r} (file block {idx}): {err}") from None
+            except CorruptError as err:
+                raise _read_error(f, idx, err) from None
             if verify:
                 got = crc32c_blocks(buf) if len(crcs) > 1 else [crc32c(buf)]
                 if list(got) != crcs:
                     k = next(k for k, c in enumerate(crcs) if got[k] != c)
-                    raise CorruptError(f"file {f.name!r}: data block {b + k} (file block {idx + k}) "
-                                       f"fails its checksum")
+                    raise _crc_error(f, b + k, idx + k)
             if whole:
                 return buf
             o = (idx - first) * BLOCK_SIZE

@@ -22,7 +22,7 @@ from blkjournal.crash.check import model_kind
 from blkjournal.crash.explore import crashtest, explore_log, make_ops, record
 from blkjournal.crash.workfile import load_workload
 from blkjournal.device import BLOCK_SIZE, Device
-from blkjournal.errors import BlkError, DeviceReadError
+from blkjournal.errors import BlkError, CorruptError, DeviceReadError
 from blkjournal.store import Store
 
 from cliutil import cli
@@ -155,8 +155,13 @@ def test_read_error_reaches_the_store(ordered):
     _, b, _ = next(iter(f.map.data_entries()))
     dev = F.inject(fs, F.Fault("read-error", last, (), b))
     st = Store.open(dev, recover=False)
-    with pytest.raises(DeviceReadError, match=rf"file {f.name!r} \(file block 0\): block {b}: read-error"):
-        st.read_file(st.files[f.fid])
+    for length in (None, BLOCK_SIZE):  # the chunked path, and a read within one block (its own path)
+        with pytest.raises(DeviceReadError, match=rf"file {f.name!r} \(file block 0\): block {b}: read-error"):
+            st.read_file(st.files[f.fid], 0, length)
+    st = Store.open(F.inject(fs, F.Fault("bitrot", last, (), b, bits=(77,))), recover=False)
+    for length in (None, BLOCK_SIZE):
+        with pytest.raises(CorruptError, match=rf"file {f.name!r}: data block {b} \(file block 0\) fails its checksum"):
+            st.read_file(st.files[f.fid], 0, length)
 
 
 def test_acceptable_names_rollbacks_and_silent_losses():
