@@ -174,6 +174,11 @@ def check_objects(sb: Superblock, read) -> Report:
     def marked(b: int) -> bool:
         return bool(bits[b >> 3] & (1 << (b & 7)))
 
+    def fread(k) -> bytes:  # what a file's checks read: metadata, data, and the bitmap's bits
+        if type(k) is tuple and k[0] == "marked":
+            return b"\x01" if marked(k[1]) else b"\x00"
+        return read(k)
+
     # the object map
     entries: dict[int, ObjEntry] = {}
     all_entries = [ObjEntry()] * sb.max_files
@@ -217,95 +222,23 @@ def check_objects(sb: Superblock, read) -> Report:
         if e.name in names:
             r.add(DUP_NAME, f"name {e.name!r} used by files {names[e.name]} and {fid}")
         names[e.name] = fid
-        slots = [x for x in (e.origin_a, e.origin_b) if x]
-        bad = [x for x in slots if not in_data(x)]
-        if bad:
-            r.add(BAD_POINTER, f"file {fid} ({e.name!r}): origin slot outside the data area", bad)
-            continue
-        best = None
-        for b in slots:
-            try:
-                # journal: the entry says which origin it expects; ordered: slots are the commit point
-                o = (Origin.unpack(read(b), b) if ordered else
-                     Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None))
-            except CorruptError as err:
-                if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
-                    r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
-                continue
-            if o.file_id == fid and o.birth == e.birth:
-                gather(claims, o.seen, f"file {fid}'s origin", o.gen)
-                if best is None or o.gen > best.gen:
-                    best = o
-        if ordered:  # a torn slot is debris; a damaged one is named (originslots.py says when it is damage)
-            try:
-                for d in choose(fid, e, read)[1]:
-                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {d.message()}: an older origin "
-                                    f"(generation {d.gen}) than the file's", [d.block])
-            except CorruptError as err:
-                refused.add(e.name)
-                if err.fault == CHECKSUM:
-                    r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", slots)
-        if best is None:
-            r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
-            continue
-        file_gens[fid] = best.gen
+        # One file's checks are a function of the superblock, its entry and what they read: the
+        # explorer's states differ mostly in one file, whose checks alone run (memo.replayed).
         mine.clear()
-        for b in slots:
-            claim(b, fid, "origin")
-        r.files += 1
-        m = BlockMap(best.height, best.root_blocks, best.root_crcs)
-        nodes_ok = _walk_map(m, fid, e, read, in_data, r, claim)
-        # the used list
-        listed: set[int] = set()
-        nslots = 0
-        b, seen, gen, crc = best.usedlist, set(), best.ul_gen, best.ul_crc
-        while b:
-            if not in_data(b) or b in seen:
-                r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list link to block {b}", [b])
-                break
-            seen.add(b)
-            try:
-                ul = UsedListBlock.unpack(read(b), b, gen=gen, crc=crc)
-            except CorruptError as err:
-                # journal trusts the bitmap: a link to a free block that fails is a bad pointer
-                code = BAD_POINTER if err.fault == CHECKSUM and not ordered and not marked(b) else err.fault
-                r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
-                break
-            claim(b, fid, "used list")
-            entries_here = [x for x in ul.slots if x]
-            nslots += len(entries_here)
-            listed.update(entries_here)
-            b, gen, crc = ul.next, ul.next_gen, ul.next_crc
-        if nslots != len(listed):
-            r.add(OWNED_TWICE, f"file {fid} ({e.name!r}): its used list names {nslots - len(listed)} blocks twice")
-        reach = set()
-        for idx, db, crc in m.data_entries() if nodes_ok else ():
-            if not in_data(db):
-                r.add(BAD_POINTER, f"file {fid} ({e.name!r}): block {idx} points outside the data area ({db})", [db])
-                continue
-            reach.add(db)
-            claim(db, fid, "data")
-            try:
-                raw = read(("data", db))
-            except CorruptError as err:
-                r.add(err.fault, f"file {fid} ({e.name!r}): data block {db} (file block {idx}): {err}", [db])
-                continue
-            if crc32c(raw) != crc:
-                r.add(DATA_CHECKSUM, f"file {fid} ({e.name!r}): data block {db} (file block {idx}) "
-                      f"does not hold the data its map entry promises", [db])
-        reach |= set(m.nodes)
-        unlisted = reach - listed
-        if unlisted:
-            r.add(UNLISTED, f"file {fid} ({e.name!r}): {len(unlisted)} referenced blocks missing from its used list",
-                  unlisted)
-        stray = {x for x in listed - reach if in_data(x)}
-        if stray:
-            r.add(LEAK, f"file {fid} ({e.name!r}): {len(stray)} used-list entries reference nothing", stray)
-        for x in listed:
-            if in_data(x):
-                claim(x, fid, "used list entry")
+        events, files, gen, was_refused = memo.replayed(
+            "fsck.file", (sb, fid, e), fread, lambda read: _file_events(sb, fid, e, read), lambda got: got)
+        for ev in events:
+            if ev[0] is _CLAIM:
+                claim(ev[1], fid, ev[2])
+            elif ev[0] is _GATHER:
+                gather(claims, ev[1], ev[2], ev[3])
             else:
-                r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
+                r.add(*ev)
+        r.files += files
+        if was_refused:
+            refused.add(e.name)
+        if gen is not None:
+            file_gens[fid] = gen
 
     if ordered and sb.protocol != "none" and not weak_detection():
         _lost_writes(sb, r, claims, file_gens, all_entries, objmap_gens, refused, stamps)
@@ -331,6 +264,143 @@ def check_objects(sb: Superblock, read) -> Report:
         if leaked:
             r.add(LEAK, f"{len(leaked)} blocks marked used but owned by no file", leaked)
     return r
+
+
+_CLAIM, _GATHER = object(), object()  # mark claims and gathered origin claims among one file's
+# events (the others are findings: code, message, blocks)
+
+
+class _Events:
+    """One file's checks recorded: findings, block claims and the origins' claims in order,
+    whether it counted as a file, its newest origin's generation and whether its origin slots
+    were refused; check_objects replays them against its checks across files."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self.files = 0
+        self.gen = None
+        self.refused = False
+
+    def add(self, code: str, message: str, blocks=()) -> None:
+        self.events.append((code, message, tuple(sorted(blocks))[:32]))
+
+    def claim(self, b: int, fid: int, what: str) -> None:
+        self.events.append((_CLAIM, b, what))
+
+    def gather(self, seen, by: str, by_gen: int) -> None:
+        self.events.append((_GATHER, tuple(seen), by, by_gen))
+
+
+def _file_events(sb: Superblock, fid: int, e: ObjEntry, read) -> tuple[tuple, tuple]:
+    ev = _Events()
+    _check_file(sb, fid, e, read, ev, ev.claim)
+    out = (tuple(ev.events), ev.files, ev.gen, ev.refused)
+    return out, out
+
+
+def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
+    """fsck of one file past the object map: its origin slots, block index map, used list and
+    data blocks, read through `read` (check_objects's, with ("marked", b) -> b"\\x01" when the
+    bitmap marks b).  Findings go to `r.add`, every block the file names to `claim(b, fid, what)`,
+    what its valid origins say was durable to `r.gather`, its newest origin's generation to
+    `r.gen`, a refusal of its origin slots to `r.refused` (the checks across files are the
+    caller's)."""
+    ordered = sb.protocol != "journal"
+
+    def in_data(b: int) -> bool:
+        return sb.data_start <= b < sb.nblocks
+
+    def marked(b: int) -> bool:
+        return read(("marked", b)) == b"\x01"
+
+    slots = [x for x in (e.origin_a, e.origin_b) if x]
+    bad = [x for x in slots if not in_data(x)]
+    if bad:
+        r.add(BAD_POINTER, f"file {fid} ({e.name!r}): origin slot outside the data area", bad)
+        return
+    best = None
+    for b in slots:
+        try:
+            # journal: the entry says which origin it expects; ordered: slots are the commit point
+            o = (Origin.unpack(read(b), b) if ordered else
+                 Origin.unpack(read(b), b, gen=e.origin_gen or None, crc=e.origin_crc or None))
+        except CorruptError as err:
+            if not ordered or err.fault != CHECKSUM:  # ordered: a torn slot is a crash's normal debris
+                r.add(err.fault, f"file {fid} ({e.name!r}): {err}", [b])
+            continue
+        if o.file_id == fid and o.birth == e.birth:
+            r.gather(o.seen, f"file {fid}'s origin", o.gen)
+            if best is None or o.gen > best.gen:
+                best = o
+    if ordered:  # a torn slot is debris; a damaged one is named (originslots.py says when it is damage)
+        try:
+            for d in choose(fid, e, read)[1]:
+                r.add(CHECKSUM, f"file {fid} ({e.name!r}): {d.message()}: an older origin "
+                                f"(generation {d.gen}) than the file's", [d.block])
+        except CorruptError as err:
+            r.refused = True
+            if err.fault == CHECKSUM:
+                r.add(CHECKSUM, f"file {fid} ({e.name!r}): {err}", slots)
+    if best is None:
+        r.add(NO_ORIGIN, f"file {fid} ({e.name!r}): no valid origin in slots {slots}", slots)
+        return
+    r.gen = best.gen
+    for b in slots:
+        claim(b, fid, "origin")
+    r.files += 1
+    m = BlockMap(best.height, best.root_blocks, best.root_crcs)
+    nodes_ok = _walk_map(m, fid, e, read, in_data, r, claim)
+    # the used list
+    listed: set[int] = set()
+    nslots = 0
+    b, seen, gen, crc = best.usedlist, set(), best.ul_gen, best.ul_crc
+    while b:
+        if not in_data(b) or b in seen:
+            r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list link to block {b}", [b])
+            break
+        seen.add(b)
+        try:
+            ul = UsedListBlock.unpack(read(b), b, gen=gen, crc=crc)
+        except CorruptError as err:
+            # journal trusts the bitmap: a link to a free block that fails is a bad pointer
+            code = BAD_POINTER if err.fault == CHECKSUM and not ordered and not marked(b) else err.fault
+            r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
+            break
+        claim(b, fid, "used list")
+        entries_here = [x for x in ul.slots if x]
+        nslots += len(entries_here)
+        listed.update(entries_here)
+        b, gen, crc = ul.next, ul.next_gen, ul.next_crc
+    if nslots != len(listed):
+        r.add(OWNED_TWICE, f"file {fid} ({e.name!r}): its used list names {nslots - len(listed)} blocks twice")
+    reach = set()
+    for idx, db, crc in m.data_entries() if nodes_ok else ():
+        if not in_data(db):
+            r.add(BAD_POINTER, f"file {fid} ({e.name!r}): block {idx} points outside the data area ({db})", [db])
+            continue
+        reach.add(db)
+        claim(db, fid, "data")
+        try:
+            raw = read(("data", db))
+        except CorruptError as err:
+            r.add(err.fault, f"file {fid} ({e.name!r}): data block {db} (file block {idx}): {err}", [db])
+            continue
+        if crc32c(raw) != crc:
+            r.add(DATA_CHECKSUM, f"file {fid} ({e.name!r}): data block {db} (file block {idx}) "
+                  f"does not hold the data its map entry promises", [db])
+    reach |= set(m.nodes)
+    unlisted = reach - listed
+    if unlisted:
+        r.add(UNLISTED, f"file {fid} ({e.name!r}): {len(unlisted)} referenced blocks missing from its used list",
+              unlisted)
+    stray = {x for x in listed - reach if in_data(x)}
+    if stray:
+        r.add(LEAK, f"file {fid} ({e.name!r}): {len(stray)} used-list entries reference nothing", stray)
+    for x in listed:
+        if in_data(x):
+            claim(x, fid, "used list entry")
+        else:
+            r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
 
 
 def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:

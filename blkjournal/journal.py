@@ -263,7 +263,7 @@ def _whole_at(raw, block: int) -> bool:
         return False
 
 
-def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: int = 64,
+def _read_txn_blocks(read, start: int, first: bytes, n: int, chunk: int = 64,
                      look=None) -> list[bytes] | None:
     """The n blocks of a transaction, read a chunk at a time; None at the first that is not a
     transaction block, so a descriptor claiming thousands of blocks costs one chunk, not all.
@@ -271,7 +271,7 @@ def _read_txn_blocks(dev: BlockDevice, start: int, first: bytes, n: int, chunk: 
     blocks = [first]
     while len(blocks) < n:
         k = min(chunk, n - len(blocks))
-        raw = dev.read(start + len(blocks), k)
+        raw = read(start + len(blocks), k)
         for i in range(k):
             b = raw[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
             if look is not None:
@@ -378,59 +378,73 @@ class Journal:
         A transaction counts only if it sits where the log continues (at the head, or at block 0
         after a wrap), carries the expected sequence number and link, all its blocks check,
         `commit` matches, and every data block it orders has the crc it names.
+
+        Taken one transaction at a time (`_step`, a function of the position and of what it
+        reads): the explorer's checks replay the same committed transactions state after state
+        and differ near the log's end, so each resumes a former replay after the last
+        transaction whose reads match (memo.stepped) and replays only the rest.
         """
-        txns: list[Txn] = []
-        pos, seq, prev, used = self.tail_pos, self.tail_seq, self.tail_prev, 0
-        while used < self.size:
-            txn = None
-            for p in ((pos, 0) if pos else (pos,)):
-                first = dev.read(self.area + p)
-                self._refuse_damage(first, p, 0, seq, prev, only_proven=p != pos)  # before any field is trusted
-                magic, t = HEADER.unpack_from(first)[:2]
-                if magic != MAGIC or t != T_TXN:
-                    continue
-                d = DESC.unpack_from(first, HEADER.size)
-                if d[0] != seq or d[4] != prev or not 0 < d[1] <= self.size - p:
-                    continue
-                n = d[1]
-                look = None
-                if self._whole(first, p):  # the descriptor was written whole: its later blocks count
-                    def look(k, raw, p=p, seq=seq):
-                        self._refuse_damage(raw, p + k, k, seq, None)
-                blocks = _read_txn_blocks(dev, self.area + p, first, n, look=look)
-                txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
-                bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
-                if bad is not None:
-                    raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
-                if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
-                    self._refuse_lost_data(dev, txn)
-                    txn = None
-                if txn:
-                    skip = self.size - pos if p != pos else 0
-                    if used + skip + n > self.size:
-                        txn = None
-                    else:
-                        used += skip + n
-                    break
-            if txn is None:
-                break
-            txns.append(txn)
-            pos, seq, prev = txn.pos + txn.nblocks, seq + 1, txn.commit
-            if pos == self.size:
-                pos = 0
+        key = (self.area, self.size, self.data_area.start, self.data_area.stop, self.fua, bool(verify_data))
+        start = (self.tail_pos, self.tail_seq, self.tail_prev, 0, ())
+        pos, seq, prev, used, txns = memo.stepped("journal.replay", key, dev.read, start,
+                                                  lambda state, read: self._step(state, read, verify_data))
         self.head_pos, self.next_seq, self.prev, self.used = pos, seq, prev, used
         if used < self.size:
             self._no_durable_successor(dev, pos, seq, prev)
-        return txns
+        return list(txns)
 
-    def _refuse_lost_data(self, dev: BlockDevice, txn: Txn) -> None:
+    def _step(self, state: tuple, read, verify_data) -> tuple[tuple, bool]:
+        """One transaction of replay: ((pos, seq, prev, used, txns), done) after the transaction
+        at `pos` -- the same state and done when none continues the log there.  `read(b, n=1)`
+        reads n blocks; nothing else of the device is looked at."""
+        pos, seq, prev, used, txns = state
+        if used >= self.size:
+            return state, True
+        txn = None
+        for p in ((pos, 0) if pos else (pos,)):
+            first = read(self.area + p)
+            self._refuse_damage(first, p, 0, seq, prev, only_proven=p != pos)  # before any field is trusted
+            magic, t = HEADER.unpack_from(first)[:2]
+            if magic != MAGIC or t != T_TXN:
+                continue
+            d = DESC.unpack_from(first, HEADER.size)
+            if d[0] != seq or d[4] != prev or not 0 < d[1] <= self.size - p:
+                continue
+            n = d[1]
+            look = None
+            if self._whole(first, p):  # the descriptor was written whole: its later blocks count
+                def look(k, raw, p=p, seq=seq):
+                    self._refuse_damage(raw, p + k, k, seq, None)
+            blocks = _read_txn_blocks(read, self.area + p, first, n, look=look)
+            txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
+            bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
+            if bad is not None:
+                raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
+            if txn and verify_data and not all(crc32c(read(b)) == c for b, c in txn.data):
+                self._refuse_lost_data(read, txn)
+                txn = None
+            if txn:
+                skip = self.size - pos if p != pos else 0
+                if used + skip + n > self.size:
+                    txn = None
+                else:
+                    used += skip + n
+                break
+        if txn is None:
+            return state, True
+        pos = txn.pos + txn.nblocks
+        if pos == self.size:
+            pos = 0
+        return (pos, seq + 1, txn.commit, used, txns + (txn,)), used >= self.size
+
+    def _refuse_lost_data(self, read, txn: Txn) -> None:
         """Under fua a transaction is issued only after the FUA writes of its data completed, so a
         whole, committed transaction whose data fails its crc is not a torn tail: the data was
         durable and has since been lost, misdirected over or damaged.  Refuse, by name (under
         flush data and transaction share one flush, and a crash may keep either)."""
         if not self.fua or weak_detection():
             return
-        b, c = next((b, c) for b, c in txn.data if crc32c(dev.read(b)) != c)
+        b, c = next((b, c) for b, c in txn.data if crc32c(read(b)) != c)
         raise StaleBlockError(f"journal transaction {txn.seq}: data block {b} fails the crc32c its commit promises "
                               f"({c:#010x}), though under fua its data is durable before it is written: a durable "
                               f"data write was lost or damaged")

@@ -82,12 +82,17 @@ def clear() -> None:
 _RAISE = object()  # marks a memoised refusal: (_RAISE, exception class, args)
 
 
+_PLAIN = {type(None), int, float, str, bytes}
+
+
 def _keepable(x) -> bool:
     if x is None or isinstance(x, (int, float, str, bytes)) or type(x) in _immutable:
         return True
     if isinstance(x, memoryview):
         return x.readonly and isinstance(x.obj, bytes)
     if isinstance(x, tuple):
+        if set(map(type, x)) <= _PLAIN:  # e.g. a used-list block's 509 slots: judged at C speed
+            return True
         return all(_keepable(v) for v in x)
     if dataclasses.is_dataclass(x) and type(x).__dataclass_params__.frozen:
         return all(_keepable(getattr(x, f.name)) for f in dataclasses.fields(x))
@@ -336,3 +341,110 @@ def _insert(root, trace: list, snap) -> None:
     if holder[1] is None:
         holder[1] = (_LEAF, snap)
         _trace_nodes[0] += 1
+
+
+# ---------------------------------------------------------------- computations taken step by step
+_STEP = object()
+
+
+def stepped(kind: str, key, read, state, step):
+    """The final state of `state, done = step(state, read)` repeated until done, resuming a
+    former run at the last step whose reads matched.  `kind`, `key` and the first `state` name
+    the computation (hashable; `step` must depend on nothing else but what it reads).
+
+    `replayed()` answers only when every read of a run matches a former one; a computation that
+    walks a log (journal replay) reads mostly what every other run read -- the same committed
+    transactions -- and differs only near its end.  Taken step by step, each step a
+    deterministic function of the state before it (immutable: it is kept) and of the contents it
+    reads, runs form one trie of reads in which a node after each step holds the state it left.
+    A lookup walks it as replayed() does, making every read a real run would make, in order, up
+    to the first difference; from there it runs the steps for real, from the state the last
+    matched step left, and adds what they read.  So a run that differs only in its last step
+    pays for the walk and that step.  A step that raised, or whose read raised, is not kept
+    (the steps before it are: each was a whole step).  Off (the default), the steps just run.
+    """
+    if not _state["on"]:
+        done = False
+        while not done:
+            state, done = step(state, read)
+        return state
+    root = (kind, key, state, _mode_key())  # the first state is part of the key: a step reads from it
+    holder = _traces.get(root)
+    if holder is None:
+        holder = _traces[root] = [None, None]
+    start = holder  # where the reads of the step to run next begin
+    try:
+        while True:
+            node = holder[1]
+            if node is None:
+                break
+            if node[0] is _STEP:
+                state, done = node[1]
+                if done:
+                    return state
+                holder = start = node[2]
+                continue
+            got = read(node[0])
+            kid = node[2].get(id(got))
+            if kid is None:
+                kid = node[1].get(_content(got))
+                if kid is None or not (kid[0] is got or kid[0] == got):
+                    break
+            holder = kid
+    except Exception:  # noqa: BLE001 -- a read refused: let the real step meet it
+        pass
+    holder = start
+    while True:
+        trace: list = []
+
+        def recording(b, count=1):
+            try:
+                if count == 1:
+                    v = read(b)
+                    trace.append((b, v))
+                    return v
+                vs = []
+                for i in range(count):  # block by block, as a walk reads them
+                    vs.append(read(b + i))
+                    trace.append((b + i, vs[-1]))
+                return b"".join(vs)
+            except Exception:
+                trace.append(None)  # unstorable
+                raise
+
+        state, done = step(state, recording)
+        if holder is not None:
+            holder = _after(holder, trace, (state, done))
+        if done:
+            return state
+
+
+def _after(holder, trace: list, outcome: tuple):
+    """Add one step's reads and outcome below `holder`; the holder the next step's reads begin
+    at, or None when the trace cannot be kept or contradicts a former run."""
+    if None in trace or not all(type(v) is bytes for _, v in trace):
+        return None
+    for b, v in trace:
+        node = holder[1]
+        if node is None:
+            node = holder[1] = (b, {}, {})
+            _trace_nodes[0] += 1
+        elif node[0] is _STEP or node[0] is _LEAF or node[0] != b:
+            return None
+        c = _content(v)
+        kid = node[1].get(c)
+        if kid is None:
+            kid = node[1][c] = node[2][id(v)] = [v, None]
+        elif not (kid[0] is v or kid[0] == v):
+            return None
+        holder = kid
+    node = holder[1]
+    if node is None:
+        if _trace_nodes[0] >= MAX_TRACE_NODES:
+            _traces.clear()  # the runs in progress keep their holders: only their additions are lost
+            _trace_nodes[0] = 0
+        node = holder[1] = (_STEP, outcome, [None, None])
+        _trace_nodes[0] += 1
+    elif node[0] is not _STEP or node[1] != outcome:
+        return None
+    return node[2]

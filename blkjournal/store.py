@@ -274,7 +274,8 @@ class Store:
             if not e.in_use:
                 continue
             try:
-                f = self.load_file(fid, e, read, origin_choice)
+                f = self.load_file(fid, e, read, origin_choice) if origin_choice is not None else \
+                    self._load_file_replayed(fid, e, read)
             except CorruptError as err:
                 problems.append(f"file {fid} ({e.name!r}): {err}")
                 self.damaged[e.name] = problems[-1]
@@ -297,6 +298,18 @@ class Store:
     def problem(self, text: str) -> CorruptError:
         """The error for a problem load() returned, of the class that named its fault."""
         return self._faults.get(text, CorruptError)(text)
+
+    def _load_file_replayed(self, fid: int, e: ObjEntry, read) -> FileState | None:
+        """load_file(fid, e, read), answered from a former load of the file that read the same
+        contents (memo.replayed): a crash state whose metadata differs from a former one's in
+        one file -- the explorer's usual case -- loads that file alone.  A file's load is a
+        function of the superblock, its entry and what it reads; a load that raised is not kept."""
+        def compute(read):
+            f = self.load_file(fid, e, read)
+            return f, (f.clone() if f is not None else None)
+
+        return memo.replayed("store.load_file", (self.sb, fid, e), read, compute,
+                             lambda f: f.clone() if f is not None else None)
 
     def load_file(self, fid: int, e: ObjEntry, read, origin_choice=None) -> FileState | None:
         for b in (e.origin_a, e.origin_b):

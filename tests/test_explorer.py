@@ -213,10 +213,11 @@ def _outcome(res) -> tuple:
 
 
 @pytest.mark.parametrize("protocol,ablate", [("journal", None), ("ordered", "B data and map flush")])
-def test_two_jobs_find_what_one_finds(tmp_path, protocol, ablate):
+def test_two_jobs_find_what_one_finds(tmp_path, monkeypatch, protocol, ablate):
     """The segments shared out over two processes (crash/jobs.py): the same classes, coverage and
     illegal states as one process searching them in order (a barrier removed: illegal states in
     several segments)."""
+    monkeypatch.setattr(ex, "MIN_SHARED_POINTS", 0)  # every phase shared out, however short
     one, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=3, jobs=1, ablate=ablate)
     two, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=3, jobs=2, ablate=ablate)
     assert _outcome(two) == _outcome(one)
@@ -234,5 +235,6 @@ def test_a_failing_worker_is_raised_not_lost(tmp_path, monkeypatch):
         return search(i)
 
     monkeypatch.setattr(ex, "_search_segment", failing)
+    monkeypatch.setattr(ex, "MIN_SHARED_POINTS", 0)
     with pytest.raises(RuntimeError, match="planted failure in a worker"):
         crashtest(str(tmp_path), protocol="journal", nops=40, seed=3, jobs=2, multi_crash=0)

@@ -105,8 +105,9 @@ def test_mutable_results_are_not_kept(on):
 
 @pytest.mark.parametrize("protocol,torn", [("journal", False), ("ordered", True), ("none", False)])
 def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, protocol, torn):
-    """Classes, coverage and illegal states are the same with the memo and the tracer's block
-    cache switched off."""
+    """Classes, coverage and illegal states are the same with the memo, the tracer's block
+    caches (the varying blocks', the forced blocks' across crash points) and its per-segment
+    search answers switched off."""
     def run():
         res, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=2, torn=torn, jobs=1, bound=256)
         return (res.states_checked, res.states_covered, res.states_enumerated, res.illegal, res.illegal_states,
@@ -118,6 +119,13 @@ def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, pro
     from blkjournal.crash import states
 
     monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: object())  # never hits
+    monkeypatch.setattr(states.CrashSpace, "forced_block",  # assembled afresh from the state's sectors
+                        lambda self, b, point: self.state_from_combo(point, (), keyed=False).overlay().read(b))
+    from blkjournal.crash.explore import Tracer
+
+    def find(self, block, count, pred, key=None):  # block by block, no answers kept per segment
+        return next((got for b in range(block, block + count) if (got := self._probe(b, pred, None))), None)
+    monkeypatch.setattr(Tracer, "find", find)
     assert run() == cached
     assert protocol != "none" or cached[3] > 0
 
@@ -207,3 +215,183 @@ def test_an_immutable_list_element_is_keyed_by_the_object(on):
     e1, e2 = ObjEntry(name="a"), ObjEntry(name="b")
     assert names([e1, e2], 1) == ("a", "b") and names([e1, e2], 1) == ("a", "b") and len(calls) == 1
     assert names([e1, ObjEntry(name="c")], 1) == ("a", "c") and len(calls) == 2
+
+
+# ---------------------------------------------------------------- memo.stepped (journal replay)
+def _stepper(calls):
+    """A log walk: state (position, total); a step reads the block at the position and adds its
+    first byte, stopping at a zero -- which blocks a step reads depends on the state."""
+    def step(state, read):
+        calls.append(state)
+        pos, total = state
+        v = read(pos)
+        if v[0] == 0:
+            return state, True
+        return (pos + 1, total + v[0]), False
+    return step
+
+
+def test_a_stepped_computation_resumes_after_the_last_matching_step(on):
+    calls = []
+    step = _stepper(calls)
+    blocks = {0: b"\x05" + bytes(4095), 1: b"\x07" + bytes(4095), 2: b"\x02" + bytes(4095), 3: bytes(4096)}
+    read, seen = _reader(blocks)
+    assert memo.stepped("s", (), read, (0, 0), step) == (3, 14) and len(calls) == 4
+    calls.clear()
+    seen.clear()
+    assert memo.stepped("s", (), read, (0, 0), step) == (3, 14) and calls == []  # every step's reads match
+    assert seen == [0, 1, 2, 3]  # a hit makes the same reads, in order, and no other
+    other = {**blocks, 2: b"\x09" + bytes(4095), 4: bytes(4096)}  # the log's third block differs
+    read2, seen2 = _reader(other)
+    calls.clear()
+    assert memo.stepped("s", (), read2, (0, 0), step) == (3, 21)  # not the former run's answer
+    assert calls == [(2, 12), (3, 21)]  # resumed from the state after the two matching steps
+    assert seen2 == [0, 1, 2, 2, 3]  # the walk's reads, then the resumed steps'
+    calls.clear()
+    assert memo.stepped("s", (), read, (0, 0), step) == (3, 14) and calls == []  # both kept
+
+
+def test_a_stepped_computation_is_keyed_by_its_first_state(on):
+    """The same reads from another first state (a journal replayed from another tail) mean
+    another computation: its result must not be a former run's."""
+    calls = []
+    step = _stepper(calls)
+    blocks = {0: b"\x05" + bytes(4095), 1: bytes(4096)}
+    assert memo.stepped("s", (), _reader(blocks)[0], (0, 0), step) == (1, 5)
+    assert memo.stepped("s", (), _reader(blocks)[0], (0, 100), step) == (1, 105)
+    assert memo.stepped("s", ("k",), _reader(blocks)[0], (0, 100), step) == (1, 105) and len(calls) == 6
+
+
+def test_a_stepped_computation_compares_whole_contents_and_keeps_no_failed_step(on):
+    calls = []
+    step = _stepper(calls)
+    a = b"\x01\x02\x03" + bytes(4089)
+    b = b"\x01\x07\x08" + bytes(4089)
+    a += crc32c(a).to_bytes(4, "little")
+    b += crc32c(b).to_bytes(4, "little")
+    assert crc32c(a) == crc32c(b) and a != b
+
+    def bump(state, read):  # adds the second byte: a and b give different totals
+        calls.append(state)
+        v = read(state[0])
+        return ((state[0] + 1, state[1] + v[1]), state[0] == 0) if v[0] else (state, True)
+    assert memo.stepped("c", (), _reader({0: a})[0], (0, 0), bump) == (1, 2)
+    assert memo.stepped("c", (), _reader({0: b})[0], (0, 0), bump) == (1, 7)  # one crc, two contents
+    calls.clear()
+    with pytest.raises(KeyError):  # block 1 is missing: the second step's read raises
+        memo.stepped("s", (), _reader({0: b"\x05" + bytes(4095)})[0], (0, 0), step)
+    with pytest.raises(KeyError):  # not kept: met again by the real step, the first step answered
+        memo.stepped("s", (), _reader({0: b"\x05" + bytes(4095)})[0], (0, 0), step)
+    assert calls == [(0, 0), (1, 5), (1, 5)]
+
+
+def test_stepped_is_a_plain_loop_when_off():
+    calls = []
+    read = _reader({0: b"\x05" + bytes(4095), 1: bytes(4096)})[0]
+    assert not memo.enabled()
+    for _ in range(2):
+        assert memo.stepped("s", (), read, (0, 0), _stepper(calls)) == (1, 5)
+    assert len(calls) == 4
+
+
+# ---------------------------------------------------------------- the explorer's other caches
+def test_forced_blocks_are_each_crash_points_own(tmp_path):
+    """CrashSpace.forced_block, kept across crash points, is at every point exactly the block the
+    state without free writes shows: a key that missed a forced write to one of its sectors
+    would hand a later point an earlier content."""
+    from blkjournal.crash.explore import record
+    from blkjournal.crash.logwrites import read_log
+    from blkjournal.crash.recorder import read_sidecar, sidecar_path
+    from blkjournal.crash.states import CrashSpace
+    from blkjournal.crash.workload import random_workload
+
+    log = str(tmp_path / "j.log")
+    record(str(tmp_path / "img"), log, "journal", "flush", random_workload(1, 30), size=2 << 20)
+    space = CrashSpace(read_log(log), read_sidecar(sidecar_path(log)))
+    blocks = sorted({s // 8 for w in space.writes for s in range(w.s0, w.s0 + w.n)})
+    changed = 0
+    for pi in range(0, len(space.points), 3):
+        ov = space.state_from_combo(pi, (), keyed=False).overlay()
+        for b in blocks:
+            assert space.forced_block(b, pi) == ov.read(b), (pi, b)
+        changed += pi > 0
+    assert changed and len(space._forced_blocks) > len(blocks)  # blocks did change content between points
+
+
+def test_a_files_load_from_the_memo_is_a_fresh_copy(tmp_path):
+    """Store.load answers each file from a former load of it (memo.replayed per file) when only
+    another file changed: what it hands out must be the store's own copy, not one shared with
+    the former load or with the next."""
+    from blkjournal.crash.image import Overlay
+    from blkjournal.store import Store
+
+    dev = Overlay(None, nblocks=1024)
+    st = Store.mkfs(dev, "journal", "flush")
+    st.put("a", b"A" * 9000)
+    st.put("b", b"B" * 100)
+    st.sync()
+    memo.enable()
+    try:
+        fid = st.names["a"]
+        first = Store.open(dev, recover=False)
+        loaded = []
+        for n in range(3):
+            w = Store.open(dev)  # another file changes: the whole-store load misses, file a's hits
+            w.put("b", bytes([n]) * (200 + n))
+            w.sync()
+            s = Store.open(dev, recover=False)
+            assert s.files[fid].size == 9000 and s.read("a") == b"A" * 9000
+            assert s.read("b") == bytes([n]) * (200 + n)
+            s.files[fid].size = 1  # what one state's check does to its store is its own
+            s.files[fid].map.root_blocks[0] = 0
+            loaded.append(s)
+        first.files[fid].size = 2
+    finally:
+        memo.enable(False)
+    assert len({id(s.files[fid]) for s in loaded}) == 3
+
+
+def test_a_search_sees_the_checks_own_writes_over_the_segments_answers():
+    """Tracer.find keeps, per segment and search, where the blocks no free write touches answer
+    yes; a check that wrote one of them must be judged on what it wrote, before and after the
+    first shared hit."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    inner = Overlay(None, nblocks=16)
+    one = b"\x01" + bytes(4095)
+    inner.write(5, one)
+    inner.write(9, one)
+    shared, probes = {}, {}
+    found = lambda raw, b: raw[0] == 1  # noqa: E731
+
+    def check():
+        return Tracer(inner, shared, set(), {}, None, probes=probes)
+
+    assert check().find(0, 16, found, key="k")[0] == 5
+    t = check()
+    t.write(3, one)  # this check's own write, before the shared hit
+    assert t.find(0, 16, found, key="k")[0] == 3
+    t = check()
+    t.write(5, bytes(4096))  # the shared hit, overwritten by this check
+    assert t.find(0, 16, found, key="k")[0] == 9
+    t.write(9, bytes(4096))
+    assert t.find(0, 16, found, key="k") is None
+    assert check().find(0, 16, found, key="k") == (5, one)  # the next check: the segment's answer
+
+
+def test_a_searchs_answers_kept_across_segments_follow_the_blocks_content():
+    """Tracer.find's answers on shared blocks are kept across segments with the content they
+    judged (the forced blocks are the same objects while they do not change): a segment whose
+    block holds another content is judged afresh."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    one = b"\x01" + bytes(4095)
+    found = lambda raw, b: raw[0] == 1  # noqa: E731
+    verdicts = {}
+    first, second = Overlay(None, nblocks=16), Overlay(None, nblocks=16)
+    first.write(5, one)
+    second.write(9, one)  # the next segment: block 5 no longer answers, block 9 does
+    assert Tracer(first, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 5
+    assert Tracer(second, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 9

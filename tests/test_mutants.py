@@ -20,7 +20,7 @@ def test_every_mutant_applies_and_is_documented():
     areas = {m.area for m in ms}
     assert {"journal", "ordered", "freelist", "truncate", "fsck"} <= areas
     for m in ms:
-        assert m.models and m.kind in ("explorer", "fsck")
+        assert m.models and m.kind in ("explorer", "fsck", "faults")
         with applied(m):
             pass
 
@@ -29,7 +29,8 @@ def test_every_mutant_applies_and_is_documented():
                                   "ordered-recovery-trusts-bitmap",  # fsck cannot see it: the allocator check does
                                   "journal-evidence-one-early",  # only a search answered per class reaches it
                                   "ordered-bitmap-stamps-issued",  # only the sync's bitmap shows it
-                                  "fsck-no-owned-twice"])  # fsck's own tests must fail
+                                  "fsck-no-owned-twice",  # fsck's own tests must fail
+                                  "store-read-unverified-block"])  # the fault explorer must return wrong data
 def test_mutant_is_caught(name):
     row = run_one(name)
     assert row["verdict"] == "caught" and row["ok"], row

@@ -38,6 +38,12 @@ from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK
 from .workfile import load_workload, save_workload
 
 MAX_MIXES = 256  # sector mixes of one searched block judged per class (Tracer.find); more: read it
+# A search of fewer crash points than this runs in this process alone, whatever --jobs says: a
+# forked worker's start, its first touches of the inherited pages (copy-on-write) and its join
+# cost more than the half it would take over -- a second phase (about 60 points) took 0.08 s on 2
+# jobs against 0.05 s on one.
+MIN_SHARED_POINTS = 150
+MAX_VERDICTS = 1 << 16  # a search's answers on shared blocks kept across segments (Tracer._judged)
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
@@ -139,8 +145,10 @@ class Tracer(BlockDevice):
     """
 
     def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
-                 block_choice=None, versions=None, probes: dict | None = None) -> None:
+                 block_choice=None, versions=None, probes: dict | None = None, forced=None,
+                 verdicts: dict | None = None) -> None:
         self.inner = inner
+        self.forced = forced  # b -> block b as no free write changes it (CrashSpace.forced_block at the point)
         self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
         self.varying = varying if varying is not None else set()
         self.vcache = vcache if vcache is not None else {}
@@ -153,6 +161,8 @@ class Tracer(BlockDevice):
         self.first_read: set[int] = set()
         self.versions = versions  # (b, this state's content) -> the others b takes in the class, or None
         self.probes = probes if probes is not None else {}  # (key, b) -> pred's answer for a shared block
+        # (key, b) -> (content, pred's answer), across segments: a search's key names its predicate
+        self.verdicts = verdicts if verdicts is not None else {}
 
     def read(self, block: int, count: int = 1) -> bytes:
         if count == 1:
@@ -170,27 +180,82 @@ class Tracer(BlockDevice):
         contents cannot be listed (a partial write, too many sector mixes) are read as by read().
         A block no free write touches is the same in every state of the segment: its answer is
         kept per `key`."""
-        for b in range(block, block + count):
-            v = self.cache.get(b)
-            if v is not None:  # read or written by this check already
-                hit = pred(v, b)
-            elif b not in self.varying:
-                hit = self.probes.get((key, b)) if key is not None else None
-                if hit is None or hit:
-                    v = self._load(b)
-                if hit is None:
-                    hit = bool(pred(v, b))
-                    if key is not None:
-                        self.probes[(key, b)] = hit
-            else:
-                v = self._peek(b)
-                vs = self.versions(b, v) if self.versions is not None else None
-                hit = pred(v, b)
-                if vs is None or hit or any(pred(x, b) for x in vs):
-                    v = self._load(b)  # the same bytes, now recorded as read
-            if hit:
-                return b, v
-        return None
+        # Per segment and search: the blocks no free write touches where `pred` holds (judged on
+        # their shared content, once) and the varying ones; a check then judges only the varying
+        # blocks and those it wrote itself, in block order, up to the first shared hit.
+        info = self.probes.get((key, block, count)) if key is not None else False
+        if info is None:
+            end, varying = block + count, self.varying
+            try:
+                hits = [b for b in range(block, end) if b not in varying and self._judged(b, pred, key)]
+                info = (hits, sorted(b for b in varying if block <= b < end))
+            except Exception:  # noqa: BLE001 -- a block that cannot be read or judged: block by block
+                info = False  # below, where the error (if any) comes at the block that raises it
+            self.probes[(key, block, count)] = info
+        if info is False:
+            for b in range(block, block + count):
+                got = self._probe(b, pred, key)
+                if got is not None:
+                    return got
+            return None
+        hits, vary = info
+        written = self.written
+        first = next((b for b in hits if b not in written), None)
+        mine = [b for b in written if block <= b < block + count and b not in self.varying]
+        for b in sorted(vary + mine) if mine else vary:
+            if first is not None and b > first:
+                break
+            got = self._probe(b, pred, key)
+            if got is not None:
+                return got
+        if first is None:
+            return None
+        v = self.cache.get(first)
+        return first, (v if v is not None else self._load(first))
+
+    def _probe(self, b: int, pred, key) -> tuple[int, bytes] | None:
+        """find() at block b: (b, content) if `pred` holds for some content b takes in the class."""
+        v = self.cache.get(b)
+        if v is not None:  # read or written by this check already
+            hit = pred(v, b)
+        elif b not in self.varying:
+            hit = self.probes.get((key, b)) if key is not None else None
+            if hit is None or hit:
+                v = self._load(b)
+            if hit is None:
+                hit = bool(pred(v, b))
+                if key is not None:
+                    self.probes[(key, b)] = hit
+        else:
+            v = self._peek(b)
+            vs = self.versions(b, v) if self.versions is not None else None
+            hit = pred(v, b)
+            if vs is None or hit or any(pred(x, b) for x in vs):
+                v = self._load(b)  # the same bytes, now recorded as read
+        return (b, v) if hit else None
+
+    def _judged(self, b: int, pred, key) -> bool:
+        """pred on shared block b, kept with the content it judged: a later segment whose block b
+        is the very same object (CrashSpace.forced_block: b's forced content did not change) is
+        answered without judging it again."""
+        v = self._shared(b)
+        got = self.verdicts.get((key, b))
+        if got is not None and got[0] is v:  # the entry keeps v alive: its identity is its own
+            return got[1]
+        hit = bool(pred(v, b))
+        if len(self.verdicts) >= MAX_VERDICTS:
+            self.verdicts.clear()
+        self.verdicts[(key, b)] = (v, hit)
+        return hit
+
+    def _shared(self, b: int) -> bytes:
+        """Block b, touched by no free write: its content in every state of the segment, not
+        recorded as read by this check (find's per-segment judgement)."""
+        v = self.shared.get(b)
+        if v is None:
+            v = self.shared[b] = self.forced(b) if self.forced is not None and 0 <= b < self.nblocks \
+                else self.inner.read(b)
+        return v
 
     def _peek(self, b: int) -> bytes:
         """Block b's content in this state, not recorded as read (find)."""
@@ -208,7 +273,7 @@ class Tracer(BlockDevice):
         if b not in self.varying:  # forced or base content: read it once per segment
             v = self.shared.get(b)
             if v is None:
-                v = self.shared[b] = self.inner.read(b)
+                v = self._shared(b)
         elif self.block_choice is not None:
             key = (b, self.block_choice(b))
             v = self.vcache.get(key)
@@ -267,7 +332,7 @@ def _init_ctx(space, segments, ops, protocol, bound, initial=None) -> None:
     _CTX.clear()
     memo.enable()  # decoders marked pure answer from their arguments (blkjournal/memo.py)
     _CTX.update(space=space, segments=segments, nops=len(ops) if ops is not None else 0,
-                kind=model_kind(protocol), bound=bound)
+                kind=model_kind(protocol), bound=bound, verdicts={})
     if ops is None:
         _CTX["models"] = None
         return
@@ -450,6 +515,7 @@ def _search_segment(si: int) -> dict:
     shared: dict[int, bytes] = {}
     vcache: dict[tuple, bytes] = {}
     probes: dict[tuple, bool] = {}
+    forced = lambda b: space.forced_block(b, pi)  # noqa: E731
     varying = set().union(*blocks_of.values()) if units else set()
     legal_below = [1]  # legal_below[nf]: the states of the irrelevant writes among free[:nf] (each stands alone)
     for q, w in enumerate(free):
@@ -508,7 +574,8 @@ def _search_segment(si: int) -> dict:
         st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
         ov = st.overlay()
         tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb),
-                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes)
+                    versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes, forced=forced,
+                    verdicts=_CTX["verdicts"])
         contents, err, findings = recover_and_read(tr)
         out["checks"] += 1
         present_later = [u for u, c in decided.items() if c == 1]
@@ -717,7 +784,7 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
             if out[-1]["failures"]:
                 break
         return out
-    if jobs <= 1 or n < 4:
+    if jobs <= 1 or n < 4 or sum(len(s) for s in _CTX["segments"]) < MIN_SHARED_POINTS:
         # a generator, not map(): an exception escaping a check must never end the loop silently
         it = (_search_segment(i) for i in range(n))
     else:

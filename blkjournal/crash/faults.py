@@ -52,7 +52,7 @@ import random
 import re
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..device import BLOCK_SIZE, BlockDevice, _check_extent
 from ..errors import BlkError, DeviceReadError
@@ -180,6 +180,7 @@ class Observation:
     findings: tuple = ()  # fsck findings "code: message"
     contents: dict | None = None  # files that read back without error
     read_errors: dict | None = None  # name -> the named error
+    block_reads: dict | None = None  # name -> bytes read block by block, where not what `contents` says
     crashed: str | None = None
 
     @property
@@ -215,12 +216,15 @@ def observe(dev: BlockDevice) -> Observation:
             ob.findings = tuple(f"{f.code}: {f.message}" for f in rep.findings)
         except BlkError as e:
             ob.findings = (f"fsck: {e}",)
-        ob.contents, ob.read_errors = {}, {}
+        ob.contents, ob.read_errors, ob.block_reads = {}, {}, {}
         for f in list(st.files.values()):
             try:
                 ob.contents[f.name] = st.read_file(f)
             except BlkError as e:
                 ob.read_errors[f.name] = str(e)
+            got = _read_by_block(st, f)
+            if got is not None and got != ob.contents.get(f.name):
+                ob.block_reads[f.name] = got
     except _Timeout:
         ob.crashed = f"hung: no answer after {CHECK_TIMEOUT} s"
     except Exception as e:  # noqa: BLE001 -- the point: anything but a named error is a crash
@@ -231,6 +235,19 @@ def observe(dev: BlockDevice) -> Observation:
     return ob
 
 
+def _read_by_block(st: Store, f) -> bytes | None:
+    """File f read block by block -- a read within one block takes a path of its own -- or None
+    if a read names an error.  What it returns as good is judged too (`acceptable`), so a path
+    that skips a check cannot hide behind the whole read's error."""
+    pieces = []
+    for i in range(-(-f.size // BLOCK_SIZE)):
+        try:
+            pieces.append(st.read_file(f, i * BLOCK_SIZE, BLOCK_SIZE))
+        except BlkError:
+            return None
+    return b"".join(pieces)
+
+
 def acceptable(ob: Observation, models: list[dict], ks: range, kind: str) -> tuple[bool, str]:
     """Does every file that read back as good equal a legal version (per `kind`) in window ks?
 
@@ -239,6 +256,12 @@ def acceptable(ob: Observation, models: list[dict], ks: range, kind: str) -> tup
     """
     if ob.contents is None:
         return True, ""  # recovery refused with a named error: nothing returned as good
+    if ob.block_reads:  # both what the whole reads and what the block reads returned must be legal
+        ok, why = acceptable(replace(ob, block_reads=None), models, ks, kind)
+        if not ok:
+            return ok, why
+        # (the whole read's errors stay named: they name the damage, whichever path returned bytes)
+        return acceptable(replace(ob, contents={**ob.contents, **ob.block_reads}, block_reads=None), models, ks, kind)
     good, lost, named = ob.contents, set(ob.read_errors or ()), ob.named
     if not len(ks):
         return False, "no legal model at this crash point"

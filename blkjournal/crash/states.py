@@ -58,6 +58,7 @@ def default_bound(torn: bool) -> int:
     """Checks per segment when the caller names no bound: more for torn runs (TORN_BOUND)."""
     return TORN_BOUND if torn else DEFAULT_BOUND
 WRITE_KINDS = ("write", "fua", "discard")
+FORCED_BLOCKS = 8192  # forced block contents kept (32 MiB): CrashSpace.forced_block
 NEVER = 1 << 62  # "forced at no crash point"
 UNDER_APPROX_NOTE = ("no sidecar: submission order taken from the log, which under-approximates the crash "
                      "states (a plain write logged after a later FUA write or mark is never seen persisted "
@@ -516,6 +517,8 @@ class CrashSpace:
         self._base_tokens: dict[int, int] = {}
         self._writers_cache: dict[int, _PointWriters] = {}  # a few recent crash points
         self._cursor: _Cursor | None = None  # for state() / state_from_combo()
+        self._block_changes: dict[int, list[int]] = {}  # block -> crash points at which its forced content changes
+        self._forced_blocks: dict[tuple[int, int], bytes] = {}  # (block, changes up to a point) -> content
         self._build_writes()
         self._build_points()
         self._build_history()
@@ -608,6 +611,34 @@ class CrashSpace:
 
     def forced_view(self, point: int) -> ForcedView:
         return ForcedView(self, point)
+
+    def forced_block(self, b: int, point: int) -> bytes:
+        """Block b at crash point `point` with no free write persisted: the forced writes over the
+        base -- what every state of the point reads there unless a free write touches b.
+
+        Kept across crash points: b's content changes only at the points where a write to one of
+        its sectors is forced, so (b, how many of those points are <= `point`) names it.  The
+        explorer's checks read the same forced blocks segment after segment (explore.Tracer),
+        each of which would otherwise assemble them again, sector by sector."""
+        changes = self._block_changes.get(b)
+        per = BLOCK_SIZE // self.sectorsize
+        if changes is None:
+            fp = self._hist_fp
+            changes = self._block_changes[b] = sorted({p for s in range(b * per, (b + 1) * per) for p in fp.get(s, ())})
+        key = (b, bisect_right(changes, point))
+        got = self._forced_blocks.get(key)
+        if got is None:
+            fv, ss = ForcedView(self, point), self.sectorsize
+            pieces = [fv.get(s) for s in range(b * per, (b + 1) * per)]
+            if all(p is None for p in pieces):
+                got = self.base.block(b)
+            else:
+                raw = self.base.block(b) if None in pieces else b""
+                got = b"".join(raw[i * ss:(i + 1) * ss] if p is None else p for i, p in enumerate(pieces))
+            if len(self._forced_blocks) >= FORCED_BLOCKS:
+                self._forced_blocks.clear()
+            self._forced_blocks[key] = got
+        return got
 
     def points_at_marks(self) -> list[int]:
         """Crash points right after each mark: one per workload op when the workload marks each op."""

@@ -10,7 +10,9 @@ A mutant is *crash-only*: with it applied, a workload run without a crash (then 
 reopened) still reads back the model and fscks clean -- `crash_only()` checks exactly that.  Two
 kinds:
   explorer  the explorer must find an illegal crash state with it applied (`caught_by_explorer`);
-  fsck      it weakens fsck itself; fsck's own tests (tests/test_fsck.py) must fail with it.
+  fsck      it weakens fsck itself; fsck's own tests (tests/test_fsck.py) must fail with it;
+  faults    it removes one of the checks that detect storage faults (docs/faults.md): the fault
+            explorer must then return wrong data as good somewhere (`faults_catch`, run.py).
 A mutant that is not a bug under this design carries `equivalent`: the argument why; the runner
 then checks it is *not* caught (an equivalent mutant that gets caught has a wrong argument).
 
@@ -35,9 +37,13 @@ class Mutant:
     target: str  # "module:Class.function" or "module:function"
     patches: tuple  # ((old text, new text), ...): each old text must occur exactly once
     protocols: tuple = ("journal", "ordered")
-    kind: str = "explorer"  # explorer | fsck
+    kind: str = "explorer"  # explorer | fsck | faults
     equivalent: str | None = None  # why this change is not a bug under this design
     barriers: tuple = ("flush",)
+    fault_kinds: tuple = ()  # faults: the kinds injected (default: all), fault_samples of each per run
+    fault_samples: int = 100
+    fault_seeds: int = 4  # faults: seeds of each workload
+    fault_workloads: tuple = ("random",)
 
     @property
     def area(self) -> str:

@@ -9,10 +9,10 @@ from . import Mutant
 
 MUTANT = Mutant(
     "journal-replay-trusts-data", __doc__.splitlines()[0],
-    "blkjournal.journal:Journal.replay",
+    "blkjournal.journal:Journal._step",
     (("""
-if txn and verify_data and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
+if txn and verify_data and not all(crc32c(read(b)) == c for b, c in txn.data):
 """, """
-if txn and False and not all(crc32c(dev.read(b)) == c for b, c in txn.data):
+if txn and False and not all(crc32c(read(b)) == c for b, c in txn.data):
 """),),
     protocols=("journal",))

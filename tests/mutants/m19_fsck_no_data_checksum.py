@@ -7,7 +7,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-data-checksum", __doc__.splitlines()[0],
-    "blkjournal.fsck:check_objects",
+    "blkjournal.fsck:_check_file",
     (("""
 if crc32c(raw) != crc:
 """, """

@@ -8,7 +8,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-unlisted", __doc__.splitlines()[0],
-    "blkjournal.fsck:check_objects",
+    "blkjournal.fsck:_check_file",
     (("""
 unlisted = reach - listed
 """, """

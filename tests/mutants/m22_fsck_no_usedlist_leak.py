@@ -5,7 +5,7 @@ from . import Mutant
 
 MUTANT = Mutant(
     "fsck-no-usedlist-leak", __doc__.splitlines()[0],
-    "blkjournal.fsck:check_objects",
+    "blkjournal.fsck:_check_file",
     (("""
 stray = {x for x in listed - reach if in_data(x)}
 """, """

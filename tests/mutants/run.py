@@ -1,4 +1,5 @@
-"""Running one mutant: the crash-only check, then the explorer over the mix (or fsck's own tests)."""
+"""Running one mutant: the crash-only check, then the explorer over the mix (or the fault explorer,
+or fsck's own tests)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,28 @@ def explorer_catch(m, work: str) -> tuple[str | None, str]:
     return None, ""
 
 
+def faults_catch(m, work: str) -> tuple[str | None, str]:
+    """(who caught it, the first silent corruption) of the fault explorer over the mutant's
+    fault_seeds seeds x 200 ops of each of its fault_workloads, its fault_kinds (default: every
+    kind), fault_samples faults per kind, or (None, "").  A fault mutant removes one detection:
+    some fault must then come back as wrong data returned as good."""
+    from blkjournal.crash.faults import KINDS
+
+    for protocol in m.protocols:
+        for barrier in m.barriers:
+            for workload in m.fault_workloads:
+                for seed in range(m.fault_seeds):
+                    res, _ = crashtest(work, protocol=protocol, barrier=barrier, workload=workload, nops=200,
+                                       seed=seed, jobs=1, faults=m.fault_kinds or KINDS,
+                                       fault_samples=m.fault_samples)
+                    silent = [e for e in res.faults["examples"] if e["outcome"] == "silent_corruptions"]
+                    if res.faults["silent_corruptions"]:
+                        e = silent[0] if silent else {"kind": "?", "fault": "", "reason": ""}
+                        return (f"{protocol}/{barrier} {workload} seed {seed} faults ({e['kind']})",
+                                f"silent: {e['fault']}: {e['reason']}")
+    return None, ""
+
+
 def fsck_catch(work: str) -> tuple[str | None, str]:
     """The first of fsck's own tests that fails with the mutant applied."""
     import pathlib
@@ -108,11 +131,12 @@ def run_one(name: str) -> dict:
     by = None
     with tempfile.TemporaryDirectory(dir=TMP) as work, applied(m):
         try:
-            for p in (m.protocols if m.kind == "explorer" else ("journal", "ordered")):
+            for p in (m.protocols if m.kind in ("explorer", "faults") else ("journal", "ordered")):
                 problems, notes = crash_only(p, m.barriers[0], work)
                 not_crash_only += problems
                 row["notes"] += notes
-            by, row["reason"] = explorer_catch(m, work) if m.kind == "explorer" else fsck_catch(work)
+            catch = {"explorer": explorer_catch, "faults": faults_catch}.get(m.kind)
+            by, row["reason"] = catch(m, work) if catch else fsck_catch(work)
         except Exception as e:  # noqa: BLE001 -- a crashing run is a finding about the suite, not a pass
             row["ok"] = False
             row["notes"].append(f"runner error: {type(e).__name__}: {e}")

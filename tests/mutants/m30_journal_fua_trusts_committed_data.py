@@ -1,0 +1,18 @@
+"""Under fua, a committed transaction whose data fails its crc is taken for a torn tail.
+
+Under fua a transaction is written only after its data's FUA writes completed, so its data was
+durable: a data block failing the crc the commit promises was lost or damaged afterwards.
+Taken for a torn tail, the loss is a silent rollback of the transaction and everything after.
+"""
+
+from . import Mutant
+
+MUTANT = Mutant(
+    "journal-fua-trusts-committed-data", __doc__.splitlines()[0],
+    "blkjournal.journal:Journal._refuse_lost_data",
+    (("""
+if not self.fua or weak_detection():
+""", """
+if True:
+"""),),
+    protocols=("journal",), barriers=("fua",), kind="faults")
