@@ -148,6 +148,13 @@ def _check_extent(dev: BlockDevice, block: int, count: int) -> None:
         raise BlkError(f"blocks {block}..{block + count - 1} lie outside the device ({dev.nblocks} blocks)")
 
 
+def _check_write_extent(dev: BlockDevice, block: int, n: int) -> None:
+    """A write of n bytes at `block`: whole blocks, inside the device."""
+    if n == 0 or n % BLOCK_SIZE:
+        raise ValueError(f"write of {n} bytes is not a whole number of blocks")
+    _check_extent(dev, block, n // BLOCK_SIZE)
+
+
 class Device(BlockDevice):
     """A block device or image file opened with O_DIRECT.
 
@@ -308,9 +315,7 @@ class Device(BlockDevice):
         if self.readonly:
             raise BlkError(f"{self.path}: opened read-only")
         n = sum(len(b) for b in bufs)
-        if n == 0 or n % BLOCK_SIZE:
-            raise ValueError(f"write of {n} bytes is not a whole number of blocks")
-        _check_extent(self, block, n // BLOCK_SIZE)
+        _check_write_extent(self, block, n)
         return n
 
     def _pwrite(self, block: int, bufs, fua: bool, buf: AlignedBuffer | None = None, n: int | None = None, *,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .. import memo
-from ..device import BLOCK_SIZE, BlockDevice, Device, _check_extent
+from ..device import BLOCK_SIZE, BlockDevice, Device, _check_extent, _check_write_extent
 from ..errors import BlkError
 from ..format import crc32c
 from ..store import Store
@@ -287,9 +287,7 @@ class Tracer(BlockDevice):
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
         """Kept here, block by block (the overlay below is never read for a block once written)."""
         n = len(data)
-        if n == 0 or n % BLOCK_SIZE:
-            raise ValueError(f"write of {n} bytes is not a whole number of blocks")
-        _check_extent(self, block, n // BLOCK_SIZE)
+        _check_write_extent(self, block, n)
         data = bytes(data)
         for i in range(n // BLOCK_SIZE):
             self.cache[block + i] = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]

@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Mapping
 
-from ..device import BLOCK_SIZE, BlockDevice, Counters, _check_extent
+from ..device import BLOCK_SIZE, BlockDevice, Counters, _check_extent, _check_write_extent
 from ..errors import BlkError
 
 CACHE_BLOCKS = 16384  # 64 MiB of base blocks; beyond that reads go to the file every time
@@ -156,9 +156,7 @@ class Overlay(BlockDevice):
 
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
         n = len(data)
-        if n == 0 or n % BLOCK_SIZE:
-            raise ValueError(f"write of {n} bytes is not a whole number of blocks")
-        _check_extent(self, block, n // BLOCK_SIZE)
+        _check_write_extent(self, block, n)
         data = bytes(data)
         s0, unit = block * self._per, self.unit
         for i in range(n // unit):
