@@ -295,6 +295,11 @@ class Device(BlockDevice):
             raise
 
     def wait(self, handle=None) -> None:
+        if self._inflight and self._worker_pid != os.getpid():
+            # A forked child: the writes in flight are the parent's, issued by a thread the
+            # child does not have; waiting for them would hang, and they are not the child's.
+            self._inflight.clear()
+            self._worker = None
         try:
             while self._inflight:
                 fut = self._inflight.popleft()

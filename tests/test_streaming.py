@@ -11,6 +11,7 @@ large file walks only the map entries that cover it.
 from __future__ import annotations
 
 import copy
+import os
 import random
 
 import pytest
@@ -232,6 +233,38 @@ def test_a_failed_background_write_stops_the_stream(image):
         with pytest.raises(OSError, match="planted EIO"):
             st.write("f", 0, bytes(3000 * BLOCK_SIZE))
         assert dev.issued == dev.fail_at  # neither the third run nor the transaction
+
+
+def test_a_forked_child_does_not_wait_for_the_parents_writes(image):
+    """A child forked while a background write is in flight (the explorer and the bench fork
+    workers) does not wait for it: the thread issuing it is the parent's, so the child would
+    hang.  The parent's write still completes."""
+    import signal
+    import threading
+
+    go = threading.Event()
+
+    class Slow(Device):
+        def _pwrite(self, block, bufs, fua, *rest, **kw):
+            go.wait(10)  # held in flight until the child has run
+            return super()._pwrite(block, bufs, fua, *rest, **kw)
+
+    with Slow(image, create_size=8 << 20) as dev:
+        h = dev.writev_background(10, [bytes(BLOCK_SIZE)])
+        assert h is not None and dev._inflight
+        pid = os.fork()
+        if pid == 0:  # the child: any call on the device first waits for what is in flight
+            signal.alarm(5)
+            try:
+                dev.read(3)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        go.set()
+        dev.wait()
+        assert os.waitstatus_to_exitcode(status) == 0, "the child hung on the parent's write"
+        assert dev.counters.writes == 1
 
 
 def test_page_aligned_memory_is_written_without_a_copy(image):
