@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mmap
 import os
 import sys
 from typing import Optional
@@ -45,11 +46,19 @@ def _open_store(dev_path: str, *, readonly: bool = False):
         raise
 
 
-def _read_input(src: Optional[str]) -> bytes:
+def _read_input(src: Optional[str]):
+    """The input's bytes; a regular file is read into page-aligned memory (an anonymous mmap),
+    which the store writes with O_DIRECT as it is, without a copy (Device.writev)."""
     if src is None or src == "-":
         return sys.stdin.buffer.read()
     try:
         with open(src, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size and os.path.isfile(src):
+                buf = mmap.mmap(-1, size)
+                if f.readinto(buf) == size and not f.read(1):
+                    return buf
+                f.seek(0)  # it changed while being read: take what it holds now
             return f.read()
     except OSError as e:
         raise BlkError(f"{src}: {e.strerror}") from None

@@ -244,3 +244,18 @@ def test_fsck_repair_rebuilds_a_wrong_bitmap(image, protocol):
     assert r.code == 1 and json.loads(r.out)["after_repair"]["clean"], r
     assert cli("fsck", image).code == 0
     assert cli("get", image, "f").out == b"keep me" * 1000
+
+
+def test_put_reads_a_regular_file_into_page_aligned_memory(tmp_path):
+    """`put --from FILE` holds the input in page-aligned memory, which the store writes with
+    O_DIRECT as it is, without a copy; an empty file is empty bytes."""
+    from blkjournal.cli import _read_input
+    from blkjournal.device import _aligned
+
+    src = tmp_path / "in.bin"
+    payload = os.urandom(1 << 20)
+    src.write_bytes(payload)
+    buf = _read_input(str(src))
+    assert _aligned(buf) and bytes(buf) == payload
+    (tmp_path / "empty").write_bytes(b"")
+    assert _read_input(str(tmp_path / "empty")) == b""
