@@ -56,14 +56,21 @@ def test_keyed_by_the_whole_content(on):
     assert decode(bytearray(a), 7) and len(calls) == 4  # a mutable buffer is never a key
 
 
-def test_same_crc_other_content_is_decoded_afresh(on):
-    """Two blocks with one crc32c (append the crc's own bytes: crc of the result is a constant)."""
-    decode, calls = _counted()
+def _crc_twins() -> tuple[bytes, bytes]:
+    """Two different blocks with one crc32c (each ends in its own crc: the crc of the result is a
+    constant): a cache keyed by crc alone would confuse them."""
     a = b"\x01\x02\x03" + bytes(4089)
     b = b"\x01\x07\x08" + bytes(4089)
     a += crc32c(a).to_bytes(4, "little")
     b += crc32c(b).to_bytes(4, "little")
     assert crc32c(a) == crc32c(b) and a != b
+    return a, b
+
+
+def test_same_crc_other_content_is_decoded_afresh(on):
+    """Two blocks with one crc32c (_crc_twins) are decoded apart."""
+    decode, calls = _counted()
+    a, b = _crc_twins()
     assert decode(a, 1) == b"\x02\x03"
     assert decode(b, 1) == b"\x07\x08" and len(calls) == 2
 
@@ -174,11 +181,7 @@ def test_a_replayed_computation_answers_only_when_every_read_matches(on):
 def test_a_replayed_computation_compares_whole_contents_and_keeps_no_failed_run(on):
     calls = []
     compute = _sum_until_zero(calls)
-    a = b"\x01\x02\x03" + bytes(4089)
-    b = b"\x01\x07\x08" + bytes(4089)
-    a += crc32c(a).to_bytes(4, "little")
-    b += crc32c(b).to_bytes(4, "little")
-    assert crc32c(a) == crc32c(b) and a != b
+    a, b = _crc_twins()
     memo.replayed("t", (), _reader({0: a, 1: bytes(4096)})[0], compute, lambda s: s)
     memo.replayed("t", (), _reader({0: b, 1: bytes(4096)})[0], compute, lambda s: s)
     assert len(calls) == 2  # one crc, two contents: not confused
@@ -265,11 +268,7 @@ def test_a_stepped_computation_is_keyed_by_its_first_state(on):
 def test_a_stepped_computation_compares_whole_contents_and_keeps_no_failed_step(on):
     calls = []
     step = _stepper(calls)
-    a = b"\x01\x02\x03" + bytes(4089)
-    b = b"\x01\x07\x08" + bytes(4089)
-    a += crc32c(a).to_bytes(4, "little")
-    b += crc32c(b).to_bytes(4, "little")
-    assert crc32c(a) == crc32c(b) and a != b
+    a, b = _crc_twins()
 
     def bump(state, read):  # adds the second byte: a and b give different totals
         calls.append(state)
