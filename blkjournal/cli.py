@@ -10,6 +10,7 @@ import functools
 import json
 import mmap
 import os
+import stat
 import sys
 from typing import Optional
 
@@ -53,8 +54,9 @@ def _read_input(src: Optional[str]):
         return sys.stdin.buffer.read()
     try:
         with open(src, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size and os.path.isfile(src):
+            info = os.fstat(f.fileno())
+            size = info.st_size
+            if size and stat.S_ISREG(info.st_mode):
                 buf = mmap.mmap(-1, size)
                 if f.readinto(buf) == size and not f.read(1):
                     return buf

@@ -165,8 +165,9 @@ def check_objects(sb: Superblock, read) -> Report:
     for i in range(sb.bitmap_blocks):
         b = sb.bitmap_start + i
         try:
-            bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(read(b), T_BITMAP, b)
-            stamps[b] = header(read(b))[5]
+            raw = read(b)
+            bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(raw, T_BITMAP, b)
+            stamps[b] = header(raw)[5]
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
             bitmap_ok = False

@@ -626,10 +626,11 @@ class OrderedProtocol(Protocol):
                 f.slot ^= 1
                 origins[f.origin_block] = f.origin_image()
                 op.roles[f.origin_block] = f"origin of file {fid} (slot {'ab'[f.slot]}, gen {f.gen})"
+        if op.objmap:  # what the object map blocks name: not themselves, nor this op's origins
+            named = self.seen(op, limit=MAX_OBJMAP_SEEN, skip={OBJMAP_ID | (b - st.sb.objmap_start) for b in op.objmap})
         for b in op.objmap:
             st.objmap_gens[b] = gen
-            st.objmap_seen[b] = self.seen(op, limit=MAX_OBJMAP_SEEN, skip={OBJMAP_ID | (o - st.sb.objmap_start)
-                                                                            for o in op.objmap})
+            st.objmap_seen[b] = named
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
         if origins and self.written and not self.fua and not blocks:

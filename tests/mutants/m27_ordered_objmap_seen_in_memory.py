@@ -13,9 +13,8 @@ MUTANT = Mutant(
     "ordered-objmap-seen-in-memory", __doc__.splitlines()[0],
     "blkjournal.protocols:OrderedProtocol.commit",
     (("""
-st.objmap_seen[b] = self.seen(op, limit=MAX_OBJMAP_SEEN, skip={OBJMAP_ID | (o - st.sb.objmap_start)
-                                                                for o in op.objmap})
+named = self.seen(op, limit=MAX_OBJMAP_SEEN, skip={OBJMAP_ID | (b - st.sb.objmap_start) for b in op.objmap})
 """, """
-st.objmap_seen[b] = tuple(sorted((fid, f.gen) for fid, f in st.files.items()))[-MAX_OBJMAP_SEEN:]
+named = tuple(sorted((fid, f.gen) for fid, f in st.files.items()))[-MAX_OBJMAP_SEEN:]
 """),),
     protocols=("ordered",))
