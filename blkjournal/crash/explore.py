@@ -24,6 +24,7 @@ from ..errors import BlkError
 from ..format import crc32c
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
+from .checkmemo import DISCARD, FIND, READ, WRITE, CheckMemo
 from .clusters import cluster_failures
 from .jobs import share_out
 from .merge import run_identity
@@ -163,15 +164,43 @@ class Tracer(BlockDevice):
         self.probes = probes if probes is not None else {}  # (key, b) -> pred's answer for a shared block
         # (key, b) -> (content, pred's answer), across segments: a search's key names its predicate
         self.verdicts = verdicts if verdicts is not None else {}
+        self.events: list | None = None  # what the check asked and was answered, while checkmemo records it
 
     def read(self, block: int, count: int = 1) -> bytes:
         if count == 1:
             v = self.cache.get(block)
-            return v if v is not None else self._load(block)
+            if v is not None:
+                return v
+            if self.events is None:
+                return self._load(block)
+            return self._noted_load(block)
         cache = self.cache
+        if self.events is not None:
+            return b"".join([cache.get(b) or self._noted_load(b) for b in range(block, block + count)])
         return b"".join([cache.get(b) or self._load(b) for b in range(block, block + count)])
 
+    def _noted_load(self, b: int) -> bytes:
+        """_load(b), noted in `events` (checkmemo.py); a read that raised makes the check unkept."""
+        try:
+            v = self._load(b)
+        except BaseException:
+            self.events = None
+            raise
+        self.events.append((READ, b, v))
+        return v
+
     def find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
+        if self.events is None:
+            return self._find(block, count, pred, key)
+        try:
+            got = self._find(block, count, pred, key)
+        except BaseException:
+            self.events = None
+            raise
+        self.events.append((FIND, (block, count, pred, key), got))
+        return got
+
+    def _find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
         """BlockDevice.find, answered for the whole class: a searched block counts as read (and
         splits the class on the writes touching it) only if `pred` holds for some content it
         takes in the class -- this state's or that of any undecided free write covering it.
@@ -287,11 +316,17 @@ class Tracer(BlockDevice):
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
         """Kept here, block by block (the overlay below is never read for a block once written)."""
         n = len(data)
-        _check_write_extent(self, block, n)
+        try:
+            _check_write_extent(self, block, n)
+        except BaseException:
+            self.events = None
+            raise
         data = bytes(data)
         for i in range(n // BLOCK_SIZE):
             self.cache[block + i] = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
             self.written.add(block + i)
+        if self.events is not None:
+            self.events.append((WRITE, (block, data, bool(fua)), None))
         c = self.counters
         c.writes += 1
         c.bytes_written += n
@@ -302,10 +337,16 @@ class Tracer(BlockDevice):
 
     def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
         """Discarded blocks read back as zeros, as on the overlay (an image file's punched hole)."""
-        _check_extent(self, block, count)
+        try:
+            _check_extent(self, block, count)
+        except BaseException:
+            self.events = None
+            raise
         for b in range(block, block + count):
             self.cache[b] = _ZERO
             self.written.add(b)
+        if self.events is not None:
+            self.events.append((DISCARD, (block, count), None))
         self.counters.discards += 1
 
 
@@ -330,7 +371,7 @@ def _init_ctx(space, segments, ops, protocol, bound, initial=None) -> None:
     _CTX.clear()
     memo.enable()  # decoders marked pure answer from their arguments (blkjournal/memo.py)
     _CTX.update(space=space, segments=segments, nops=len(ops) if ops is not None else 0,
-                kind=model_kind(protocol), bound=bound, verdicts={})
+                kind=model_kind(protocol), bound=bound, verdicts={}, checks=CheckMemo(recover_and_read))
     if ops is None:
         _CTX["models"] = None
         return
@@ -567,6 +608,7 @@ def _search_segment(si: int) -> dict:
         return [b"".join(m) for m in itertools.product(*cands)]
 
     stack: list[dict] = [{}]
+    checks = _CTX["checks"]
     while stack and out["checks"] < bound:
         decided = stack.pop()
         st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
@@ -574,7 +616,10 @@ def _search_segment(si: int) -> dict:
         tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb),
                     versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes, forced=forced,
                     verdicts=_CTX["verdicts"])
-        contents, err, findings = recover_and_read(tr)
+        # A segment's first check may meet the previous segment's last one whole (checkmemo.py);
+        # a later check differs from the one that split it in a block that check read.  A check
+        # with no node left behind it may be the segment's last: it is recorded.
+        contents, err, findings = checks.check(tr, si - 1 if not decided else None, si if not stack else None)
         out["checks"] += 1
         present_later = [u for u, c in decided.items() if c == 1]
         touched = [u for u in reversed(units) if u not in decided and blocks_of[u] & tr.first_read
@@ -620,6 +665,7 @@ def _search_segment(si: int) -> dict:
                                         "torn": {pos: c for pos, c in st.combo if c != 1},
                                         "size": size})
     out["uncovered_nodes"] = len(stack)
+    checks.end(si)
     return out
 
 
