@@ -113,8 +113,9 @@ def test_mutable_results_are_not_kept(on):
 @pytest.mark.parametrize("protocol,torn", [("journal", False), ("ordered", True), ("none", False)])
 def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, protocol, torn):
     """Classes, coverage and illegal states are the same with the memo, the tracer's block
-    caches (the varying blocks', the forced blocks' across crash points) and its per-segment
-    search answers switched off."""
+    caches (the varying blocks', the forced blocks' across crash points), its per-segment
+    search answers and the segments' first checks taken from the one before (checkmemo.py)
+    switched off."""
     def run():
         res, _ = crashtest(str(tmp_path), protocol=protocol, nops=40, seed=2, torn=torn, jobs=1, bound=256)
         return (res.states_checked, res.states_covered, res.states_enumerated, res.illegal, res.illegal_states,
@@ -133,6 +134,9 @@ def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, pro
     def find(self, block, count, pred, key=None):  # block by block, no answers kept per segment
         return next((got for b in range(block, block + count) if (got := self._probe(b, pred, None))), None)
     monkeypatch.setattr(Tracer, "find", find)
+    from blkjournal.crash.checkmemo import CheckMemo
+
+    monkeypatch.setattr(CheckMemo, "check", lambda self, tr, after=None, keep=None: self.run(tr))  # every check run
     assert run() == cached
     assert protocol != "none" or cached[3] > 0
 
@@ -394,3 +398,75 @@ def test_a_searchs_answers_kept_across_segments_follow_the_blocks_content():
     second.write(9, one)  # the next segment: block 5 no longer answers, block 9 does
     assert Tracer(first, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 5
     assert Tracer(second, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 9
+
+
+def _check_run(calls):
+    """A check as checkmemo.py sees one: what it reads, searches and writes depends on what it read."""
+    def run(dev):
+        calls.append(1)
+        a = dev.read(0)
+        d = dev.read(3)  # read, then written below: a walk that left its writes behind would show them here
+        b = dev.read(1) if a[0] == 1 else None
+        dev.write(3, bytes([a[0] + 5]) + bytes(4095))
+        hit = dev.find(0, 8, lambda raw, blk: raw[0] == 6, key="six")  # sees the check's own write
+        return {"a": a[:1], "b": b and b[:1], "d": d[:1], "hit": hit and hit[0]}, "", ["f"]
+    return run
+
+
+def _tracer(blocks: dict):
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    inner = Overlay(None, nblocks=16)
+    for b, v in blocks.items():
+        inner.write(b, bytes([v]) + bytes(4095))
+    return Tracer(inner)
+
+
+def test_a_segments_first_check_takes_the_former_outcome_only_when_every_answer_is_the_same():
+    """checkmemo: the first check of segment 1 walks segment 0's last check; the same answers give
+    its outcome and the same first reads (and its write, which a search then finds); a block
+    that differs runs the check for real on a fresh tracer; another segment's check is not used."""
+    from blkjournal.crash.checkmemo import CheckMemo
+
+    calls = []
+    run = _check_run(calls)
+    cm = CheckMemo(run)
+    t = _tracer({0: 1, 1: 4})
+    first = cm.check(t, None, 0)
+    cm.end(0)
+    assert first[0] == {"a": b"\x01", "b": b"\x04", "d": b"\x00", "hit": 3} and len(calls) == 1
+    t = _tracer({0: 1, 1: 4})
+    assert cm.check(t, 0, 1) == first and len(calls) == 1  # met alike: answered
+    assert t.first_read == {0, 1, 3} and t.written == {3}
+    cm.end(1)
+    t = _tracer({0: 1, 1: 9})  # block 1 differs: the walk stops there and the check runs afresh
+    got = cm.check(t, 1, 2)
+    assert got == run(_tracer({0: 1, 1: 9})) and got[0]["b"] == b"\x09" and got[0]["d"] == b"\x00"
+    assert t.first_read == {0, 1, 3} and len(calls) == 3
+    cm.end(2)
+    t = _tracer({0: 1, 1: 9})
+    cm.check(t, 5, 6)  # segment 5 kept nothing: no walk of segment 2's check
+    assert len(calls) == 4
+
+
+def test_a_check_whose_read_raised_is_not_kept():
+    from blkjournal.crash.checkmemo import CheckMemo
+
+    calls = []
+
+    def run(dev):
+        calls.append(1)
+        dev.read(0)
+        try:
+            dev.read(99)  # past the device: refused
+        except Exception:
+            pass
+        return {}, "", []
+    cm = CheckMemo(run)
+    t = _tracer({})
+    cm.check(t, None, 0)
+    cm.end(0)
+    t = _tracer({})
+    cm.check(t, 0, 1)
+    assert len(calls) == 2 and t.first_read == {0, 99}
