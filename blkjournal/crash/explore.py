@@ -116,6 +116,7 @@ class Result:
     run: dict = field(default_factory=dict)  # what makes shards of one run (merge.py)
     kernel: str | None = None  # the kernel that recorded the log (the VM's), when not this machine's
     faults: dict | None = None  # the fault explorer's tally (faults.py), when --faults was given
+    spans: list = field(default_factory=list)  # (start, end) of each exploration merged here (merge_phase)
 
     @property
     def ok(self) -> bool:
@@ -123,7 +124,7 @@ class Result:
         return self.illegal == 0 and not fx.get("silent_corruptions") and not fx.get("crashed")
 
     def to_json(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("failures", "points", "space")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("failures", "points", "space", "spans")}
         d["failures"] = [f.to_json() for f in self.failures]
         d["states_per_second"] = round(self.states_checked / self.seconds, 1) if self.seconds else None
         return d
@@ -797,7 +798,8 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
 
         res.faults = explore_faults(space, ops, protocol, kinds=faults, samples=fault_samples or DEFAULT_SAMPLES,
                                     seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
-    res.seconds = time.monotonic() - t0
+    t1 = time.monotonic()
+    res.seconds, res.spans = t1 - t0, [(t0, t1)]
     memo.enable(False)  # its tables go with the run (an exception leaves them, bounded, to the next)
     return res
 
@@ -871,8 +873,13 @@ def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int 
     elif multi_crash:
         phase_kw = {k: v for k, v in kw.items() if k in ("bound", "torn", "jobs", "first_failure", "max_failures",
                                                           "shard")}  # a shard explores its share of each phase
-        for r in second_phases(workdir, res, ops, explore_log, save_workload, protocol=protocol, barrier=barrier, seed=seed, n=multi_crash,
-                               **phase_kw):
+        # With several jobs the phases run side by side, each in one process: a phase is too short
+        # to split (MIN_SHARED_POINTS), and one after the other they leave the other jobs idle.
+        parallel = kw.get("jobs", 1) > 1 and not kw.get("first_failure")
+        if parallel:
+            phase_kw["jobs"] = 1
+        for r in second_phases(workdir, res, ops, explore_log, save_workload, protocol=protocol, barrier=barrier,
+                               seed=seed, n=multi_crash, parallel=parallel, **phase_kw):
             merge_phase(res, r)
     return res, counters
 
@@ -891,7 +898,22 @@ def merge_phase(res: Result, r: Result) -> None:
         f.label = f"second phase from {r.phase2_of}: {f.label}"
         res.failures.append(f)
     res.notes += r.notes
-    res.seconds += r.seconds
+    res.spans += r.spans
+    res.seconds = _covered(res.spans)  # phases that ran side by side count once
+
+
+def _covered(spans: list) -> float:
+    """Seconds during which some exploration ran: the length of the union of the (start, end)
+    spans (time.monotonic, one clock for every process of the machine)."""
+    total, end = 0.0, None
+    for a, b in sorted(spans):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
 
 
 def ablation(workdir: str, *, protocol: str, barrier: str = "flush", seeds: int = 4, **kw) -> list[dict]:

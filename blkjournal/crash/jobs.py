@@ -91,3 +91,53 @@ def _worker(search, order: list[int], counter, w) -> None:
         w.send(("error", traceback.format_exc()))
     finally:
         w.close()
+
+
+def fork_map(fn, items: list) -> list:
+    """[fn(x) for x in items], the first in this process and each other in a forked child of its
+    own, side by side; results in the order of `items`.  An exception in a child is raised here:
+    the same exception when it can cross the pipe, else a RuntimeError with its traceback."""
+    ctx = multiprocessing.get_context("fork")
+    procs, conns = [], []
+    try:
+        for x in items[1:]:
+            r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_one, args=(fn, x, w), daemon=True)
+            p.start()
+            w.close()
+            procs.append(p)
+            conns.append(r)
+        out = [fn(items[0])] if items else []
+        for c in conns:
+            try:
+                kind, payload = c.recv()
+            except EOFError:
+                raise BlkError("an explorer worker process died") from None
+            if kind == "raise":
+                raise payload
+            if kind == "error":
+                raise RuntimeError(f"explorer worker failed:\n{payload}")
+            out.append(payload)
+        return out
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+
+
+def _one(fn, x, w) -> None:
+    import pickle
+
+    try:
+        got = ("result", fn(x))
+    except BaseException as e:  # noqa: BLE001 -- handed to the parent, which raises it
+        got = ("raise", e)
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:  # noqa: BLE001
+            got = ("error", traceback.format_exc())
+    try:
+        w.send(got)
+    finally:
+        w.close()

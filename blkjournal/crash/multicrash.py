@@ -23,6 +23,7 @@ from ..device import Device
 from ..errors import BlkError, NoSpaceError
 from ..store import Store
 from .check import recover_and_read
+from .jobs import fork_map
 from .recorder import RecordingDevice
 from .workload import MKFS_MARK, RECOVERY_MARK, apply, mark_text, parse_mark, random_workload
 
@@ -78,10 +79,12 @@ def record_phase2(base_img: str, log_path: str, seed: int, existing: tuple[str, 
 
 
 def second_phases(workdir: str, res, ops: list, explore_log, save_workload, *, protocol: str, barrier: str,
-                  seed: int, n: int = DEFAULT_STATES, nops: int = PHASE2_OPS, **kw) -> list:
-    """Explore n second phases of a finished first-phase Result; returns their Results.
+                  seed: int, n: int = DEFAULT_STATES, nops: int = PHASE2_OPS, parallel: bool = False, **kw) -> list:
+    """Explore n second phases of a finished first-phase Result; returns their Results, in order.
 
     `explore_log` and `save_workload` are explore.py's (passed in: explore.py imports this module).
+    `parallel`: the phases run side by side, this process and one forked per further phase
+    (jobs.fork_map); each phase's files are its own, so nothing they find depends on it.
     """
     space = res.space
     points = [p.index for p in space.points]  # all of them, not one shard's: every shard picks the same states
@@ -89,11 +92,10 @@ def second_phases(workdir: str, res, ops: list, explore_log, save_workload, *, p
     for j, op in enumerate(ops):
         last = j + 1 if op.kind == "sync" else last
         sd.append(last)
-    out = []
-    for i, st in enumerate(pick_states(space, points, sd, n)):
+    def phase(i: int, st):
         contents, err, _ = recover_and_read(st.overlay())
         if contents is None:
-            continue  # the first phase reports this state
+            return None  # the first phase reports this state
         base = os.path.join(workdir, f"phase2-{i}.base.img")
         st.overlay().materialize(base)
         work = os.path.join(workdir, f"phase2-{i}.img")
@@ -111,5 +113,12 @@ def second_phases(workdir: str, res, ops: list, explore_log, save_workload, *, p
         r.notes.append(f"second phase from first-phase state {st.id} ({st.point.label}), recovered then "
                        f"{len(ops)} ops")
         r.phase2_of = st.id
-        out.append(r)
-    return out
+        r.space = None  # (the phase's crash space stays here: a forked phase hands back its Result)
+        return r
+
+    states = list(enumerate(pick_states(space, points, sd, n)))
+    if parallel and len(states) > 1:  # each phase is too short to split (MIN_SHARED_POINTS): they run side by side
+        got = fork_map(lambda item: phase(*item), states)
+    else:
+        got = [phase(i, st) for i, st in states]
+    return [r for r in got if r is not None]
