@@ -304,6 +304,17 @@ class BlockMap:
         if first <= last:
             yield from walk(self.root_blocks, self.root_crcs, self.height, 0)
 
+    def data_blocks(self) -> list[int]:
+        """Every mapped data block (as data_entries() names them), without the index and crc:
+        what the owner accounting needs, at list speed."""
+        if not self.height:
+            return [b for b in self.root_blocks if b]
+        out: list[int] = []
+        for b in self.root_blocks:
+            if b:
+                out.extend(self._subtree_data(b, self.height))
+        return out
+
     def data_entries(self):
         """Yield (file block index, data block, crc) for every mapped block, in index order."""
         return self.entries_in(0, self.capacity() - 1)

@@ -448,3 +448,72 @@ def _after(holder, trace: list, outcome: tuple):
     elif node[0] is not _STEP or node[1] != outcome:
         return None
     return node[2]
+
+
+# ---------------------------------------------------------------- folds over immutable items
+_FOLD_ITEM, _FOLD_READS, _FOLD_STATE, _FOLD_KIDS = range(4)
+
+
+def folded(kind: str, key, items, read, step, start):
+    """`state = step(state, item, read)` for each of `items` from `start`; the final state,
+    resuming a former fold at the last item whose reads matched.
+
+    `replayed()` answers a fold only when every read of it matches a former run; the explorer's
+    checks fold the same journal transactions state after state (recovery's replayed homes)
+    and differ in the last one or two.  Former folds form a trie keyed by the items themselves
+    (by identity: a node keeps its item, so its id is its own), each node holding the reads its
+    step made, in order, and the state it left (which must therefore never be changed by the
+    caller or a later step).  A lookup follows the items, making every read of each step again
+    and comparing the contents (identity first, then whole); from the first item not in the
+    trie or whose reads differ it runs the steps for real, from the state the last matched step
+    left, and adds them.  So every read a real fold makes is made, in its order.  A step that
+    raised, or whose read raised, is not kept.  Off (the default), the steps just run.
+    """
+    if not _state["on"]:
+        state = start
+        for item in items:
+            state = step(state, item, read)
+        return state
+    root = (kind, key, _mode_key())
+    node = _traces.get(root)
+    if node is None:
+        node = _traces[root] = [None, (), start, {}]
+    state, i, n = node[_FOLD_STATE], 0, len(items)
+    try:
+        while i < n:
+            kid = node[_FOLD_KIDS].get(id(items[i]))
+            if kid is None or kid[_FOLD_ITEM] is not items[i]:
+                break
+            for b, v in kid[_FOLD_READS]:
+                got = read(b)
+                if got is not v and got != v:
+                    raise _Differs
+            node, state, i = kid, kid[_FOLD_STATE], i + 1
+    except _Differs:
+        pass
+    except Exception:  # noqa: BLE001 -- a read refused: the real step meets it
+        pass
+    for item in items[i:]:
+        trace: list = []
+
+        def recording(b):
+            v = read(b)
+            trace.append((b, v))
+            return v
+
+        state = step(state, item, recording)
+        if node is not None and all(type(v) is bytes for _, v in trace):
+            if _trace_nodes[0] >= MAX_TRACE_NODES:
+                _traces.clear()  # this fold keeps its nodes: only what it adds from here is lost
+                _trace_nodes[0] = 0
+            kid = [item, tuple(trace), state, {}]
+            node[_FOLD_KIDS][id(item)] = kid  # replaces a former step whose reads differed
+            _trace_nodes[0] += 1
+            node = kid
+        else:
+            node = None
+    return state
+
+
+class _Differs(Exception):
+    pass

@@ -369,27 +369,31 @@ class JournalProtocol(Protocol):
         device (none for a block a transaction logs whole) with their records applied in order.
 
         The explorer's checks replay the same transactions over the same homes state after state:
-        a former run with the same transactions that read the same contents answers (memo.replayed)."""
+        a former fold over the same first transactions that read the same contents resumes after
+        them (memo.folded)."""
         sb = self.store.sb
 
-        def compute(read):
-            homes: dict[int, bytearray] = {}
-            for t in txns:
-                for home, off, buf in t.records:
-                    if not 0 < home < sb.nblocks or sb.journal_start <= home < sb.objmap_start:
-                        raise CorruptError(f"journal transaction {t.seq}: record for block {home} is out of range")
-                    img = homes.get(home)
-                    if img is None:
-                        img = homes[home] = bytearray(BLOCK_SIZE if off == ZERO_FILL else read(home))
-                    if off == ZERO_FILL:
-                        img[:] = bytes(BLOCK_SIZE)
-                    else:
-                        img[off:off + len(buf)] = buf
-            out = {b: bytes(v) for b, v in homes.items()}
-            return out, out
+        def apply(homes: dict, t, read) -> dict:
+            """homes after transaction t (a new dict: a former one is kept by the memo)."""
+            out, imgs = dict(homes), {}
+            for home, off, buf in t.records:
+                if not 0 < home < sb.nblocks or sb.journal_start <= home < sb.objmap_start:
+                    raise CorruptError(f"journal transaction {t.seq}: record for block {home} is out of range")
+                img = imgs.get(home)
+                if img is None:
+                    was = out.get(home)
+                    img = imgs[home] = bytearray(BLOCK_SIZE if off == ZERO_FILL else read(home) if was is None
+                                                 else was)
+                if off == ZERO_FILL:
+                    img[:] = bytes(BLOCK_SIZE)
+                else:
+                    img[off:off + len(buf)] = buf
+            out.update((b, bytes(v)) for b, v in imgs.items())
+            return out
 
-        return memo.replayed("journal.homes", (sb.nblocks, sb.journal_start, sb.objmap_start, tuple(txns)),
-                             self.dev.read, compute, dict)
+        # Taken one transaction at a time: the checks' replays share all but the last one or two.
+        return dict(memo.folded("journal.homes", (sb.nblocks, sb.journal_start, sb.objmap_start), txns,
+                                self.dev.read, apply, {}))
 
     def refuse_checkpointed_past(self, homes: dict) -> None:
         """Refuse, by name, a replay that stopped before a transaction whose effects a checkpoint

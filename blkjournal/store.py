@@ -738,6 +738,6 @@ class Store:
         used = set(range(self.sb.data_start))
         for f in self.files.values():
             used |= f.structure_blocks() | f.ul.owned() | set(f.map.all_nodes())
-            used.update(b for _, b, _ in f.map.data_entries())
+            used.update(f.map.data_blocks())
         return used
 

@@ -69,7 +69,8 @@ def _allocatable_but_owned(st) -> set[int]:
     next operations allocate (and a second crash shows the damage).
     """
     fl = st.freelist
-    return {b for b in st.owned_blocks() if b < fl.nblocks and not fl.used(b) and b not in fl.held}
+    bits, n, held = fl.bits, fl.nblocks, fl.held  # (fl.used(b), inline: every owned block is asked)
+    return {b for b in st.owned_blocks() if b < n and not bits[b >> 3] >> (b & 7) & 1 and b not in held}
 
 
 _MEMO: list = [None, None, {}, {}]  # [contents, models last judged, {(name, id(model bytes)): equal}, {k: match}]
