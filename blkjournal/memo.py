@@ -497,7 +497,11 @@ def folded(kind: str, key, items, read, step, start):
         trace: list = []
 
         def recording(b):
-            v = read(b)
+            try:
+                v = read(b)
+            except Exception:
+                trace.append((b, None))  # unstorable, even if the step goes on
+                raise
             trace.append((b, v))
             return v
 

@@ -25,6 +25,7 @@ from blkjournal.crash.recorder import read_sidecar, sidecar_path
 from blkjournal.crash.workload import model_states, random_workload
 from blkjournal.crash.check import judge, model_kind
 from blkjournal.crash import explore as ex
+from blkjournal.errors import BlkError
 
 BLK = [sys.executable, "-m", "blkjournal"]
 
@@ -238,3 +239,37 @@ def test_a_failing_worker_is_raised_not_lost(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "MIN_SHARED_POINTS", 0)
     with pytest.raises(RuntimeError, match="planted failure in a worker"):
         crashtest(str(tmp_path), protocol="journal", nops=40, seed=3, jobs=2, multi_crash=0)
+
+
+def test_second_phases_side_by_side_find_what_one_after_the_other_finds(tmp_path):
+    """With two jobs the second phases run at once, one in a forked process (jobs.fork_map): the
+    same classes, coverage, failures and notes, phase by phase in order."""
+    one, _ = crashtest(str(tmp_path), protocol="journal", nops=40, seed=3, jobs=1)
+    two, _ = crashtest(str(tmp_path), protocol="journal", nops=40, seed=3, jobs=2)
+    assert sum("second phase from" in n for n in one.notes) == 2
+    assert _outcome(two) == _outcome(one) and two.notes == one.notes
+
+
+def test_a_failing_side_by_side_phase_is_raised_not_lost(tmp_path, monkeypatch):
+    from blkjournal.crash import multicrash
+
+    parent, record = os.getpid(), multicrash.record_phase2
+
+    def failing(*a, **kw):
+        if os.getpid() != parent:
+            raise BlkError("planted failure in a forked phase")
+        return record(*a, **kw)
+
+    monkeypatch.setattr(multicrash, "record_phase2", failing)
+    with pytest.raises(BlkError, match="planted failure in a forked phase"):
+        crashtest(str(tmp_path), protocol="journal", nops=40, seed=3, jobs=2)
+
+
+def test_phases_that_overlap_count_once_in_the_seconds():
+    """Result.seconds after merging phases: the union of their spans, not the sum."""
+    res = ex.Result("journal", "flush", 0, 1, spans=[(10.0, 14.0)], seconds=4.0)
+    ex.merge_phase(res, ex.Result("journal", "flush", 0, 1, spans=[(14.5, 16.0)], seconds=1.5))
+    assert res.seconds == 5.5  # one after the other: the sum
+    ex.merge_phase(res, ex.Result("journal", "flush", 0, 1, spans=[(14.7, 15.5)], seconds=0.8))
+    ex.merge_phase(res, ex.Result("journal", "flush", 0, 1, spans=[(15.8, 17.0)], seconds=1.2))
+    assert res.seconds == pytest.approx(6.5)  # side by side: 14.5..17.0 once

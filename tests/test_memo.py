@@ -470,3 +470,69 @@ def test_a_check_whose_read_raised_is_not_kept():
     t = _tracer({})
     cm.check(t, 0, 1)
     assert len(calls) == 2 and t.first_read == {0, 99}
+
+
+class _Item:
+    """A fold's item: an immutable record (the explorer's are journal transactions)."""
+
+    def __init__(self, block: int, add: int) -> None:
+        self.block, self.add = block, add
+
+
+def _fold_step(calls):
+    def step(state, item, read):
+        calls.append(item)
+        return state + (item.add + read(item.block)[0],)
+    return step
+
+
+def test_a_folded_computation_resumes_after_the_last_matching_item(on):
+    calls = []
+    step = _fold_step(calls)
+    blocks = {0: b"\x01", 1: b"\x02", 2: b"\x03"}
+    read, seen = _reader(blocks)
+    a, b, c, x = _Item(0, 10), _Item(1, 20), _Item(2, 30), _Item(1, 40)
+    assert memo.folded("t", 1, [a, b], read, step, ()) == (11, 22) and calls == [a, b]
+    seen.clear()
+    assert memo.folded("t", 1, [a, b, c], read, step, ()) == (11, 22, 33) and calls == [a, b, c]
+    assert seen == [0, 1, 2]  # every read a real fold makes, in its order
+    assert memo.folded("t", 1, [a, x], read, step, ()) == (11, 42) and calls[-1] is x  # another item
+    assert memo.folded("t", 2, [a], read, step, ()) == (11,) and len(calls) == 5  # another key
+    blocks[1] = b"\x07"  # b's read differs: b and what follows run again
+    assert memo.folded("t", 1, [a, b, c], read, step, ()) == (11, 27, 33) and calls[-2:] == [b, c]
+
+
+def test_a_folded_step_that_raised_is_not_kept(on):
+    calls = []
+    blocks = {0: b"\x01"}
+    read, _ = _reader(blocks)
+    a, bad = _Item(0, 1), _Item(5, 1)  # block 5 does not exist: its read raises
+    with pytest.raises(KeyError):
+        memo.folded("t", 1, [a, bad], read, _fold_step(calls), ())
+    blocks[5] = b"\x02"
+    assert memo.folded("t", 1, [a, bad], read, _fold_step(calls), ()) == (2, 3) and calls[-1] is bad
+
+
+def test_a_folded_step_whose_read_raised_is_not_kept(on):
+    """A step that goes on after a refused read is not kept: a walk would not make that read."""
+    calls = []
+
+    def step(state, item, read):
+        calls.append(item)
+        try:
+            return state + (read(item.block)[0],)
+        except KeyError:
+            return state + (0,)
+    read, seen = _reader({})
+    a = _Item(3, 0)
+    assert memo.folded("t", 1, [a], read, step, ()) == (0,)
+    assert memo.folded("t", 1, [a], read, step, ()) == (0,) and len(calls) == 2 and seen == [3, 3]
+
+
+def test_folded_is_a_plain_loop_when_off():
+    calls = []
+    read, _ = _reader({0: b"\x01"})
+    a = _Item(0, 1)
+    memo.folded("t", 1, [a], read, _fold_step(calls), ())
+    memo.folded("t", 1, [a], read, _fold_step(calls), ())
+    assert len(calls) == 2
