@@ -287,11 +287,14 @@ def replayed(kind: str, key, read, compute, restore):
             if node[0] is _LEAF:
                 return restore(node[1])
             got = read(node[0])
-            kid = node[2].get(id(got))  # the very object seen before (kept in the trie, so its id is its own)
-            if kid is None:
+            ent = node[2].get(id(got))  # the very object seen before (kept in the trie, so its id is its own)
+            if ent is not None and ent[0] is got:
+                kid = ent[1]
+            else:
                 kid = node[1].get(_content(got))
                 if kid is None or not (kid[0] is got or kid[0] == got):
                     break
+                _alias(node[2], got, kid)
             node = kid[1]
     except Exception:  # noqa: BLE001 -- a read refused: let the real run meet it
         pass
@@ -310,6 +313,15 @@ def replayed(kind: str, key, read, compute, restore):
     if None not in trace and all(type(v) is bytes for _, v in trace):
         _insert(root, trace, snap)
     return res
+
+
+def _alias(ids: dict, v, kid) -> None:
+    """Let the next walk find `kid` by the identity of `v`, an equal content met as another object
+    (the explorer hands each segment its own objects for the blocks its free writes touch): kept
+    with the entry, so its id is its own while the entry lives."""
+    if type(v) is bytes and _trace_nodes[0] < MAX_TRACE_NODES:
+        ids[id(v)] = (v, kid)
+        _trace_nodes[0] += 1
 
 
 def _content(v) -> tuple:
@@ -335,7 +347,8 @@ def _insert(root, trace: list, snap) -> None:
         c = _content(v)
         holder = node[1].get(c)
         if holder is None:
-            holder = node[1][c] = node[2][id(v)] = [v, None]
+            holder = node[1][c] = [v, None]
+            node[2][id(v)] = (v, holder)
         elif not (holder[0] is v or holder[0] == v):
             return
     if holder[1] is None:
@@ -385,11 +398,14 @@ def stepped(kind: str, key, read, state, step):
                 holder = start = node[2]
                 continue
             got = read(node[0])
-            kid = node[2].get(id(got))
-            if kid is None:
+            ent = node[2].get(id(got))
+            if ent is not None and ent[0] is got:
+                kid = ent[1]
+            else:
                 kid = node[1].get(_content(got))
                 if kid is None or not (kid[0] is got or kid[0] == got):
                     break
+                _alias(node[2], got, kid)
             holder = kid
     except Exception:  # noqa: BLE001 -- a read refused: let the real step meet it
         pass
@@ -434,7 +450,8 @@ def _after(holder, trace: list, outcome: tuple):
         c = _content(v)
         kid = node[1].get(c)
         if kid is None:
-            kid = node[1][c] = node[2][id(v)] = [v, None]
+            kid = node[1][c] = [v, None]
+            node[2][id(v)] = (v, kid)
         elif not (kid[0] is v or kid[0] == v):
             return None
         holder = kid
