@@ -536,3 +536,25 @@ def test_folded_is_a_plain_loop_when_off():
     memo.folded("t", 1, [a], read, _fold_step(calls), ())
     memo.folded("t", 1, [a], read, _fold_step(calls), ())
     assert len(calls) == 2
+
+
+def test_a_walk_notes_an_equal_content_met_as_another_object(on, monkeypatch):
+    """memo._alias: a content met again as another object is found by that object's identity on
+    the next walk (no crc), and still answers by its content: an equal object of the other
+    branch's content follows that branch."""
+    calls = []
+    compute = _sum_until_zero(calls)
+    x, y, z = b"\x05" + bytes(4095), b"\x06" + bytes(4095), bytes(4096)
+    for v in (x, y):
+        memo.replayed("t", (), _reader({0: v, 1: z})[0], compute, lambda s: s)
+    x2, y2 = bytes(bytearray(x)), bytes(bytearray(y))  # equal contents, other objects
+    fingerprints = []
+    content = memo._content
+    monkeypatch.setattr(memo, "_content", lambda v: fingerprints.append(v) or content(v))
+    assert memo.replayed("t", (), _reader({0: y2, 1: z})[0], compute, lambda s: s) == 6
+    assert len(fingerprints) == 1  # y2 by content once (z: by identity)
+    assert memo.replayed("t", (), _reader({0: y2, 1: z})[0], compute, lambda s: s) == 6
+    assert len(fingerprints) == 1  # then by its identity
+    assert memo.replayed("t", (), _reader({0: x2, 1: z})[0], compute, lambda s: s) == 5
+    assert memo.replayed("t", (), _reader({0: y2, 1: z})[0], compute, lambda s: s) == 6
+    assert len(calls) == 2
