@@ -834,7 +834,9 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
         # a generator, not map(): an exception escaping a check must never end the loop silently
         it = (_search_segment(i) for i in range(n))
     else:
-        it = share_out(_search_segment, _largest_first(_CTX["space"], _CTX["segments"]), jobs)
+        runs = _runs(_CTX["space"], _CTX["segments"], jobs)
+        it = (r for got in share_out(lambda k: [_search_segment(i) for i in runs[k]], range(len(runs)), jobs)
+              for r in got)
     out = []
     with progress_bar(sum(len(s) for s in _CTX["segments"]), progress) as tick:
         for r in it:
@@ -843,12 +845,28 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
     return out
 
 
-def _largest_first(space, segments: list[list[int]]) -> list[int]:
-    """Segment indices, the likely longest searches first, so that with several jobs no large
-    segment starts last and leaves the other jobs idle (longest-processing-time-first).  A
+RUNS_PER_JOB = 4
+
+
+def _runs(space, segments: list[list[int]], jobs: int) -> list[list[int]]:
+    """The segments in runs of consecutive ones, about RUNS_PER_JOB per job of equal cost, the
+    likely longest runs first, so that with several jobs no large one starts last and leaves the
+    other jobs idle (longest-processing-time-first).  Consecutive segments in one process keep
+    what they share there: a segment's first check meets the last one before it (checkmemo.py),
+    and the replays of neighbouring crash points walk the same paths of the memo's tries.  A
     segment's search grows with the free writes at its last point and its number of points."""
     cost = [len(space.free_writes(seg[-1])) + len(seg) for seg in segments]
-    return sorted(range(len(segments)), key=lambda i: (-cost[i], i))
+    share = sum(cost) / (RUNS_PER_JOB * jobs)
+    runs, cur, acc = [], [], 0
+    for i, c in enumerate(cost):
+        cur.append(i)
+        acc += c
+        if acc >= share:
+            runs.append(cur)
+            cur, acc = [], 0
+    if cur:
+        runs.append(cur)
+    return sorted(runs, key=lambda r: (-sum(cost[i] for i in r), r[0]))
 
 
 def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int = 200, seed: int = 0,
