@@ -480,11 +480,14 @@ def folded(kind: str, key, items, read, step, start):
     and differ in the last one or two.  Former folds form a trie keyed by the items themselves
     (by identity: a node keeps its item, so its id is its own), each node holding the reads its
     step made, in order, and the state it left (which must therefore never be changed by the
-    caller or a later step).  A lookup follows the items, making every read of each step again
-    and comparing the contents (identity first, then whole); from the first item not in the
-    trie or whose reads differ it runs the steps for real, from the state the last matched step
-    left, and adds them.  So every read a real fold makes is made, in its order.  A step that
-    raised, or whose read raised, is not kept.  Off (the default), the steps just run.
+    caller or a later step); one item may have several such nodes, one per contents its step
+    read (the state before and the item decide which blocks it reads).  A lookup follows the
+    items, making every read of each step again and comparing the contents (identity first,
+    then whole); from the first item not in the trie or whose reads match no node it runs the
+    steps for real, from the state the last matched step left, and adds them.  So every read a
+    real fold makes is made, in its order.  A step that raised, or whose read raised, is not
+    kept; a first state other than the one the key's trie starts from is not memoised.  Off
+    (the default), the steps just run.
     """
     if not _state["on"]:
         state = start
@@ -495,19 +498,26 @@ def folded(kind: str, key, items, read, step, start):
     node = _traces.get(root)
     if node is None:
         node = _traces[root] = [None, (), start, {}]
-    state, i, n = node[_FOLD_STATE], 0, len(items)
+    elif not node[_FOLD_STATE] == start:  # another first state under this key: not what the trie holds
+        node = None
+    state, i, n = start, 0, len(items)
     try:
-        while i < n:
-            kid = node[_FOLD_KIDS].get(id(items[i]))
-            if kid is None or kid[_FOLD_ITEM] is not items[i]:
+        while node is not None and i < n:
+            variants = node[_FOLD_KIDS].get(id(items[i]))
+            if variants is None or variants[0][_FOLD_ITEM] is not items[i]:
                 break
-            for b, v in kid[_FOLD_READS]:
-                got = read(b)
-                if got is not v and got != v:
-                    raise _Differs
+            # the same blocks for every variant (the state before and the item decide which):
+            # read once, in order, and pick the variant whose contents they are
+            kid = variants[0]
+            reads = kid[_FOLD_READS]
+            if reads:
+                got = [read(b) for b, _ in reads]
+                if not all(g is v or g == v for g, (_, v) in zip(got, reads)):
+                    kid = next((k for k in variants[1:]
+                                if all(g is v or g == v for g, (_, v) in zip(got, k[_FOLD_READS]))), None)
+                    if kid is None:
+                        break
             node, state, i = kid, kid[_FOLD_STATE], i + 1
-    except _Differs:
-        pass
     except Exception:  # noqa: BLE001 -- a read refused: the real step meets it
         pass
     for item in items[i:]:
@@ -528,7 +538,13 @@ def folded(kind: str, key, items, read, step, start):
                 _traces.clear()  # this fold keeps its nodes: only what it adds from here is lost
                 _trace_nodes[0] = 0
             kid = [item, tuple(trace), state, {}]
-            node[_FOLD_KIDS][id(item)] = kid  # replaces a former step whose reads differed
+            variants = node[_FOLD_KIDS].get(id(item))
+            if variants is None or variants[0][_FOLD_ITEM] is not item:
+                node[_FOLD_KIDS][id(item)] = [kid]
+            elif len(variants) < MAX_FOLD_VARIANTS:
+                variants.append(kid)
+            else:
+                variants[-1] = kid
             _trace_nodes[0] += 1
             node = kid
         else:
@@ -536,5 +552,5 @@ def folded(kind: str, key, items, read, step, start):
     return state
 
 
-class _Differs(Exception):
-    pass
+MAX_FOLD_VARIANTS = 8  # the outcomes of one step over the same state kept at once (home contents that differ)
+

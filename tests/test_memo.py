@@ -558,3 +558,15 @@ def test_a_walk_notes_an_equal_content_met_as_another_object(on, monkeypatch):
     assert memo.replayed("t", (), _reader({0: x2, 1: z})[0], compute, lambda s: s) == 5
     assert memo.replayed("t", (), _reader({0: y2, 1: z})[0], compute, lambda s: s) == 6
     assert len(calls) == 2
+
+
+def test_a_folded_step_keeps_one_node_per_contents_it_read_and_its_first_state(on):
+    calls = []
+    step = _fold_step(calls)
+    a, b = _Item(0, 10), _Item(1, 20)
+    one, two = {0: b"\x01", 1: b"\x02"}, {0: b"\x01", 1: b"\x05"}
+    assert memo.folded("t", 1, [a, b], _reader(one)[0], step, ()) == (11, 22)
+    assert memo.folded("t", 1, [a, b], _reader(two)[0], step, ()) == (11, 25) and len(calls) == 3
+    assert memo.folded("t", 1, [a, b], _reader(one)[0], step, ()) == (11, 22) and len(calls) == 3  # both kept
+    assert memo.folded("t", 1, [a, b], _reader(two)[0], step, ()) == (11, 25) and len(calls) == 3
+    assert memo.folded("t", 1, [a], _reader(one)[0], step, (7,)) == (7, 11)  # another first state: run
