@@ -668,6 +668,10 @@ def _search_segment(si: int) -> dict:
                                         "size": size})
     out["uncovered_nodes"] = len(stack)
     checks.end(si)
+    # What outlives the segment (the memo's tries, the forced blocks) is frozen too, once the
+    # segment's cyclic garbage is collected: later collections walk only what later checks made.
+    gc.collect(1)
+    gc.freeze()
     return out
 
 
