@@ -98,7 +98,7 @@ def fork_map(fn, items: list) -> list:
     own, side by side; results in the order of `items`.  An exception in a child is raised here:
     the same exception when it can cross the pipe, else a RuntimeError with its traceback."""
     ctx = multiprocessing.get_context("fork")
-    procs, conns = [], []
+    procs, conns, done = [], [], False
     try:
         for x in items[1:]:
             r, w = ctx.Pipe(duplex=False)
@@ -118,11 +118,12 @@ def fork_map(fn, items: list) -> list:
             if kind == "error":
                 raise RuntimeError(f"explorer worker failed:\n{payload}")
             out.append(payload)
+        done = True
         return out
     finally:
         for p in procs:
-            if p.is_alive():
-                p.terminate()
+            if not done and p.is_alive():  # (a child that handed its result back exits by itself: a
+                p.terminate()  # signal then could meet it still in its send)
             p.join()
 
 
