@@ -277,7 +277,6 @@ class Superblock:
     uuid: bytes = bytes(16)
     inline_max: int = 0  # journal: a write of at most this many blocks logs its data in its transaction
 
-
     @property
     def max_files(self) -> int:
         return self.objmap_blocks * OBJ_PER_BLOCK

@@ -509,7 +509,7 @@ class JournalProtocol(Protocol):
         write is then one device request and one flush (the data and its commit share the
         transaction's crc and sector frames); the checkpoint writes the data home later, after the
         flush that made the transaction durable (docs/protocols.md, "Inline data")."""
-        if not op.data:
+        if not op.data or self._early is not None:  # (a streaming write's data is on its way already)
             return {}
         n = sum(len(v) for v in op.data.values()) // BLOCK_SIZE
         if n > self.store.sb.inline_max:
