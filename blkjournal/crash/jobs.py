@@ -24,7 +24,7 @@ def share_out(search, order: list[int], jobs: int):
     in the order they finish.  An exception in a worker is raised here (with its traceback)."""
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value("q", 0)
-    procs, conns = [], []
+    procs, conns, done = [], [], False
     try:
         for _ in range(jobs - 1):
             r, w = ctx.Pipe(duplex=False)
@@ -48,9 +48,10 @@ def share_out(search, order: list[int], jobs: int):
                 got = _receive(c, conns)
                 if got is not None:
                     yield got
+        done = True
     finally:
         for p in procs:
-            if p.is_alive():
+            if not done and p.is_alive():  # (a worker that said "done" exits by itself)
                 p.terminate()
             p.join()
 
