@@ -45,7 +45,7 @@ MAX_MIXES = 256  # sector mixes of one searched block judged per class (Tracer.f
 # jobs against 0.05 s on one.
 MIN_SHARED_POINTS = 150
 GC_YOUNG = 20_000  # the collector's first threshold while the checks run (explore_log)
-MAX_VERDICTS = 1 << 16  # a search's answers on shared blocks kept across segments (Tracer._judged)
+MAX_VERDICTS = 1 << 16  # a search's answers on shared blocks kept across segments (Tracer._judged_range)
 
 
 def make_ops(workload: str, seed: int, nops: int) -> list[Operation]:
@@ -218,7 +218,7 @@ class Tracer(BlockDevice):
         if info is None:
             end, varying = block + count, self.varying
             try:
-                hits = [b for b in range(block, end) if b not in varying and self._judged(b, pred, key)]
+                hits = self._judged_range(block, end, pred, key)
                 info = (hits, sorted(b for b in varying if block <= b < end))
             except Exception:  # noqa: BLE001 -- a block that cannot be read or judged: block by block
                 info = False  # below, where the error (if any) comes at the block that raises it
@@ -265,19 +265,30 @@ class Tracer(BlockDevice):
                 v = self._load(b)  # the same bytes, now recorded as read
         return (b, v) if hit else None
 
-    def _judged(self, b: int, pred, key) -> bool:
-        """pred on shared block b, kept with the content it judged: a later segment whose block b
-        is the very same object (CrashSpace.forced_block: b's forced content did not change) is
-        answered without judging it again."""
-        v = self._shared(b)
-        got = self.verdicts.get((key, b))
-        if got is not None and got[0] is v:  # the entry keeps v alive: its identity is its own
-            return got[1]
-        hit = bool(pred(v, b))
-        if len(self.verdicts) >= MAX_VERDICTS:
-            self.verdicts.clear()
-        self.verdicts[(key, b)] = (v, hit)
-        return hit
+    def _judged_range(self, block: int, end: int, pred, key) -> list[int]:
+        """The blocks of block..end-1 that no free write touches and where `pred` holds on their
+        shared content, each judgement kept with the content it judged: a later segment whose
+        block b is the very same object (CrashSpace.forced_block: b's forced content did not
+        change) is answered without judging it again.  (One loop: a search of the journal's
+        slots judges every one at each new replay end.)"""
+        varying, shared, verdicts, hits = self.varying, self.shared, self.verdicts, []
+        for b in range(block, end):
+            if b in varying:
+                continue
+            v = shared.get(b)
+            if v is None:
+                v = self._shared(b)
+            got = verdicts.get((key, b))
+            if got is not None and got[0] is v:  # the entry keeps v alive: its identity is its own
+                hit = got[1]
+            else:
+                hit = bool(pred(v, b))
+                if len(verdicts) >= MAX_VERDICTS:
+                    verdicts.clear()
+                verdicts[(key, b)] = (v, hit)
+            if hit:
+                hits.append(b)
+        return hits
 
     def _shared(self, b: int) -> bytes:
         """Block b, touched by no free write: its content in every state of the segment, not
