@@ -13,18 +13,19 @@ returns), which is weaker, so a protocol proven under the model is correct on ei
 
 from __future__ import annotations
 
-import concurrent.futures
+import _thread
 import ctypes
 import errno
 import fcntl
 import mmap
 import os
+import queue
 import stat
 import struct
 import sys
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 
 from .errors import BlkError, DeviceReadError
@@ -213,7 +214,7 @@ class Device(BlockDevice):
         self._buf = AlignedBuffer()
         self._one = AlignedBuffer()  # a random 4 KiB read's buffer, its view made once
         self._one_view = [self._one.view(BLOCK_SIZE)]
-        self._worker: ThreadPoolExecutor | None = None  # background writes (writev_background)
+        self._worker: _Writer | None = None  # background writes (writev_background)
         self._worker_pid = 0
         self._worker_buf: AlignedBuffer | None = None  # the worker's own, for writes it must copy
         self._inflight: deque = deque()  # futures of background writes, oldest first
@@ -269,7 +270,7 @@ class Device(BlockDevice):
             return super().writev_background(block, bufs, fua=fua, role=role)
         n = self._check_write(block, bufs)
         if self._worker is None or self._worker_pid != os.getpid():  # none yet, or forked
-            self._worker, self._worker_pid = ThreadPoolExecutor(1, thread_name_prefix="blkjournal-write"), os.getpid()
+            self._worker, self._worker_pid = _Writer(self), os.getpid()
             self._worker_buf = AlignedBuffer()
             self._inflight.clear()
         if not self._inflight:
@@ -278,21 +279,23 @@ class Device(BlockDevice):
             # only when the caller waits.  So the interval is short while writes are in flight.
             self._switch = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
-        fut = self._worker.submit(self._background, block, list(bufs), fua, n)
-        self._inflight.append(fut)
+        req = _Request(block, list(bufs), fua, n)
+        self._inflight.append(req)
+        self._worker.put(req)
         self._count(n, fua)  # counted as issued, here: the counters are exact whenever the caller looks
         time.sleep(0)  # let go of the interpreter once: the worker mostly starts its write right here
-        return fut
+        return req
 
-    def _background(self, block: int, bufs, fua: bool, n: int) -> None:
+    def _background(self, req: "_Request") -> None:
         """In the worker: one write, unless one before it failed (then nothing is issued)."""
         if self._failed is not None:
-            raise BlkError(f"{self.path}: write at block {block} not issued: an earlier write failed")
+            req.refused = True
+            req.error = BlkError(f"{self.path}: write at block {req.block} not issued: an earlier write failed")
+            return
         try:
-            self._pwrite(block, bufs, fua, self._worker_buf, n, count=False)
+            self._pwrite(req.block, req.bufs, req.fua, self._worker_buf, req.n, count=False)
         except BaseException as e:
-            self._failed = e
-            raise
+            self._failed = req.error = e
 
     def wait(self, handle=None) -> None:
         if self._inflight and self._worker_pid != os.getpid():
@@ -302,12 +305,19 @@ class Device(BlockDevice):
             self._worker = None
         try:
             while self._inflight:
-                fut = self._inflight.popleft()
-                fut.result()
-                if fut is handle:
+                req = self._inflight[0]
+                req.result()
+                self._inflight.popleft()
+                if req is handle:
                     break
         except BaseException:
-            concurrent.futures.wait(self._inflight)  # the rest fail at once, issuing nothing
+            c = self.counters
+            for req in self._inflight:  # the rest fail at once, issuing nothing
+                req.done.acquire()
+                if req.refused:  # counted when queued, never issued: the counters stay exact
+                    c.writes -= 1
+                    c.bytes_written -= req.n
+                    c.fua_writes -= req.fua
             self._inflight.clear()
             self._failed = None
             raise
@@ -370,7 +380,8 @@ class Device(BlockDevice):
                 self.wait()
             finally:
                 if self._worker is not None:
-                    self._worker.shutdown()
+                    if self._worker_pid == os.getpid():
+                        self._worker.stop()
                     self._worker = None
                     self._worker_buf.close()
                 os.close(self.fd)
@@ -378,6 +389,54 @@ class Device(BlockDevice):
                 self._buf.close()
                 self._one_view[0].release()
                 self._one.close()
+
+
+class _Request:
+    """One background write: what to write, and `done`, a lock held until the worker has
+    issued it (or refused to); its error, if any.  A plain lock, not a Future: a streaming write
+    issues two of these per MiB, and a Future (its condition, the executor's locks) cost the
+    caller as much Python as the rest of the submission."""
+
+    __slots__ = ("block", "bufs", "fua", "n", "done", "error", "refused")
+
+    def __init__(self, block: int, bufs: list, fua: bool, n: int) -> None:
+        self.block, self.bufs, self.fua, self.n, self.error, self.refused = block, bufs, fua, n, None, False
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+
+    def result(self) -> None:
+        """Until the write is issued and has returned; raises its error."""
+        self.done.acquire()
+        self.done.release()  # (done stays done: a second wait returns at once)
+        if self.error is not None:
+            raise self.error
+
+
+class _Writer:
+    """The thread that issues a Device's background writes, one at a time, in order."""
+
+    def __init__(self, dev: "Device") -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.put = self.queue.put
+        self.thread = threading.Thread(target=self._run, args=(dev._background,), name="blkjournal-write",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, issue) -> None:
+        get = self.queue.get
+        while True:
+            req = get()
+            if req is None:
+                return
+            try:
+                issue(req)
+            finally:
+                req.done.release()
+
+    def stop(self) -> None:
+        """After the writes queued so far; the thread ends."""
+        self.queue.put(None)
+        self.thread.join()
 
 
 def _aligned(buf) -> bool:

@@ -460,11 +460,11 @@ class JournalProtocol(Protocol):
         n = stream_blocks(stream)
         pos = self.journal.place(n)
         early = self._early
-        if early is not None:  # the data writes are issued: wait for them (before the transaction)
+        if early is not None and (early.op is not op or pos is None or n > early.bound
+                                  or early.blocks.keys() != op.data.keys()):
             self.settle_early()
-            if early.op is not op or pos is None or n > early.bound or early.blocks.keys() != op.data.keys():
-                raise BlkError(f"internal: data issued early for {early.op.name!r} is not what the commit writes")
-        elif pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
+            raise BlkError(f"internal: data issued early for {early.op.name!r} is not what the commit writes")
+        if early is None and pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
             self.checkpoint()  # data durable alone, and its later loss could not be told from a torn tail
             pos = self.journal.place(n)
         if op.data and early is None:
@@ -473,11 +473,16 @@ class JournalProtocol(Protocol):
                              durable=self.journal.durable, stream=stream)
         at, role = self.journal.area + pos, f"journal txn {self.journal.next_seq} [{op.name}]"
         if early is not None and not self.fua:
-            # A streaming write's transaction completes while the caller computes its next write;
-            # the device issues whatever comes next only after it (writev_background), and a FUA
-            # transaction (durable when it returns: journal.durable) stays synchronous.
+            # A streaming write's transaction is queued behind its data writes: the device's worker
+            # issues it the moment they complete (and not at all if one failed), and it completes
+            # while the caller computes its next write; whatever comes next is issued only after
+            # it (writev_background).  The commit still waits for the data (settle_early): a data
+            # write's error is this operation's, and the caller's buffer is free when it returns.
+            # A FUA transaction (durable when it returns: journal.durable) stays synchronous.
             self.dev.writev_background(at, [b"".join(txn)], role=role)
+            self.settle_early()
         else:
+            self.settle_early()
             self.dev.write(at, b"".join(txn), fua=self.fua and self.on("FUA transaction"), role=role)
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now
