@@ -108,6 +108,12 @@ class BlockDevice:
         """Until the background write `handle` (None: every one) and those before it have
         completed; raises the first one's error."""
 
+    def queued(self) -> int:
+        """How many background writes wait behind the one being issued (this default: none).
+        While some do, the thread issuing them needs the interpreter when the current one
+        completes: a caller computing meanwhile should let go of it now and then."""
+        return 0
+
     def flush(self) -> None:
         raise NotImplementedError
 
@@ -297,6 +303,9 @@ class Device(BlockDevice):
         # (the crcs that follow a streaming write's data release it per block) or at the switch
         # interval.
         return req
+
+    def queued(self) -> int:
+        return len(self._worker.pending) if self._worker is not None and self._worker_pid == os.getpid() else 0
 
     def _background(self, req: "_Request") -> None:
         """In the worker: one write, unless one before it failed (then nothing is issued)."""
