@@ -14,6 +14,7 @@ returns), which is weaker, so a protocol proven under the model is correct on ei
 from __future__ import annotations
 
 import _thread
+import atexit
 import ctypes
 import errno
 import fcntl
@@ -23,6 +24,7 @@ import stat
 import struct
 import sys
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass, asdict
 
@@ -456,6 +458,7 @@ class _Writer:
         self.thread = threading.Thread(target=self._run, args=(dev._background,), name="blkjournal-write",
                                        daemon=True)
         self.thread.start()
+        _WRITERS.add(self)
 
     def put(self, req) -> None:
         self.pending.append(req)
@@ -483,9 +486,24 @@ class _Writer:
 
     def stop(self) -> None:
         """After the writes queued so far; the thread ends."""
-        self.put(None)
-        self.thread.join()
+        if self.thread.is_alive():
+            self.put(None)
+            self.thread.join()
+        _WRITERS.discard(self)
         os.close(self.efd)
+
+
+_WRITERS: "weakref.WeakSet[_Writer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _drain() -> None:
+    """At exit, the writes still queued on a device never closed are issued, not dropped (the
+    thread is a daemon, so that an unclosed device cannot keep the interpreter from exiting)."""
+    for w in list(_WRITERS):
+        if w.thread.is_alive():
+            w.put(None)
+            w.thread.join()
 
 
 def _aligned(buf) -> bool:
