@@ -41,9 +41,11 @@ def figures(have_fio: bool) -> list[Fig]:
         F.append(Fig(f"append.{p}.{b}", f"synced 4 KiB append, {p}/{b}", "ops/s", f"append:{p}/{b}", "ops_s",
                      "append.raw", ("append.ext4",) + fio_also, note=note))
     F += [
-        Fig("append.raw2", "raw 2 × pwrite 4 KiB + fdatasync (journal's I/O, no CPU)", "ops/s", "append:raw2", "ops_s",
-            "append.raw", ("append.ext4",)),
-        Fig("append.raw1x8k", "raw pwrite 8 KiB + fdatasync (data + journal block as one request, no CPU)", "ops/s",
+        Fig("append.journal.flush-i0", "synced 4 KiB append, journal/flush, --inline-max 0 (data and transaction "
+            "as 2 writes)", "ops/s", "append:journal/flush-i0", "ops_s", "append.raw", ("append.journal.flush",)),
+        Fig("append.raw2", "raw 2 × pwrite 4 KiB + fdatasync (2-write journal's I/O, no CPU)", "ops/s", "append:raw2",
+            "ops_s", "append.raw", ("append.ext4",)),
+        Fig("append.raw1x8k", "raw pwrite 8 KiB + fdatasync (the journal's one request, no CPU)", "ops/s",
             "append:raw1x8k", "ops_s", "append.raw", ("append.ext4",)),
         Fig("append.ext4", "ext4 4 KiB append + fsync", "ops/s", "append:ext4", "ops_s", "append.raw"),
         Fig("append.raw", "raw pwrite 4 KiB O_DIRECT + fdatasync", "ops/s", "append:raw", "ops_s",
@@ -99,6 +101,7 @@ def figures(have_fio: bool) -> list[Fig]:
                          "states/s", f"crash:{p}/{b}:j{j}", "enumerated_s", table="diag"))
     # per durable sync: exact counts from the store's Device and from /sys/block/loopN/stat
     io_tasks = [(f"{p}/{b}", f"append:{p}/{b}", True) for p, b in PROTOCOLS] + [
+        ("journal/flush --inline-max 0", "append:journal/flush-i0", True)] + [
         ("raw pwrite+fdatasync", "append:raw", False), ("raw 2×pwrite+fdatasync", "append:raw2", False),
         ("raw 8 KiB pwrite+fdatasync", "append:raw1x8k", False),
         ("ext4 + fsync", "append:ext4", False)] + ([("fio fdatasync=1", "append:fio", False)] if have_fio else [])
@@ -120,6 +123,12 @@ def figures(have_fio: bool) -> list[Fig]:
                   "blk_writes_per_sync", base("blk_writes"), table="io"),
               Fig(f"io.{key}.blk_wa", f"bytes written per user byte (/sys/block stat), {label}", "×", task, "blk_wa",
                   base("blk_wa"), table="io")]
+    for key, label in (("journal.flush", "journal/flush"), ("journal.flush-i0", "journal/flush --inline-max 0")):
+        task = f"wa:{label.split()[0]}" + ("-i0" if "inline" in label else "")
+        F += [Fig(f"wa.amortised.{key}", f"bytes written per user byte over 12,000 synced appends with their "
+                  f"checkpoints, {label}", "×", task, "wa", table="io"),
+              Fig(f"wa.amortised.{key}.writes", f"write requests per sync over the same run, {label}", "writes/sync",
+                  task, "writes_per_sync", table="io")]
     # diagnostics that explain the ratios
     for p, b in PROTOCOLS:
         F.append(Fig(f"cpu.append.{p}.{b}", f"CPU per synced append, {p}/{b}", "µs/op", f"append:{p}/{b}", "cpu_us_op",
@@ -142,6 +151,12 @@ def figures(have_fio: bool) -> list[Fig]:
               table="diag"),
           Fig("wall.append.raw1x8k", "wall time per raw 8 KiB pwrite+fdatasync", "µs/op", "append:raw1x8k",
               "wall_us_op", table="diag"),
+          Fig("cpu.append.raw1x8k", "CPU per raw 8 KiB pwrite+fdatasync", "µs/op", "append:raw1x8k", "cpu_us_op",
+              table="diag"),
+          Fig("wait.append.raw1x8k", "waiting for a CPU per raw 8 KiB pwrite+fdatasync", "µs/op", "append:raw1x8k",
+              "runwait_us_op", table="diag"),
+          Fig("blocked.append.raw1x8k", "blocked (I/O) per raw 8 KiB pwrite+fdatasync", "µs/op", "append:raw1x8k",
+              "blocked_us_op", table="diag"),
           Fig("cpu.seq.put.journal", "CPU of the 256 MiB put + sync, journal/flush", "s", "seq:put:journal", "cpu_s",
               table="diag"),
           Fig("wall.seq.put.journal", "wall time of the 256 MiB put + sync, journal/flush", "s", "seq:put:journal",
@@ -254,10 +269,10 @@ def targets(E: dict, load: float = 0.0) -> list[Target]:
             expl = (f"ext4 sends {ext_fl:.2f} flushes, {_med(E, 'io.ext4.blk_writes'):.2f} write requests and "
                     f"{_med(E, 'io.ext4.blk_wa'):.1f}× the user bytes per fsync to the block layer (data, then a "
                     f"jbd2 commit whose commit block needs a flush before and, with no FUA, after it); the store "
-                    f"1 flush and 2 × 4 KiB.")
-            r2 = _ratio(E, "append.raw2", "append.ext4")
-            if r[0] < 2.5 and cpu is not None and r2:
-                expl += (f" The journal's I/O alone, issued by the raw two-write loop, runs at {r2[0]:.2f}× ext4; "
+                    f"1 flush and 1 write of 8 KiB (its data inline in the transaction, format 7).")
+            r1 = _ratio(E, "append.raw1x8k", "append.ext4")
+            if r[0] < 2.5 and cpu is not None and r1:
+                expl += (f" The journal's I/O alone, issued by the raw 8 KiB loop, runs at {r1[0]:.2f}× ext4; "
                          f"the store gives part of that up to its {cpu:.0f} µs of Python CPU per append (see the "
                          f"next target).")
         T.append(Target("synced 4 KiB appends ≥ 2.5× ext4 + fsync (journal/flush)", _rng(r), "≥ 2.5×", r[0] >= 2.5,
@@ -266,39 +281,28 @@ def targets(E: dict, load: float = 0.0) -> list[Target]:
     # 3. appends >= 85% of raw pwrite + fdatasync (issue 12)
     r = _ratio(E, "append.journal.flush")
     if r:
-        floor = _ratio(E, "append.raw2")
         cpu, wall = _med(E, "cpu.append.journal.flush"), _med(E, "wall.append.journal.flush")
-        w2, c2 = _med(E, "wall.append.raw2"), _med(E, "cpu.append.raw2")
+        w1, c1 = _med(E, "wall.append.raw1x8k"), _med(E, "cpu.append.raw1x8k")
+        rawwall, one = _med(E, "wall.append.raw"), _ratio(E, "append.raw1x8k")
+        two = _ratio(E, "append.journal.flush-i0")
         expl = ""
-        rawwall = _med(E, "wall.append.raw")
-        if r[0] < 0.85 and floor and None not in (cpu, wall, w2, c2, rawwall):
-            if floor[0] < 0.85:
-                io = (f"(a) I/O: a journaled append is 2 writes + 1 flush against raw's 1 write + 1 flush; the same "
-                      f"two writes with no store CPU (raw 2×pwrite+fdatasync) reach only {floor[0]:.2f}× raw, so no "
-                      f"store issuing the data block and the journal block one after the other can meet the target. ")
-            one = _ratio(E, "append.raw1x8k")
-            w1 = _med(E, "wall.append.raw1x8k")
-            if one and one[0] is not None and w1 is not None:
-                io += (f"The same 8 KiB as one request + 1 flush (raw 8 KiB pwrite+fdatasync: what a journal "
-                       f"issuing data and transaction side by side would send) reaches {one[0]:.2f}× raw; with the "
-                       f"store's present time on top ({wall - w2:.0f} µs beyond the raw two-write loop) it would "
-                       f"give about {rawwall / (w1 + wall - w2):.2f}× raw: the target allows {rawwall / 0.85:.0f} "
-                       f"µs per append in all, that write takes {w1:.0f} µs of it. ")
-            else:
-                io = (f"(a) I/O alone would meet it: the journal's 2 writes + 1 flush with no store CPU (raw "
-                      f"2×pwrite+fdatasync) reach {floor[0]:.2f}× raw on this loop device. ")
-            wt, wt2 = _med(E, "wait.append.journal.flush") or 0.0, _med(E, "wait.append.raw2") or 0.0
-            bl, bl2 = _med(E, "blocked.append.journal.flush") or 0.0, _med(E, "blocked.append.raw2") or 0.0
-            expl = (io + f"(b) The store's own time. Per append (medians): the store {wall:.0f} µs wall = {cpu:.0f} "
-                    f"µs on CPU (Python: block map, used list, journal deltas, crc32c, transaction encoding) + "
-                    f"{wt:.0f} µs waiting for a CPU + {bl:.0f} µs blocked in I/O; the raw two-write loop, same I/O, "
-                    f"{w2:.0f} µs = {c2:.0f} + {wt2:.0f} + {bl2:.0f}. Of the {wall - rawwall:.0f} µs an append "
-                    f"takes beyond a raw pwrite+fdatasync ({rawwall:.0f} µs), {w2 - rawwall:.0f} µs is the second "
-                    f"write and {wall - w2:.0f} µs the store: its CPU, and the runqueue wait that CPU costs on a "
-                    f"host where every CPU is oversubscribed.")
+        if r[0] < 0.85 and one and None not in (cpu, wall, w1, c1, rawwall):
+            wt, wt1 = _med(E, "wait.append.journal.flush") or 0.0, _med(E, "wait.append.raw1x8k") or 0.0
+            bl, bl1 = _med(E, "blocked.append.journal.flush") or 0.0, _med(E, "blocked.append.raw1x8k") or 0.0
+            expl = (f"(a) I/O: a journaled append is 1 write of 8 KiB + 1 flush (its data inline in the "
+                    f"transaction, format 7); the same request with no store CPU (raw 8 KiB pwrite+fdatasync) "
+                    f"reaches {one[0]:.2f}× raw, so the I/O pattern leaves the target within reach"
+                    + (f"; the same store writing data and transaction as 2 requests (--inline-max 0) reaches "
+                       f"{two[0]:.2f}× raw in this run" if two else "") + ". "
+                    f"(b) The store's own time bounds it. Per append (medians): the store {wall:.0f} µs wall = "
+                    f"{cpu:.0f} µs on CPU (Python: block map, used list, journal deltas, framing, crc32c) + "
+                    f"{wt:.0f} µs waiting for a CPU + {bl:.0f} µs blocked in I/O; the raw 8 KiB loop, same I/O, "
+                    f"{w1:.0f} µs = {c1:.0f} + {wt1:.0f} + {bl1:.0f}. The target allows {rawwall / 0.85:.0f} µs "
+                    f"per append in all; the write takes {w1:.0f} µs of it, leaving {rawwall / 0.85 - w1:.0f} µs for "
+                    f"the store, which takes {wall - w1:.0f}.")
         T.append(Target("synced 4 KiB appends ≥ 85% of raw pwrite + fdatasync (journal/flush)", _rng(r), "≥ 0.85×",
-                        r[0] >= 0.85, expl, ["append.journal.flush", "append.raw", "append.raw2",
-                                                                  "append.raw1x8k"]))
+                        r[0] >= 0.85, expl, ["append.journal.flush", "append.raw", "append.raw1x8k",
+                                             "append.journal.flush-i0"]))
     # 4. sequential write >= 80% of raw O_DIRECT
     for fid, label in (("seq.put.journal", "one put"), ("seq.w1m.journal", "1 MiB writes")):
         r = _ratio(E, fid)
@@ -319,14 +323,22 @@ def targets(E: dict, load: float = 0.0) -> list[Target]:
     # 5. write amplification <= 2.0 for synced 4 KiB appends
     dwa, bwa = E.get("io.journal.flush.dev_wa"), E.get("io.journal.flush.blk_wa")
     if dwa:
+        am = E.get("wa.amortised.journal.flush", {}).get("median")
+        am0 = E.get("wa.amortised.journal.flush-i0", {}).get("median")
         T.append(Target("write amplification ≤ 2.0 for synced 4 KiB appends (journal/flush)",
-                        f"{dwa['max']:.3f} (Device), {bwa['median']:.3f} (block layer)" if bwa else f"{dwa['max']:.3f}",
-                        "≤ 2.0", dwa["max"] <= 2.0 + 1e-9 and (bwa is None or bwa["median"] <= 2.0 + 1e-9),
-                        "1 data block + 1 journal block (descriptor and metadata deltas fit one block) per 4 KiB: "
-                        "exactly 2.0, the bound itself; a delta that overflows one block (e.g. a map grown a level) "
-                        "would cross it. ext4: "
+                        (f"{dwa['max']:.3f} at the sync (Device), {bwa['median']:.3f} (block layer)" if bwa
+                         else f"{dwa['max']:.3f} at the sync") + (f"; {am:.3f} amortised" if am else ""),
+                        "≤ 2.0", dwa["max"] <= 2.0 + 1e-9 and (bwa is None or bwa["median"] <= 2.0 + 1e-9)
+                        and (am is None or am <= 2.0 + 1e-9),
+                        "At the sync: one 2-block transaction per 4 KiB, its data inline: exactly 2.0. Amortised "
+                        "over a long run with every checkpoint (counted exactly, in memory: 64 MiB store, 1,024-block "
+                        "journal, 12,000 synced appends): the checkpoint writes the data home again"
+                        + (f", {am:.3f}" if am else "") + (f" (--inline-max 0, 2 writes per sync: {am0:.3f})" if am0 else "")
+                        + ". Keeping one write per sync and 2.0 amortised needs the log in the data area "
+                        "(docs/protocols.md, \"Inline data\"). ext4: "
                         + (f"{_med(E, 'io.ext4.blk_wa'):.2f}." if _med(E, "io.ext4.blk_wa") is not None else "n/a."),
-                        ["io.journal.flush.dev_wa", "io.journal.flush.blk_wa", "io.ext4.blk_wa"]))
+                        ["io.journal.flush.dev_wa", "io.journal.flush.blk_wa", "wa.amortised.journal.flush",
+                         "wa.amortised.journal.flush-i0", "io.ext4.blk_wa"]))
     # 4b. random reads >= 90% of raw O_DIRECT (issue 12)
     r = _ratio(E, "read.store")
     if r:

@@ -43,13 +43,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MiB = 1 << 20
 DEVICE_SIZE = 1 << 30  # the journal is 1/16 of it: 64 MiB
 SEQ_SIZE = 256 * MiB
-# The append device: six 1 GiB slices (one per protocol/barrier), then a raw region.  Only what the
+# The append device: seven 1 GiB slices (one per protocol/barrier, and journal/flush with
+# --inline-max 0: the data and its transaction as two writes, format 7's design question), then a
+# raw region.  Only what the
 # appends touch is written through in the backing file: each slice's first 80 MiB (superblock,
 # 64 MiB journal, object map, bitmap, the first data blocks) and the raw region.
 SLICE = DEVICE_SIZE
 SLICE_BLOCKS = SLICE // measure.BLOCK_SIZE
 SLICE_USED = 80 * MiB
-RAW_REGION = len(report.PROTOCOLS) * SLICE
+RAW_REGION = (len(report.PROTOCOLS) + 1) * SLICE  # + the slice of journal/flush with --inline-max 0
 RAW_REGION_SIZE = 64 * MiB
 APPEND_DEVICE_SIZE = RAW_REGION + RAW_REGION_SIZE
 
@@ -118,6 +120,8 @@ def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, more,
         apps: dict[str, measure.Appender] = {}
         for i, (p, b) in enumerate(report.PROTOCOLS):
             apps[f"append:{p}/{b}"] = measure.StoreAppender(dev, S_dev, i * SLICE_BLOCKS, SLICE_BLOCKS, p, b, payload)
+        apps["append:journal/flush-i0"] = measure.StoreAppender(dev, S_dev, len(report.PROTOCOLS) * SLICE_BLOCKS,
+                                                                SLICE_BLOCKS, "journal", "flush", payload, inline_max=0)
         apps["append:raw"], apps["append:raw2"], apps["append:raw1x8k"] = raw
         apps["append:ext4"] = measure.Ext4Appender(mnt, B, payload)
         names = list(apps)
@@ -150,6 +154,9 @@ def phase_append(R: Runner, S_dev: str, mnt: str, B: str, fio: str | None, more,
         for a in raw:
             a.close()
         dev.close()
+    # amortised write amplification: exact counts over a long run with its checkpoints (in memory)
+    R.run("wa:journal/flush", 0, measure.amortised_wa)
+    R.run("wa:journal/flush-i0", 0, measure.amortised_wa, 0)
 
 
 def phase_seq(R: Runner, A: str, fio: str | None, more, nreads: int, data: bytes) -> None:
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("a.img", "b.img"):
             env.zero_file(os.path.join(wd, name), DEVICE_SIZE)
         env.sparse_file(os.path.join(wd, "s.img"), APPEND_DEVICE_SIZE,
-                        [(i * SLICE, SLICE_USED) for i in range(len(report.PROTOCOLS))] + [(RAW_REGION, RAW_REGION_SIZE)])
+                        [(i * SLICE, SLICE_USED) for i in range(len(report.PROTOCOLS) + 1)] + [(RAW_REGION, RAW_REGION_SIZE)])
         A = env.attach_loop(stack, os.path.join(wd, "a.img"))
         B = env.attach_loop(stack, os.path.join(wd, "b.img"))
         S_dev = env.attach_loop(stack, os.path.join(wd, "s.img"))

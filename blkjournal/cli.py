@@ -18,7 +18,7 @@ import typer
 
 from .device import Device
 from .errors import BlkError, error_line
-from .format import BARRIERS, PROTOCOLS, is_own_store
+from .format import BARRIERS, INLINE_MAX, MAX_INLINE, PROTOCOLS, is_own_store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="A crash-consistent file store on a raw block device, and the harness that proves it.")
@@ -71,6 +71,10 @@ def mkfs(dev: str = typer.Argument(..., help="block device or image file"),
          size: Optional[str] = typer.Option(None, help="create a new image file of this size (e.g. 64M)"),
          protocol: str = typer.Option("journal", help="|".join(PROTOCOLS)),
          barrier: str = typer.Option("flush", help="|".join(BARRIERS)),
+         inline_max: Optional[int] = typer.Option(
+             None, help=f"journal: log the data of writes of at most this many blocks in their transaction "
+                        f"(one device request per synced small write; default {INLINE_MAX}, 0: never, "
+                        f"at most {MAX_INLINE})"),
          force: bool = typer.Option(False, "--force", help="overwrite a file-system or partition signature")):
     """Format DEV as a blkjournal store."""
     from .safety import check_safe
@@ -80,6 +84,8 @@ def mkfs(dev: str = typer.Argument(..., help="block device or image file"),
         raise BlkError(f"unknown protocol {protocol!r} (choose {', '.join(PROTOCOLS)})")
     if barrier not in BARRIERS:
         raise BlkError(f"unknown barrier kind {barrier!r} (choose {', '.join(BARRIERS)})")
+    if inline_max is not None and not (0 <= inline_max <= MAX_INLINE and (protocol == "journal" or not inline_max)):
+        raise BlkError(f"--inline-max {inline_max}: 0..{MAX_INLINE}, and only the journal protocol logs data inline")
     create = parse_size(size) if size else None
     if not os.path.exists(dev) and create is None:
         raise BlkError(f"{dev} does not exist (give --size to create an image file)")
@@ -88,9 +94,11 @@ def mkfs(dev: str = typer.Argument(..., help="block device or image file"),
         if is_own_store(dev) and not force:
             raise BlkError(f"refusing {dev}: it already holds a blkjournal store (use --force to reformat)")
     with Device(dev, create_size=create) as d:
-        s = Store.mkfs(d, protocol, barrier)
+        s = Store.mkfs(d, protocol, barrier, inline_max=inline_max)
         typer.echo(f"{dev}: {s.sb.nblocks} blocks, protocol {protocol}, barrier {barrier}, "
-                   f"journal {s.sb.journal_blocks} blocks, up to {s.sb.max_files} files")
+                   f"journal {s.sb.journal_blocks} blocks"
+                   f"{f' (data of writes up to {s.sb.inline_max} blocks inline)' if s.sb.inline_max else ''}, "
+                   f"up to {s.sb.max_files} files")
 
 
 @app.command()

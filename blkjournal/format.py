@@ -41,11 +41,13 @@ from .device import BLOCK_SIZE
 from .errors import CorruptError, FieldError, MisdirectedError, StaleBlockError
 
 MAGIC = b"BJRN"
-VERSION = 6  # 2: the header names the block's address and generation; pointers carry crc + gen;
+VERSION = 7  # 2: the header names the block's address and generation; pointers carry crc + gen;
 # 3: an origin's every sector carries its own crc (a torn origin write is told from bit rot);
 # 4: so does every journal transaction block, and mkfs fills the journal area with framed blanks;
 # 5: an ordered origin names the generation of every other file durable when it was written;
-# 6: so does an ordered object map block (the newest MAX_OBJMAP_SEEN), in its sectors' spare bytes
+# 6: so does an ordered object map block (the newest MAX_OBJMAP_SEEN), in its sectors' spare bytes;
+# 7: a journal transaction may carry a small write's data blocks whole (inline), up to the
+#    superblock's inline_max blocks, so a synced small write is one device request
 HEADER = struct.Struct("<4sHHIQQ")  # magic, type, version, crc32c, own block number, generation
 HDR = HEADER.size
 PAYLOAD = BLOCK_SIZE - HDR
@@ -56,6 +58,10 @@ TYPE_NAMES = {T_SUPER: "superblock", T_OBJMAP: "object map", T_BITMAP: "bitmap",
               T_TXN: "journal transaction"}
 
 PROTOCOLS = ("journal", "ordered", "none")
+# A journal write of at most INLINE_MAX blocks (32 KiB, ZFS's zfs_immediate_write_sz) logs its data
+# whole in its transaction: data and commit are one device request, and the checkpoint writes the
+# data home later (docs/protocols.md, "Inline data").  MAX_INLINE bounds what a superblock may say.
+INLINE_MAX, MAX_INLINE = 8, 32
 BARRIERS = ("flush", "fua")
 
 
@@ -256,7 +262,7 @@ def block_type(raw: bytes) -> int | None:
 class Superblock:
     """Block 0: geometry, protocol and barrier kind, fixed at mkfs."""
 
-    FMT = struct.Struct("<QBB6xQQQQQQQ16s")
+    FMT = struct.Struct("<QBBB5xQQQQQQQ16s")
     nblocks: int
     protocol: str
     barrier: str
@@ -268,6 +274,7 @@ class Superblock:
     bitmap_blocks: int
     data_start: int
     uuid: bytes = bytes(16)
+    inline_max: int = 0  # journal: a write of at most this many blocks logs its data in its transaction
 
     @property
     def max_files(self) -> int:
@@ -275,17 +282,19 @@ class Superblock:
 
     def pack(self) -> bytes:
         return seal(T_SUPER, self.FMT.pack(
-            self.nblocks, PROTOCOLS.index(self.protocol), BARRIERS.index(self.barrier),
+            self.nblocks, PROTOCOLS.index(self.protocol), BARRIERS.index(self.barrier), self.inline_max,
             self.journal_start, self.journal_blocks, self.objmap_start, self.objmap_blocks,
             self.bitmap_start, self.bitmap_blocks, self.data_start, self.uuid), 0)
 
     @classmethod
     @memo.pure
     def unpack(cls, raw: bytes) -> "Superblock":
-        (n, p, b, js, jb, os_, ob, bs, bb, ds, uuid) = cls.FMT.unpack_from(check(raw, T_SUPER, 0))
+        (n, p, b, inl, js, jb, os_, ob, bs, bb, ds, uuid) = cls.FMT.unpack_from(check(raw, T_SUPER, 0))
         if p >= len(PROTOCOLS) or b >= len(BARRIERS):
             raise CorruptError("block 0: superblock names an unknown protocol or barrier kind")
-        sb = cls(n, PROTOCOLS[p], BARRIERS[b], js, jb, os_, ob, bs, bb, ds, uuid)
+        sb = cls(n, PROTOCOLS[p], BARRIERS[b], js, jb, os_, ob, bs, bb, ds, uuid, inl)
+        if inl > MAX_INLINE or (inl and PROTOCOLS[p] != "journal"):
+            raise FieldError(f"block 0: superblock inline_max of {inl} blocks (at most {MAX_INLINE}, journal only)")
         if not (1 <= os_ and os_ + ob <= bs and bs + bb == ds and ds < n and ob > 0 and bb > 0):
             raise CorruptError("block 0: superblock geometry is inconsistent")
         if bb != -(-n // BITS_PER_BITMAP):  # what geometry() lays out; memory is sized from it
@@ -653,10 +662,15 @@ JSB_CRCS = (PAYLOAD - JournalSuper.FMT.size) // 4  # 1011 fixed blocks: 133 obje
 
 
 def geometry(nblocks: int, protocol: str, barrier: str, *, max_files: int | None = None,
-             journal_blocks: int | None = None, uuid: bytes = bytes(16)) -> Superblock:
-    """Lay out a store of `nblocks` blocks: the journal gets 1/16 of the device (64 .. 32768 blocks)."""
+             journal_blocks: int | None = None, uuid: bytes = bytes(16), inline_max: int | None = None) -> Superblock:
+    """Lay out a store of `nblocks` blocks: the journal gets 1/16 of the device (64 .. 32768 blocks).
+    `inline_max` (journal only; default INLINE_MAX, 0: never) -- see Superblock.inline_max."""
     if protocol not in PROTOCOLS:
         raise ValueError(protocol)
+    if inline_max is None:
+        inline_max = INLINE_MAX if protocol == "journal" else 0
+    if not 0 <= inline_max <= MAX_INLINE or (inline_max and protocol != "journal"):
+        raise ValueError(f"inline_max {inline_max} (0..{MAX_INLINE}, journal only)")
     if max_files is None:
         max_files = max(64, min(4096, nblocks // 64))
     objmap_blocks = -(-max_files // OBJ_PER_BLOCK)
@@ -669,7 +683,7 @@ def geometry(nblocks: int, protocol: str, barrier: str, *, max_files: int | None
     bitmap_start = objmap_start + objmap_blocks
     data_start = bitmap_start + bitmap_blocks
     return Superblock(nblocks, protocol, barrier, 1 if jb else 0, jb, objmap_start, objmap_blocks,
-                      bitmap_start, bitmap_blocks, data_start, uuid)
+                      bitmap_start, bitmap_blocks, data_start, uuid, inline_max)
 
 
 def is_own_store(path: str) -> bool:

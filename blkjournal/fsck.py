@@ -17,7 +17,7 @@ from .claims import gather, judge, stale_stamp
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, check, crc32c, header, objmap_seen, read_objmap, weak_detection)
 from .blockmap import BlockMap
-from .journal import DESC
+from .journal import DESC, WHOLE_DATA, ZERO_FILL
 from .op import Op
 from .originslots import choose
 from .store import Store
@@ -96,6 +96,7 @@ def fsck(dev: BlockDevice) -> Report:
         raise CorruptError(f"superblock says {sb.nblocks} blocks but the device has {dev.nblocks}")
     r = Report()
     images: dict[int, bytes] = {}
+    logged: dict[int, bytes] = {}  # data blocks the replayed transactions carry whole (not home yet)
     if sb.protocol == "journal":
         st = Store(dev, sb)
         try:
@@ -115,8 +116,11 @@ def fsck(dev: BlockDevice) -> Report:
                 if not sb.objmap_start <= home < sb.nblocks:
                     r.add(JOURNAL, f"journal transaction {t.seq} writes outside the metadata area (block {home})", [home])
                     continue
+                if off == WHOLE_DATA:  # a data block logged inline (replay checked it is in the data area)
+                    logged[home] = buf
+                    continue
                 img = homes.setdefault(home, bytearray(dev.read(home)))
-                if off == 0xFFFF:
+                if off == ZERO_FILL:
                     img[:] = bytes(len(img))
                 else:
                     img[off:off + len(buf)] = buf
@@ -128,10 +132,10 @@ def fsck(dev: BlockDevice) -> Report:
         if txns:
             r.notes.append(f"applied {len(txns)} committed journal transactions in memory")
 
-    def read(k) -> bytes:  # a block number: metadata, as replayed; ("data", b): a data block, from the device
+    def read(k) -> bytes:  # a block number: metadata, as replayed; ("data", b): a data block, as replayed
         if type(k) is int:
             return images[k] if k in images else dev.read(k)
-        return dev.read(k[1])
+        return logged.get(k[1]) or dev.read(k[1])
 
     # What follows is a function of the superblock and the blocks it reads alone: the explorer's
     # checks of one run fsck the same recovered metadata state after state (memo.replayed).

@@ -51,9 +51,14 @@ class Txn:
     records: tuple  # ((home, offset, bytes), ...)
     commit: int = 0
 
+    def inline(self) -> list[int]:
+        """The data blocks this transaction carries whole (WHOLE_DATA records)."""
+        return [h for h, off, _ in self.records if off == WHOLE_DATA]
+
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
+WHOLE_DATA = 0xFFFE  # record offset meaning "these BLOCK_SIZE bytes are a data block, whole" (inline data)
 _ZERO = bytes(BLOCK_SIZE)
 
 
@@ -259,7 +264,7 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
             return None
         h, off, n = REC.unpack_from(stream, o)
         o += REC.size
-        if (off + n > BLOCK_SIZE and off != ZERO_FILL) or o + n > len(stream):
+        if o + n > len(stream) or (n != BLOCK_SIZE if off == WHOLE_DATA else off + n > BLOCK_SIZE and off != ZERO_FILL):
             return None
         recs.append((h, off, stream[o:o + n]))
         o += n
@@ -445,8 +450,10 @@ class Journal:
             blocks = _read_txn_blocks(read, self.area + p, first, n, look=look)
             txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
             bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
+            if bad is None and txn:
+                bad = next((b for b in txn.inline() if b not in self.data_area), None)
             if bad is not None:
-                raise FieldError(f"journal transaction {seq} orders data block {bad}, outside the data area")
+                raise FieldError(f"journal transaction {seq} names data block {bad}, outside the data area")
             if txn and verify_data and not all(crc32c(read(b)) == c for b, c in txn.data):
                 self._refuse_lost_data(read, txn)
                 txn = None

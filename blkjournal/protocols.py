@@ -22,7 +22,7 @@ from .device import BLOCK_SIZE
 from .errors import BlkError, CorruptError, StaleBlockError
 from .claims import gather, judge, stale_stamp
 from .format import MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
-from .journal import ZERO_FILL, Journal, delta, encode, stream_blocks, stream_bound, txn_stream
+from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, encode, stream_blocks, stream_bound, txn_stream
 from .op import Op
 from .originslots import blanks, choose
 
@@ -337,7 +337,8 @@ class JournalProtocol(Protocol):
         txns = self.journal.replay(self.dev)
         homes = self.replayed_homes(txns)
         self.replayed = len(txns)
-        self.refuse_checkpointed_past(homes)
+        logged = {b for t in txns for b in t.inline()}  # data, not metadata: no header to judge
+        self.refuse_checkpointed_past([b for b in homes if b not in logged])
         self.repairs: list[str] = []
         stale_bitmap, problems = [], []
         for b, err in self.journal.check_fixed(self.dev.read, homes):
@@ -353,6 +354,7 @@ class JournalProtocol(Protocol):
             raise st.problem(problems[0])
         self._images = None  # built on the first commit: a read-only open never needs them
         self.unckpt = dict(homes)
+        st.logged = {b: homes[b] for b in logged if b in homes}  # reads find them here until home
         if write and txns:
             self.unflushed = False
             self.checkpoint()
@@ -382,6 +384,9 @@ class JournalProtocol(Protocol):
                 for home, off, buf in t.records:
                     if not 0 < home < sb.nblocks or sb.journal_start <= home < sb.objmap_start:
                         raise CorruptError(f"journal transaction {t.seq}: record for block {home} is out of range")
+                    if off == WHOLE_DATA:  # a data block logged whole (replay checked it is in the data area)
+                        homes[home] = bytearray(buf)
+                        continue
                     img = homes.get(home)
                     if img is None:
                         img = homes[home] = bytearray(BLOCK_SIZE if off == ZERO_FILL else read(home))
@@ -459,7 +464,12 @@ class JournalProtocol(Protocol):
         images, fresh = self.images, op.fresh
         for b in sorted(blocks):
             records += [(b, off, buf) for off, buf in delta(None if b in fresh else images.get(b), blocks[b])]
-        data_crcs = op.data_crcs()
+        inline = self.inline_data(op)
+        if inline:  # the data rides in the transaction: no data write, no crc to order
+            records += [(b, WHOLE_DATA, v) for b, v in inline.items()]
+            data_crcs = DataCrcs([])
+        else:
+            data_crcs = op.data_crcs()
         stream = txn_stream(data_crcs, records)
         n = stream_blocks(stream)
         pos = self.journal.place(n)
@@ -471,7 +481,7 @@ class JournalProtocol(Protocol):
         if early is None and pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
             self.checkpoint()  # data durable alone, and its later loss could not be told from a torn tail
             pos = self.journal.place(n)
-        if op.data and early is None:
+        if op.data and not inline and early is None:
             self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                              durable=self.journal.durable, stream=stream)
@@ -489,16 +499,37 @@ class JournalProtocol(Protocol):
             self.dev.writev_background(at, [txn], role=role, start=True)
         else:
             self.dev.write(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
-        if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
+        if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now
         self.journal.advance(pos, len(txn) // BLOCK_SIZE, commit)
         self.unflushed = not self.fua
         for b in released:
             images.pop(b, None)
             self.unckpt.pop(b, None)
+            st.logged.pop(b, None)  # a freed inline block is never written home
         images.update(blocks)
         self.unckpt.update(blocks)
+        self.unckpt.update(inline)
+        st.logged.update(inline)
         self.held.extend(released)
+
+    def inline_data(self, op) -> dict[int, bytes]:
+        """The data blocks `op` logs whole in its transaction (block -> bytes, in block order):
+        all of them when it wrote at most the superblock's inline_max, else none.  A synced small
+        write is then one device request and one flush (the data and its commit share the
+        transaction's crc and sector frames); the checkpoint writes the data home later, after the
+        flush that made the transaction durable (docs/protocols.md, "Inline data")."""
+        if not op.data or self._early is not None:  # (a streaming write's data is on its way already)
+            return {}
+        n = sum(len(v) for v in op.data.values()) // BLOCK_SIZE
+        if n > self.store.sb.inline_max:
+            return {}
+        out = {}
+        for first in sorted(op.data):
+            v = memoryview(op.data[first])
+            for k in range(len(v) // BLOCK_SIZE):
+                out[first + k] = bytes(v[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE])
+        return out
 
     def checkpoint(self) -> None:
         """Write committed metadata home, make it durable, then advance the journal tail."""
@@ -517,6 +548,7 @@ class JournalProtocol(Protocol):
             self.dev.flush()
         self.unflushed = False
         self.unckpt.clear()
+        self.store.logged.clear()  # written home: reads go to the device again
         for b in self.held:
             self.store.freelist.held.discard(b)
         self.held.clear()

@@ -161,6 +161,9 @@ class Store:
         self.objmap_seen: dict[int, tuple] = {}  # object map block -> what it names durable (ordered, format 6)
         self._objmap_packed: dict[int, tuple] = {}  # object map block -> (entries, seen, image) as last packed
         self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
+        # data blocks whose only copy is in the journal (logged inline, protocols.inline_data): reads
+        # take them from here until the checkpoint writes them home
+        self.logged: dict[int, bytes] = {}
         self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
         self.op_count = 0
@@ -403,7 +406,7 @@ class Store:
             return f"object map block {b - sb.objmap_start}"
         if sb.bitmap_start <= b < sb.data_start:
             return f"bitmap block {b - sb.bitmap_start}"
-        return f"block {b}"
+        return f"inline data block {b}" if b in self.logged else f"block {b}"
 
     # ------------------------------------------------------------------ reading
     def lookup(self, name: str) -> FileState:
@@ -442,7 +445,7 @@ class Store:
         if not b:
             return bytes(end - offset)
         try:
-            buf = self.dev.read(b)
+            buf = self.logged.get(b) or self.dev.read(b)
         except CorruptError as err:
             raise _read_error(f, idx, err) from None
         if verify and crc32c(buf) != crc:
@@ -494,7 +497,7 @@ class Store:
         out = None if whole else bytearray(n * BLOCK_SIZE)
         for idx, b, crcs in runs:
             try:
-                buf = self.dev.read(b, len(crcs))
+                buf = self._data(b, len(crcs))
             except CorruptError as err:
                 raise _read_error(f, idx, err) from None
             if verify:
@@ -712,7 +715,20 @@ class Store:
         mine = op.block_data(b)
         if mine is not None:
             return bytes(mine)
-        return self.dev.read(b)
+        return self.logged.get(b) or self.dev.read(b)
+
+    def _data(self, b: int, n: int) -> bytes:
+        """Data blocks b..b+n-1 as they are now: from the device, with any still logged inline
+        (not yet written home) taken from memory."""
+        mine = [k for k in range(n) if b + k in self.logged] if self.logged else ()
+        if not mine:
+            return self.dev.read(b, n)
+        if len(mine) == n:
+            return b"".join(self.logged[b + k] for k in mine)
+        out = bytearray(self.dev.read(b, n))
+        for k in mine:
+            out[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE] = self.logged[b + k]
+        return bytes(out)
 
     def _truncate(self, op: Op, f: FileState, size: int) -> None:
         edit = MapEdit(self, op, f)

@@ -220,7 +220,7 @@ def _journal_with_live_txn(tmp_path) -> tuple[str, int]:
         s.put("small", b"s" * 100)
         s.sync()
         j = s.protocol.journal
-        assert j.used == 1
+        assert j.used == 2  # one transaction: its descriptor and the block its inline data spills into
         return img, j.area + j.tail_pos
 
 
@@ -264,6 +264,28 @@ def test_journal_record_outside_the_store_is_refused(tmp_path):
     assert "block 0" in json.dumps(rep)
     refused(cli("ls", img), "journal transaction", "out of range")
     refused(cli("recover", img), "out of range")
+    assert sha(img) == before
+
+
+def test_inline_data_record_outside_the_data_area_is_refused(tmp_path):
+    """A well-formed, checksummed transaction whose inline data record (format 7: a data block
+    carried whole) names a metadata block is refused by name, not replayed over the object map."""
+    from blkjournal.journal import WHOLE_DATA, encode
+
+    img, txn_block = _journal_with_live_txn(tmp_path)
+    with Device(img, readonly=True) as d:
+        s = Store.open(d, recover=False)
+        j = s.protocol.journal
+        objmap = s.sb.objmap_start
+    blocks, _ = encode(j.tail_seq, j.tail_prev, [], [(objmap, WHOLE_DATA, bytes(BLOCK_SIZE))], at=txn_block)
+    with open(img, "r+b") as f:
+        f.seek(txn_block * BLOCK_SIZE)
+        f.write(b"".join(blocks))
+    before = sha(img)
+    rep = fsck_finds(img, "bad-field")
+    assert f"data block {objmap}, outside the data area" in json.dumps(rep), rep
+    refused(cli("ls", img), "journal transaction 1", f"data block {objmap}, outside the data area")
+    refused(cli("recover", img), "outside the data area")
     assert sha(img) == before
 
 

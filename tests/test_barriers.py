@@ -1,8 +1,9 @@
 """Exact I/O and barrier counts, from Device.counters and from the kernel's own /sys/block stat.
 
 One `put` of a new 1-block file + `sync` (what `blkjournal put` does after opening):
-    journal/flush  2 writes (data + 1 journal block), 1 flush           -- the physical minimum
-    journal/fua    2 FUA writes, 0 flushes
+    journal/flush  1 write of 2 journal blocks (the data logged inline: format 7), 1 flush
+                   -- the physical minimum: one request and one barrier
+    journal/fua    1 FUA write, 0 flushes
     ordered/flush  5 writes = 7 blocks (the two origin slots' blanks with the used-list head in one
                    run, data, origin, object map, bitmap), 2 flushes: one after the data (it
                    orders the used-list entry, the blanks and the data before the origin) and
@@ -12,7 +13,7 @@ One `put` of a new 1-block file + `sync` (what `blkjournal put` does after openi
                    plain), 0 flushes
     none           6 writes (its elevator issues one per block, slot a's blank and origin as one), no barrier
 A synced 4 KiB append to an existing file:
-    journal/flush  2 writes = 8192 bytes (1 data + 1 journal block), 1 flush
+    journal/flush  1 write = 8192 bytes (a 2-block transaction carrying the data), 1 flush
     ordered/flush  4 writes (used-list entry, data, origin, bitmap), 2 flushes; fua: 3 FUA + bitmap plain
     none           4 writes, no barrier
 
@@ -32,16 +33,16 @@ from blkjournal.device import BLOCK_SIZE, Device
 from blkjournal.store import Store
 
 PUT = {  # (writes, flushes, fua_writes[, blocks written when not one per write])
-    ("journal", "flush"): (2, 1, 0),
-    ("journal", "fua"): (2, 0, 2),
+    ("journal", "flush"): (1, 1, 0, 2),
+    ("journal", "fua"): (1, 0, 1, 2),
     ("ordered", "flush"): (5, 2, 0, 7),
     ("ordered", "fua"): (5, 0, 4, 7),
     ("none", "flush"): (6, 0, 0),
     ("none", "fua"): (6, 0, 0),
 }
 APPEND = {
-    ("journal", "flush"): (2, 1, 0),
-    ("journal", "fua"): (2, 0, 2),
+    ("journal", "flush"): (1, 1, 0, 2),
+    ("journal", "fua"): (1, 0, 1, 2),
     ("ordered", "flush"): (4, 2, 0),
     ("ordered", "fua"): (4, 0, 3),
     ("none", "flush"): (4, 0, 0),
@@ -152,10 +153,10 @@ def test_kernel_counts_the_same_on_a_loop_device(make_loop, protocol, barrier):
 def test_kernel_counts_a_synced_append_the_same(make_loop, barrier):
     """journal: a synced 4 KiB append as the block layer sees it (/sys/block/NAME/stat), next to
     the store's own counters.  The kernel counts a flush request among the write requests too
-    (field 5): under flush the 2 writes (data, journal block) + the flush = 3 requests, 16
-    sectors, 1 flush.  Under fua (emulated on a loop device: no queue/fua) each RWF_DSYNC write's
-    post-flush rides on its own request and the fsync that O_DSYNC implies is one more request
-    and flush: 4 requests, 4 flushes."""
+    (field 5): under flush the one write (the transaction, data inline) + the flush = 2
+    requests, 16 sectors, 1 flush.  Under fua (emulated on a loop device: no queue/fua) the
+    RWF_DSYNC write's post-flush rides on its own request and the fsync that O_DSYNC implies is
+    one more request and flush: 2 requests, 2 flushes."""
     loop = make_loop(16 << 20, 4096)
     dev = _fresh(loop, "journal", barrier)
     s = Store.open(dev)
@@ -169,5 +170,5 @@ def test_kernel_counts_a_synced_append_the_same(make_loop, barrier):
         after = _stat(loop)
         _expect(dev.counters, APPEND["journal", barrier])
         got = (after[4] - before[4], after[6] - before[6], after[15] - before[15])
-        assert got == ((3, 16, 1) if barrier == "flush" else (4, 16, 4)), got
+        assert got == ((2, 16, 1) if barrier == "flush" else (2, 16, 2)), got
     dev.close()

@@ -286,6 +286,20 @@ def test_undetectable_only_where_the_legal_image_gives_the_difference_no_meaning
     assert "differs only in blocks free there (1: " in F.rollback_equivalent(fs, f, F.FaultyDevice(honest, {free: junk}), honest)
     for b in (data, st.sb.bitmap_start, st.sb.objmap_start, st.sb.journal_start + 3, 0):
         assert F.rollback_equivalent(fs, f, F.FaultyDevice(honest, {free: junk, b: junk}), honest) is None, b
+    # A block holding exactly what the lost write W wrote there is what an honest crash tearing W
+    # leaves (a 2-block transaction, its data inline, lost in part): no difference -- but only
+    # W's own bytes, and only when W is among the lost.
+    spb = fs.spb
+    p, w = next((p, x) for p in fs.points for x in fs.space.free_writes(p)
+                if x.n >= 2 * spb and x.chunks and x.s0 % spb == 0 and x.s0 // spb < st.sb.objmap_start)
+    before = fs.space.state_from_combo(p, ()).overlay()  # w free at p and absent
+    b2 = w.s0 // spb + 1
+    mine = b"".join(bytes(c) for c in w.chunks[spb:2 * spb])
+    assert before.read(b2) != mine
+    torn = F.FaultyDevice(before, {b2: mine})
+    assert F.rollback_equivalent(fs, f, torn, before, frozenset({w.seq})) == "the image is byte for byte"
+    assert F.rollback_equivalent(fs, f, torn, before) is None
+    assert F.rollback_equivalent(fs, f, F.FaultyDevice(before, {b2: junk}), before, frozenset({w.seq})) is None
 
 
 @pytest.mark.parametrize("kind,samples", [("lost-write", 1), ("bitrot", 3)])

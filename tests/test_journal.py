@@ -158,7 +158,7 @@ def test_journal_wraps_and_checkpoints(image, barrier):
 @pytest.fixture(scope="module", params=["flush", "fua"])
 def torn(request, tmp_path_factory):
     """Image with two committed (unsynced, not checkpointed) puts, then the writes of a third, big
-    put (data run + a multi-block transaction) and of a fourth, small one."""
+    put (data run + a multi-block transaction) and of a fourth, small one (its data inline)."""
     d = tmp_path_factory.mktemp(f"torn-{request.param}")
     work = str(d / "work.img")
     dev = Device(work, create_size=8 << 20)
@@ -198,7 +198,7 @@ def test_torn_tail_fixture_shape(torn):
     cdata, ctxn = split(c)
     ddata, dtxn = split(d)
     assert len(cdata) == 300 and len(ctxn) >= 2  # the big put's transaction spans blocks
-    assert len(ddata) == 1 and len(dtxn) == 1
+    assert len(ddata) == 0 and len(dtxn) == 2  # the small put's data rides in its transaction (format 7)
 
 
 @pytest.mark.parametrize("drop", ["last txn block", "descriptor", "one data block", "middle txn block"])

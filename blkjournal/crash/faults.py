@@ -638,11 +638,17 @@ def meaningful_blocks(dev: BlockDevice) -> set[int] | None:
         return None
 
 
-def rollback_equivalent(fs: FaultSpace, f: Fault, faulted: BlockDevice, honest: BlockDevice) -> str | None:
+def rollback_equivalent(fs: FaultSpace, f: Fault, faulted: BlockDevice, honest: BlockDevice,
+                        lost: frozenset = frozenset()) -> str | None:
     """Why the faulted image is, to any design, the legal crash image `honest` (or None): equal on
     every block the format gives meaning to there; the blocks that differ are free in it (user
-    data is stored raw and free space is never read at recovery), docs/faults.md."""
-    diff = differing_blocks(faulted, honest)
+    data is stored raw and free space is never read at recovery), docs/faults.md.
+
+    A block where the faulted image holds exactly what one of the `lost` writes wrote there is no
+    difference either: a multi-block write lost in part (one block of a transaction) leaves what
+    an honest crash leaves when it tears that write, keeping its other blocks -- a volatile cache
+    makes no request atomic (the explorer's --torn states)."""
+    diff = [b for b in differing_blocks(faulted, honest) if not _as_lost_wrote(fs, lost, b, faulted.read(b))]
     if not diff:
         return "the image is byte for byte"
     meant = meaningful_blocks(honest)
@@ -650,6 +656,17 @@ def rollback_equivalent(fs: FaultSpace, f: Fault, faulted: BlockDevice, honest: 
         return None
     return f"the image differs only in blocks free there ({len(diff)}: {', '.join(map(str, diff[:6]))}" \
            f"{' ...' if len(diff) > 6 else ''}), else it is"
+
+
+def _as_lost_wrote(fs: FaultSpace, lost: frozenset, b: int, raw: bytes) -> bool:
+    """Is `raw` block b exactly as one of the writes `lost` wrote it (covering the whole block)?"""
+    first = b * fs.spb
+    for seq in lost:
+        w = fs.by_seq[seq]
+        if w.s0 <= first and first + fs.spb <= w.s0 + w.n and w.chunks:
+            if b"".join(w.chunks[first - w.s0:first - w.s0 + fs.spb]) == raw:
+                return True
+    return False
 
 
 # ---------------------------------------------------------------- checking
@@ -694,7 +711,7 @@ def judge_fault(fs: FaultSpace, f: Fault, kind: str, cache: dict | None = None) 
             continue
         p2, combo2 = rb
         honest = fs.space.state_from_combo(p2, combo2).overlay()
-        how = rollback_equivalent(fs, f, inject(fs, f), honest)
+        how = rollback_equivalent(fs, f, inject(fs, f), honest, lost)
         if how and acceptable(ob, fs.models, fs.window(p2), kind)[0]:
             seqs = " and ".join(map(str, sorted(lost)))
             row.update(outcome="undetectable",

@@ -15,7 +15,7 @@ MUTANT = Mutant(
     "journal-data-after-commit", __doc__.splitlines()[0],
     "blkjournal.protocols:JournalProtocol.commit",
     (("""
-if op.data and early is None:
+if op.data and not inline and early is None:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
 txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                      durable=self.journal.durable, stream=stream)
@@ -23,10 +23,10 @@ txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, record
 txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                      durable=self.journal.durable, stream=stream)
 """), ("""
-if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
+if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
 """, """
-if op.data and early is None:
+if op.data and not inline and early is None:
     self.write_blocks(op.data, op.roles, fua=self.fua and self.on("FUA data"), why=op.name)
-if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data):
+if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
 """),),
     protocols=("journal",), barriers=("fua",))
