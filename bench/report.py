@@ -126,9 +126,9 @@ def figures(have_fio: bool) -> list[Fig]:
     for key, label in (("journal.flush", "journal/flush"), ("journal.flush-i0", "journal/flush --inline-max 0")):
         task = f"wa:{label.split()[0]}" + ("-i0" if "inline" in label else "")
         F += [Fig(f"wa.amortised.{key}", f"bytes written per user byte over 12,000 synced appends with their "
-                  f"checkpoints, {label}", "×", task, "wa", table="io"),
+                  f"checkpoints, {label}", "×", task, "wa", table="diag"),
               Fig(f"wa.amortised.{key}.writes", f"write requests per sync over the same run, {label}", "writes/sync",
-                  task, "writes_per_sync", table="io")]
+                  task, "writes_per_sync", table="diag")]
     # diagnostics that explain the ratios
     for p, b in PROTOCOLS:
         F.append(Fig(f"cpu.append.{p}.{b}", f"CPU per synced append, {p}/{b}", "µs/op", f"append:{p}/{b}", "cpu_us_op",
@@ -255,7 +255,7 @@ def targets(E: dict, load: float = 0.0) -> list[Target]:
                         "Counted exactly: Device.flush calls and the loop device's completed-flush counter agree. "
                         "The window holds no checkpoint (the 64 MiB journal takes ~16k appends to fill), whose "
                         "3 flushes amortise to < 0.001 per sync."
-                        + (f" journal/fua issues 0 flushes and 2 FUA writes per sync, but this loop device has no "
+                        + (f" journal/fua issues 0 flushes and 1 FUA write per sync, but this loop device has no "
                            f"FUA (queue/fua = 0), so the kernel turns each RWF_DSYNC write into write + flush: "
                            f"{fua_blk:.2f} flushes per sync at the block layer." if fua_blk is not None else ""),
                         ["io.journal.flush.dev_flushes", "io.journal.flush.blk_flushes"]))

@@ -13,7 +13,8 @@ returns), which is weaker, so a protocol proven under the model is correct on ei
 
 from __future__ import annotations
 
-import concurrent.futures
+import _thread
+import atexit
 import ctypes
 import errno
 import fcntl
@@ -22,9 +23,9 @@ import os
 import stat
 import struct
 import sys
-import time
+import threading
+import weakref
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 
 from .errors import BlkError, DeviceReadError
@@ -93,19 +94,27 @@ class BlockDevice:
         data = bytes(bufs[0]) if len(bufs) == 1 else b"".join(bufs)
         self.write(block, data, fua=fua, role=role)
 
-    def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = ""):
+    def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = "",
+                          start: bool = False):
         """writev(), but it may return before the write completes: requests still go to the
         device one at a time, in the order they were issued, each after the one before has
         completed -- exactly the request stream synchronous calls make -- and every other call
         on the device waits first for what is in flight.  The caller keeps `bufs` unchanged
         until wait() says the write is done.  Returns a handle for wait(), or None when the
-        write is done already (this default: synchronous)."""
+        write is done already (this default: synchronous).  `start`: return only once this
+        write has been issued (the ones before it completed), not merely queued."""
         self.writev(block, bufs, fua=fua, role=role)
         return None
 
     def wait(self, handle=None) -> None:
         """Until the background write `handle` (None: every one) and those before it have
         completed; raises the first one's error."""
+
+    def queued(self) -> int:
+        """How many background writes wait behind the one being issued (this default: none).
+        While some do, the thread issuing them needs the interpreter when the current one
+        completes: a caller computing meanwhile should let go of it now and then."""
+        return 0
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -213,7 +222,7 @@ class Device(BlockDevice):
         self._buf = AlignedBuffer()
         self._one = AlignedBuffer()  # a random 4 KiB read's buffer, its view made once
         self._one_view = [self._one.view(BLOCK_SIZE)]
-        self._worker: ThreadPoolExecutor | None = None  # background writes (writev_background)
+        self._worker: _Writer | None = None  # background writes (writev_background)
         self._worker_pid = 0
         self._worker_buf: AlignedBuffer | None = None  # the worker's own, for writes it must copy
         self._inflight: deque = deque()  # futures of background writes, oldest first
@@ -259,17 +268,23 @@ class Device(BlockDevice):
             self.wait()
         self._pwrite(block, bufs, fua)
 
-    def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = ""):
+    def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = "",
+                          start: bool = False):
         """One worker thread issues the writes, in the order given (pwritev lets go of the GIL, so
         the caller computes meanwhile); the request stream is the synchronous one (see
         BlockDevice.writev_background).  A subclass that overrides write() gets them
         synchronously, through write().  An error is raised by the wait() (or the next call on
-        the device) that meets it, before any later request is issued."""
+        the device) that meets it, before any later request is issued.
+
+        `start` is for a caller about to compute while the write runs: the worker needs a CPU for
+        a moment to issue each write, and on a machine whose other CPU is busy the scheduler let
+        the caller run out its time slice first (about 0.7 ms here, most of a 1 MiB write).  A
+        caller that blocks until the write is issued leaves the worker its CPU at once."""
         if type(self).write is not Device.write:
             return super().writev_background(block, bufs, fua=fua, role=role)
         n = self._check_write(block, bufs)
         if self._worker is None or self._worker_pid != os.getpid():  # none yet, or forked
-            self._worker, self._worker_pid = ThreadPoolExecutor(1, thread_name_prefix="blkjournal-write"), os.getpid()
+            self._worker, self._worker_pid = _Writer(self), os.getpid()
             self._worker_buf = AlignedBuffer()
             self._inflight.clear()
         if not self._inflight:
@@ -278,21 +293,32 @@ class Device(BlockDevice):
             # only when the caller waits.  So the interval is short while writes are in flight.
             self._switch = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
-        fut = self._worker.submit(self._background, block, list(bufs), fua, n)
-        self._inflight.append(fut)
+        req = _Request(block, list(bufs), fua, n, start)
+        self._inflight.append(req)
+        self._worker.put(req)
         self._count(n, fua)  # counted as issued, here: the counters are exact whenever the caller looks
-        time.sleep(0)  # let go of the interpreter once: the worker mostly starts its write right here
-        return fut
+        if start:
+            req.started.acquire()
+        # No time.sleep(0) to hand the worker the interpreter here: a sleep enters the scheduler,
+        # and on a busy machine the caller waited a time slice for it (a fifth of a streaming
+        # MiB's wall time); the worker takes the interpreter when the caller next lets go of it
+        # (the crcs that follow a streaming write's data release it per block) or at the switch
+        # interval.
+        return req
 
-    def _background(self, block: int, bufs, fua: bool, n: int) -> None:
+    def queued(self) -> int:
+        return len(self._worker.pending) if self._worker is not None and self._worker_pid == os.getpid() else 0
+
+    def _background(self, req: "_Request") -> None:
         """In the worker: one write, unless one before it failed (then nothing is issued)."""
         if self._failed is not None:
-            raise BlkError(f"{self.path}: write at block {block} not issued: an earlier write failed")
+            req.refused = True
+            req.error = BlkError(f"{self.path}: write at block {req.block} not issued: an earlier write failed")
+            return
         try:
-            self._pwrite(block, bufs, fua, self._worker_buf, n, count=False)
+            self._pwrite(req.block, req.bufs, req.fua, self._worker_buf, req.n, count=False)
         except BaseException as e:
-            self._failed = e
-            raise
+            self._failed = req.error = e
 
     def wait(self, handle=None) -> None:
         if self._inflight and self._worker_pid != os.getpid():
@@ -302,12 +328,19 @@ class Device(BlockDevice):
             self._worker = None
         try:
             while self._inflight:
-                fut = self._inflight.popleft()
-                fut.result()
-                if fut is handle:
+                req = self._inflight[0]
+                req.result()
+                self._inflight.popleft()
+                if req is handle:
                     break
         except BaseException:
-            concurrent.futures.wait(self._inflight)  # the rest fail at once, issuing nothing
+            c = self.counters
+            for req in self._inflight:  # the rest fail at once, issuing nothing
+                req.done.acquire()
+                if req.refused:  # counted when queued, never issued: the counters stay exact
+                    c.writes -= 1
+                    c.bytes_written -= req.n
+                    c.fua_writes -= req.fua
             self._inflight.clear()
             self._failed = None
             raise
@@ -370,7 +403,8 @@ class Device(BlockDevice):
                 self.wait()
             finally:
                 if self._worker is not None:
-                    self._worker.shutdown()
+                    if self._worker_pid == os.getpid():
+                        self._worker.stop()
                     self._worker = None
                     self._worker_buf.close()
                 os.close(self.fd)
@@ -378,6 +412,98 @@ class Device(BlockDevice):
                 self._buf.close()
                 self._one_view[0].release()
                 self._one.close()
+
+
+class _Request:
+    """One background write: what to write, and `done`, a lock held until the worker has
+    issued it (or refused to); its error, if any.  A plain lock, not a Future: a streaming write
+    issues two of these per MiB, and a Future (its condition, the executor's locks) cost the
+    caller as much Python as the rest of the submission."""
+
+    __slots__ = ("block", "bufs", "fua", "n", "done", "started", "error", "refused")
+
+    def __init__(self, block: int, bufs: list, fua: bool, n: int, start: bool = False) -> None:
+        self.block, self.bufs, self.fua, self.n, self.error, self.refused = block, bufs, fua, n, None, False
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.started = None  # with `start`: a lock held until the worker takes the request up
+        if start:
+            self.started = _thread.allocate_lock()
+            self.started.acquire()
+
+    def result(self) -> None:
+        """Until the write is issued and has returned; raises its error."""
+        self.done.acquire()
+        self.done.release()  # (done stays done: a second wait returns at once)
+        if self.error is not None:
+            raise self.error
+
+
+class _Writer:
+    """The thread that issues a Device's background writes, one at a time, in order.
+
+    Requests wait in a deque; the thread sleeps in an eventfd read only when the deque is empty,
+    and says so (`idle`), so a request queued while it writes costs the caller no system call,
+    and one queued while it sleeps wakes it by an eventfd write -- a call that lets go of the
+    interpreter.  (A queue's put wakes the thread while holding it: on a busy machine the
+    scheduler often ran the woken thread right there, and the caller sat out its time slice
+    holding the interpreter the thread needed.)  Every step is taken holding the interpreter,
+    so no wake-up is lost: the thread says it is idle before it looks at the deque a last time,
+    and the caller looks at `idle` after it has queued."""
+
+    def __init__(self, dev: "Device") -> None:
+        self.pending: deque = deque()
+        self.idle = False
+        self.efd = os.eventfd(0, os.EFD_CLOEXEC)
+        self.thread = threading.Thread(target=self._run, args=(dev._background,), name="blkjournal-write",
+                                       daemon=True)
+        self.thread.start()
+        _WRITERS.add(self)
+
+    def put(self, req) -> None:
+        self.pending.append(req)
+        if self.idle:
+            os.eventfd_write(self.efd, 1)
+
+    def _run(self, issue) -> None:
+        pending, efd = self.pending, self.efd
+        while True:
+            if not pending:
+                self.idle = True
+                if not pending:
+                    os.eventfd_read(efd)
+                self.idle = False
+                continue
+            req = pending.popleft()
+            if req is None:
+                return
+            if req.started is not None:
+                req.started.release()
+            try:
+                issue(req)
+            finally:
+                req.done.release()
+
+    def stop(self) -> None:
+        """After the writes queued so far; the thread ends."""
+        if self.thread.is_alive():
+            self.put(None)
+            self.thread.join()
+        _WRITERS.discard(self)
+        os.close(self.efd)
+
+
+_WRITERS: "weakref.WeakSet[_Writer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _drain() -> None:
+    """At exit, the writes still queued on a device never closed are issued, not dropped (the
+    thread is a daemon, so that an unclosed device cannot keep the interpreter from exiting)."""
+    for w in list(_WRITERS):
+        if w.thread.is_alive():
+            w.put(None)
+            w.thread.join()
 
 
 def _aligned(buf) -> bool:

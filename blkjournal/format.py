@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import functools
 import struct
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import is_not
 from array import array
 from dataclasses import dataclass, field
@@ -211,11 +211,9 @@ def reframe(logical: bytes, block: int) -> bytes:
     if len(logical) < NSECT * SECTOR_DATA:
         logical += bytes(NSECT * SECTOR_DATA - len(logical))
     ids = _sector_ids(block)
-    tail = []
-    for s in range(1, NSECT):
-        piece = logical[s * SECTOR_DATA:(s + 1) * SECTOR_DATA]
-        tail += (piece, _U32.pack(crc32c(ids[s], crc32c(piece))))
-    tail = b"".join(tail)
+    pieces = list(map(logical.__getitem__, _LATER_SECTORS))
+    # sectors 1..7, each its 508 bytes and their crc32c continued over its (block, sector) id
+    tail = _TAIL.pack(*chain.from_iterable(zip(pieces, map(crc32c, ids[1:], map(crc32c, pieces)))))
     # the block crc: the block with its crc field and sector 0's crc zeroed (whole_crc, framed)
     bcrc = crc32c(tail, crc32c(_ZERO4, crc32c(logical[12:SECTOR_DATA], crc32c(_ZERO4, crc32c(logical[:8])))))
     s0 = logical[:8] + _U32.pack(bcrc) + logical[12:SECTOR_DATA]
@@ -223,13 +221,14 @@ def reframe(logical: bytes, block: int) -> bytes:
 
 
 _SECTOR_INDEX = tuple(struct.pack("<I", s) for s in range(NSECT))
+_LATER_SECTORS = tuple(slice(s * SECTOR_DATA, (s + 1) * SECTOR_DATA) for s in range(1, NSECT))
+_TAIL = struct.Struct("<" + f"{SECTOR_DATA}sI" * (NSECT - 1))  # sectors 1..7 of a framed block
 
 
 def _sector_ids(block: int) -> tuple:
     """What each sector crc of block `block` ends with: (block number, sector index), packed
     (_SECTOR_ID.pack(block, s) for each s)."""
-    b = _U64.pack(block)
-    return tuple(b + s for s in _SECTOR_INDEX)
+    return tuple(map(_U64.pack(block).__add__, _SECTOR_INDEX))
 
 
 def unframe(raw) -> bytes:

@@ -69,6 +69,8 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
     zero-fill and then carries only the non-zero ranges (a new used list block is mostly zeros).
     """
     if old is None:
+        if chunk == _CHUNK and len(new) == BLOCK_SIZE and isinstance(new, bytes):
+            return [(ZERO_FILL, b"")] + (_delta_fresh(new) if new != _ZERO else [])
         return [(ZERO_FILL, b"")] + delta(_ZERO, new, chunk)
     if old == new:
         return []
@@ -89,6 +91,31 @@ def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, byt
                     lo, hi = off, nxt
     if hi > 0:
         out.append((lo, new[lo:hi]))
+    return out
+
+
+_CHUNK = 64
+_ZERO_CHUNK = bytes(_CHUNK)
+
+
+def _delta_fresh(new) -> list[tuple[int, bytes]]:
+    """delta(zeros, new) for a whole block, at C speed: the same records (the maximal runs of
+    64-byte chunks that are not all zeros), bounded by the block's first and last non-zero
+    bytes, a chunk inside being all zeros only where `new` holds a run of at least 64 zero
+    bytes -- instead of testing chunk after chunk in Python.  A commit logs every block it
+    allocates this way (a 1 MiB write's new map node is 49 non-zero chunks)."""
+    lo = (BLOCK_SIZE - len(new.lstrip(b"\0"))) // _CHUNK * _CHUNK  # the chunk of the first non-zero byte
+    hi = -(-len(new.rstrip(b"\0")) // _CHUNK) * _CHUNK  # the end of the chunk of the last
+    out = []
+    i = new.find(_ZERO_CHUNK, lo, hi)
+    while i >= 0:
+        end = hi - len(new[i:hi].lstrip(b"\0"))  # zeros from i to end
+        a, b = -(-i // _CHUNK) * _CHUNK, end // _CHUNK * _CHUNK  # the whole chunks they hold
+        if a < b:
+            out.append((lo, new[lo:a]))
+            lo = b
+        i = new.find(_ZERO_CHUNK, end, hi)
+    out.append((lo, new[lo:hi]))
     return out
 
 

@@ -94,7 +94,11 @@ class Protocol:
         (`writev`), so the only copy is the device's own into its aligned buffer (none from
         page-aligned memory).  `background`: the same requests through writev_background;
         returns the last one's handle (None: all done)."""
-        write = self.dev.writev_background if background else self.dev.writev
+        if background:
+            def write(b, bufs, *, fua, role):  # the first is issued before this returns (writev_background's start)
+                return self.dev.writev_background(b, bufs, fua=fua, role=role, start=last is None)
+        else:
+            write = self.dev.writev
         last = None
         if len(blocks) == 1:  # one piece (an append's data block): the loop below's one write
             ((b, v),) = blocks.items()
@@ -474,11 +478,11 @@ class JournalProtocol(Protocol):
         n = stream_blocks(stream)
         pos = self.journal.place(n)
         early = self._early
-        if early is not None:  # the data writes are issued: wait for them (before the transaction)
+        if early is not None and (early.op is not op or pos is None or n > early.bound
+                                  or early.blocks.keys() != op.data.keys()):
             self.settle_early()
-            if early.op is not op or pos is None or n > early.bound or early.blocks.keys() != op.data.keys():
-                raise BlkError(f"internal: data issued early for {early.op.name!r} is not what the commit writes")
-        elif pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
+            raise BlkError(f"internal: data issued early for {early.op.name!r} is not what the commit writes")
+        if early is None and pos is None:  # before the data: a checkpoint's flushes between data and transaction would make the
             self.checkpoint()  # data durable alone, and its later loss could not be told from a torn tail
             pos = self.journal.place(n)
         if op.data and not inline and early is None:
@@ -486,16 +490,22 @@ class JournalProtocol(Protocol):
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                              durable=self.journal.durable, stream=stream)
         at, role = self.journal.area + pos, f"journal txn {self.journal.next_seq} [{op.name}]"
+        # The data writes issued early are waited for only now, the transaction encoded: it is
+        # issued the moment they complete.  (Queued behind them instead, for the worker to issue
+        # back to back, it was slower: the woken caller and the worker then both wanted the
+        # interpreter, and the transaction's write waited out switch intervals.)
+        txn = b"".join(txn)
+        self.settle_early()
         if early is not None and not self.fua:
             # A streaming write's transaction completes while the caller computes its next write;
             # the device issues whatever comes next only after it (writev_background), and a FUA
             # transaction (durable when it returns: journal.durable) stays synchronous.
-            self.dev.writev_background(at, [b"".join(txn)], role=role)
+            self.dev.writev_background(at, [txn], role=role, start=True)
         else:
-            self.dev.write(at, b"".join(txn), fua=self.fua and self.on("FUA transaction"), role=role)
+            self.dev.write(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now
-        self.journal.advance(pos, len(txn), commit)
+        self.journal.advance(pos, len(txn) // BLOCK_SIZE, commit)
         self.unflushed = not self.fua
         for b in released:
             images.pop(b, None)

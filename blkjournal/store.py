@@ -687,6 +687,9 @@ class Store:
             plan.append((b0, count, idx, starts))
             idx += count
         overlap = self.protocol.issue_data_early(op, f, need)
+        # the crcs let go of the interpreter per block only while more data writes wait to be
+        # issued (a put's later runs): a 1 MiB write's one data write is issued by now
+        overlap = overlap and self.dev.queued() > 0
         try:
             for b0, count, idx, starts in plan:
                 crcs = array("I")

@@ -235,6 +235,82 @@ def test_a_failed_background_write_stops_the_stream(image):
         assert dev.issued == dev.fail_at  # neither the third run nor the transaction
 
 
+def test_a_failed_background_write_leaves_the_counters_exact(image):
+    """The writes queued behind a failed background write are never issued, so they are not
+    counted either: the counters say exactly what reached the device (counted when queued, a
+    refused write is taken back when the wait raises)."""
+    class Failing(Device):
+        fail_at, issued, bytes_issued = None, 0, 0
+
+        def _pwrite(self, block, bufs, fua, *rest, **kw):
+            self.issued += 1
+            if self.issued == self.fail_at:
+                raise OSError(5, "planted EIO")
+            self.bytes_issued += sum(len(b) for b in bufs)
+            return super()._pwrite(block, bufs, fua, *rest, **kw)
+
+    with Failing(image, create_size=64 << 20) as dev:
+        st = Store.mkfs(dev, "journal", "flush")
+        st.create("f")
+        dev.fail_at = dev.issued + 1  # the first of the write's three data runs: the other two are refused
+        with pytest.raises(OSError, match="planted EIO"):
+            st.write("f", 0, bytes(3000 * BLOCK_SIZE))
+        assert dev.issued == dev.fail_at
+        # the failed write counts (it was issued: MAX_RUN blocks), the two refused ones do not
+        assert dev.counters.writes == dev.issued
+        assert dev.counters.bytes_written == dev.bytes_issued + MAX_RUN * BLOCK_SIZE
+
+
+def test_a_write_asked_to_start_is_issued_before_writev_background_returns(image):
+    """writev_background(start=True) returns only once the worker has taken its write up, the
+    write before it having completed: the caller then computes while the write runs, and the
+    worker never waits for a CPU the caller holds.  Without `start` it returns at once."""
+    import threading
+
+    release = threading.Event()
+    entered = []
+
+    class Slow(Device):
+        def _pwrite(self, block, bufs, fua, *rest, **kw):
+            entered.append(block)
+            if block == 10:
+                release.wait(10)  # the first write is held in flight
+            return super()._pwrite(block, bufs, fua, *rest, **kw)
+
+    with Slow(image, create_size=8 << 20) as dev:
+        dev.writev_background(10, [bytes(BLOCK_SIZE)])
+        dev.writev_background(11, [bytes(BLOCK_SIZE)])  # queued behind it: returns at once
+        assert entered in ([], [10])
+        threading.Timer(0.2, release.set).start()
+        dev.writev_background(12, [bytes(BLOCK_SIZE)], start=True)
+        assert release.is_set() and entered[:2] == [10, 11] and dev.queued() == 0
+        dev.wait()
+        assert dev.counters.writes == 3
+
+
+def test_writes_queued_on_a_device_never_closed_are_issued_at_exit(tmp_path):
+    """The worker thread is a daemon (an unclosed device cannot keep the interpreter from
+    exiting), so at exit the writes it still holds are drained, not dropped."""
+    import subprocess
+    import sys
+
+    img = tmp_path / "x.img"
+    code = f"""if True:
+        import time
+        from blkjournal.device import Device
+        class Slow(Device):
+            def _pwrite(self, *a, **kw):
+                time.sleep(0.3)  # still in flight when the interpreter exits
+                return super()._pwrite(*a, **kw)
+        dev = Slow({str(img)!r}, create_size=1 << 20)
+        dev.writev_background(3, [b"x" * {BLOCK_SIZE}])
+    """
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd(), timeout=60)
+    with open(img, "rb") as f:
+        f.seek(3 * BLOCK_SIZE)
+        assert f.read(BLOCK_SIZE) == b"x" * BLOCK_SIZE
+
+
 def test_a_forked_child_does_not_wait_for_the_parents_writes(image):
     """A child forked while a background write is in flight (the explorer and the bench fork
     workers) does not wait for it: the thread issuing it is the parent's, so the child would
