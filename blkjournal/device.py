@@ -139,6 +139,15 @@ class BlockDevice:
                     return b0 + i, blk
         return None
 
+    def read_derived(self, block: int, fn):
+        """fn(the block's bytes): a read of what the caller makes of the block, not of the block.
+        Recovery patches a journalled home's content with the records replay found; only the
+        patched image matters to it.  So the crash explorer can answer it for a whole class of
+        crash states at once when fn gives one value for every content the block takes there
+        (explore.Tracer) -- a home a checkpoint tore is old and new sectors whose mixes all patch
+        to the same image.  `fn` must depend on its argument only (and be kept unchanged)."""
+        return fn(self.read(block))
+
     def mark(self, text: str) -> None:
         """A named point in the write stream; only recording devices keep it."""
 

@@ -372,37 +372,46 @@ class JournalProtocol(Protocol):
 
     def replayed_homes(self, txns: list) -> dict[int, bytes]:
         """The image of every home block the replayed transactions write: its content on the
-        device (none for a block a transaction logs whole) with their records applied in order.
+        device (none for a block whose first record sets it whole) with their records applied in
+        order.
 
-        The explorer's checks replay the same transactions over the same homes state after state:
-        a former fold over the same first transactions that read the same contents resumes after
-        them (memo.folded)."""
+        A home is read through `read_derived`, as the records patch it: only the patched image
+        matters, and the explorer answers that for a whole class of crash states -- a home a
+        checkpoint tore (some sectors old, some new) patches to one image whichever sectors
+        persisted, since the new content is the old with these very records applied.  The fold
+        over the transactions (one at a time: the explorer's checks replay the same ones state
+        after state and differ in the last one or two, memo.folded) reads nothing: per home it
+        gathers the records to apply; the homes are read after it, in the order the records
+        first touch them, so the reads -- and a read's error before a bad record's -- are the
+        ones a replay applying each record as it comes makes."""
         sb = self.store.sb
 
-        def apply(homes: dict, t, read) -> dict:
-            """homes after transaction t (a new dict: a former one is kept by the memo)."""
-            out, imgs = dict(homes), {}
+        def gather(state: tuple, t, read) -> tuple:
+            """(homes, error) after transaction t: per home (read it?, its records), the first bad
+            record's complaint (then nothing more is gathered).  New objects: the memo keeps the
+            former ones."""
+            homes, bad = state
+            if bad is not None:
+                return state
+            out = dict(homes)
             for home, off, buf in t.records:
                 if not 0 < home < sb.nblocks or sb.journal_start <= home < sb.objmap_start:
-                    raise CorruptError(f"journal transaction {t.seq}: record for block {home} is out of range")
-                if off == WHOLE_DATA:  # a data block logged whole (replay checked it is in the data area)
-                    imgs[home] = bytearray(buf)
-                    continue
-                img = imgs.get(home)
-                if img is None:
-                    was = out.get(home)
-                    img = imgs[home] = bytearray(BLOCK_SIZE if off == ZERO_FILL else read(home) if was is None
-                                                 else was)
-                if off == ZERO_FILL:
-                    img[:] = bytes(BLOCK_SIZE)
+                    return out, f"journal transaction {t.seq}: record for block {home} is out of range"
+                was = out.get(home)
+                if off == WHOLE_DATA or off == ZERO_FILL:  # sets the block whole: what came before is gone
+                    out[home] = (was is not None and was[0], ((off, buf),))
                 else:
-                    img[off:off + len(buf)] = buf
-            out.update((b, bytes(v)) for b, v in imgs.items())
-            return out
+                    out[home] = (True, ((off, buf),)) if was is None else (was[0], was[1] + ((off, buf),))
+            return out, None
 
-        # Taken one transaction at a time: the checks' replays share all but the last one or two.
-        return dict(memo.folded("journal.homes", (sb.nblocks, sb.journal_start, sb.objmap_start), txns,
-                                self.dev.read, apply, {}))
+        homes, bad = memo.folded("journal.homes", (sb.nblocks, sb.journal_start, sb.objmap_start), txns,
+                                 self.dev.read, gather, ({}, None))
+        dev, out = self.dev, {}
+        for b, (read, records) in homes.items():
+            out[b] = dev.read_derived(b, Patch(records)) if read else patched(_ZERO, records)
+        if bad is not None:
+            raise CorruptError(bad)
+        return out
 
     def refuse_checkpointed_past(self, homes: dict) -> None:
         """Refuse, by name, a replay that stopped before a transaction whose effects a checkpoint
@@ -858,6 +867,34 @@ class OrderedProtocol(Protocol):
                               fua=self.fua and self.barriers)
             self.barrier("recovery")
         return problems
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A home's replayed records, as a function of the home's content (BlockDevice.read_derived)."""
+
+    records: tuple  # (offset, bytes) in order; ZERO_FILL / WHOLE_DATA set the block whole
+
+    def __call__(self, raw: bytes) -> bytes:
+        return patched(raw, self.records)
+
+
+@memo.pure
+def patched(raw: bytes, records: tuple) -> bytes:
+    """`raw` with journal records applied in order (the explorer asks again for every content a
+    torn home may have, and state after state for the same ones)."""
+    img = bytearray(raw)
+    for off, buf in records:
+        if off == WHOLE_DATA:
+            img[:] = buf
+        elif off == ZERO_FILL:
+            img[:] = bytes(BLOCK_SIZE)
+        else:
+            img[off:off + len(buf)] = buf
+    return bytes(img)
+
+
+_ZERO = bytes(BLOCK_SIZE)
 
 
 def _stamp(raw, b: int) -> int:

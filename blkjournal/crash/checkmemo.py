@@ -18,13 +18,14 @@ set back to a fresh check's state (nothing read, nothing written) and the check 
 A check whose read, search or write raised is not kept.
 
 A predicate is kept with its question: `BlockDevice.find` requires that `pred` depend on its
-arguments only, and the real check would have built an equal one from the same answers.
+arguments only, and the real check would have built an equal one from the same answers; so is
+the function of a derived read (`BlockDevice.read_derived`), whose answer is its value.
 """
 
 from __future__ import annotations
 
 # what the tracer notes in its `events` while a check is recorded: (kind, question, answer)
-READ, FIND, WRITE, DISCARD = range(4)
+READ, FIND, WRITE, DISCARD, DERIVED = range(5)
 
 
 class CheckMemo:
@@ -82,6 +83,10 @@ def _walk(tr, events: list) -> bool:
                     return False
             elif kind == FIND:
                 if tr.find(*q) != answer:
+                    return False
+            elif kind == DERIVED:
+                v = tr.read_derived(*q)
+                if v is not answer and v != answer:
                     return False
             elif kind == WRITE:
                 tr.write(q[0], q[1], fua=q[2])

@@ -24,7 +24,7 @@ from ..errors import BlkError
 from ..format import crc32c
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
-from .checkmemo import DISCARD, FIND, READ, WRITE, CheckMemo
+from .checkmemo import DERIVED, DISCARD, FIND, READ, WRITE, CheckMemo
 from .clusters import cluster_failures
 from .jobs import share_out
 from .merge import run_identity
@@ -201,6 +201,35 @@ class Tracer(BlockDevice):
             raise
         self.events.append((FIND, (block, count, pred, key), got))
         return got
+
+    def read_derived(self, block: int, fn):
+        if self.events is None:
+            return self._derived(block, fn)
+        try:
+            got = self._derived(block, fn)
+        except BaseException:
+            self.events = None
+            raise
+        self.events.append((DERIVED, (block, fn), got))
+        return got
+
+    def _derived(self, block: int, fn):
+        """BlockDevice.read_derived, answered for the whole class: fn of the block's content.
+        When every content the block takes in the class (this state's and those `versions`
+        lists) gives one value, that value is the answer in every state of the class: the writes
+        touching the block cannot change the outcome, so the block is not recorded as read (no
+        split).  Otherwise -- the values differ, or the contents cannot be listed -- it is read as
+        by read().  (A block read or written by this check already, or that no free write
+        touches, has one content: its read splits nothing.)"""
+        v = self.cache.get(block)
+        if v is None and block in self.varying and self.versions is not None:
+            rep = self._peek(block)
+            vs = self.versions(block, rep)
+            if vs is not None:
+                got = fn(rep)
+                if all(fn(x) == got for x in vs):
+                    return got
+        return fn(self.read(block))
 
     def _find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
         """BlockDevice.find, answered for the whole class: a searched block counts as read (and
