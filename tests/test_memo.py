@@ -570,3 +570,38 @@ def test_a_folded_step_keeps_one_node_per_contents_it_read_and_its_first_state(o
     assert memo.folded("t", 1, [a, b], _reader(one)[0], step, ()) == (11, 22) and len(calls) == 3  # both kept
     assert memo.folded("t", 1, [a, b], _reader(two)[0], step, ()) == (11, 25) and len(calls) == 3
     assert memo.folded("t", 1, [a], _reader(one)[0], step, (7,)) == (7, 11)  # another first state: run
+
+
+def test_a_derived_read_splits_a_class_unless_every_content_gives_one_value():
+    """Tracer.read_derived: a block free writes touch counts as read (the class splits on it)
+    unless fn gives one value for this state's content and every other it takes in the class --
+    a torn home whose old and new sectors patch to one image.  A value that differs, a content
+    fn refuses, or contents that cannot be listed: read, as by read()."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    old, new = b"\x01" * 2048 + b"\x02" * 2048, b"\x01" * 2048 + b"\x03" * 2048
+    mixed = b"\x01" * 2048 + b"\x03" * 2048
+    inner = Overlay(None, nblocks=16)
+    inner.write(5, old)
+
+    def tracer(vs):
+        return Tracer(inner, {}, {5}, {}, None, versions=lambda b, rep: vs if b == 5 else [])
+
+    head = lambda raw: raw[:2048]  # noqa: E731 -- the sector every content shares
+    t = tracer([new, mixed])
+    assert t.read_derived(5, head) == b"\x01" * 2048 and 5 not in t.first_read  # one value: no split
+    assert t.read(5) == old and 5 in t.first_read  # a plain read still splits
+    t = tracer([new])
+    assert t.read_derived(5, lambda raw: raw[2048:]) == b"\x02" * 2048 and 5 in t.first_read  # values differ
+
+    def refuses(raw):
+        if raw[2048] == 3:
+            raise ValueError("torn")
+        return raw[:1]
+    t = tracer([new])
+    assert t.read_derived(5, refuses) == b"\x01" and 5 in t.first_read  # refused elsewhere in the class
+    t = tracer(None)
+    assert t.read_derived(5, head) == b"\x01" * 2048 and 5 in t.first_read  # contents not listed
+    t = Tracer(inner, {}, set(), {}, None)
+    assert t.read_derived(5, head) == b"\x01" * 2048  # untouched by free writes: one content
