@@ -195,6 +195,87 @@ def test_big_workload_explores_past_the_workload_file_budget(tmp_path):
     assert res.ok and res.states_checked > 0 and res.coverage == 1
 
 
+def _record_checkpoints(tmp_path, ops, at) -> str:
+    """A journal run (512-byte sectors) that checkpoints after each op in `at`: the second
+    checkpoint writes home blocks whose transactions replay patches (deltas since the first),
+    so a crash while they are written leaves torn homes replay reads."""
+    from blkjournal.crash.recorder import RecordingDevice
+    from blkjournal.crash.workfile import save_workload
+    from blkjournal.crash.workload import MKFS_MARK, apply, mark_text
+    from blkjournal.device import BLOCK_SIZE, Device
+    from blkjournal.store import Store
+
+    log, size = str(tmp_path / "ckpt.log"), 2 << 20
+    rec = RecordingDevice(Device(str(tmp_path / "ckpt.img"), create_size=size, logical_block_size=512), log)
+    st = Store.mkfs(rec, "journal", "flush")
+    rec.mark(MKFS_MARK)
+    for k, op in enumerate(ops):
+        apply(st, op)
+        rec.mark(mark_text(k, op))
+        if k in at:
+            st.protocol.checkpoint()
+    rec.close()
+    save_workload(log, "journal", "flush", ops, nblocks=size // BLOCK_SIZE, sector_size=512)
+    return log
+
+
+def _plain_derived_reads(monkeypatch):
+    """The tracer before derived reads: a derived read is a plain read (it splits the class)."""
+    from blkjournal.device import BlockDevice
+
+    monkeypatch.setattr(ex.Tracer, "read_derived", BlockDevice.read_derived)
+
+
+def _exactness(res) -> tuple:
+    return res.states_enumerated, res.states_covered, res.coverage, res.illegal_states, res.failing_points
+
+
+def test_a_torn_checkpoint_home_splits_no_class_its_replay_patches_alike(tmp_path, monkeypatch):
+    """A home a checkpoint tore is read by replay through read_derived (the records patch it):
+    every mix of its old and new sectors patches to one image, so the classes no longer split
+    on it -- fewer checks, the same states covered and judged."""
+    log = _record_checkpoints(tmp_path, random_workload(0, 8), at=(4, 7))
+    derived = explore_log(log, torn=True, jobs=1)
+    _plain_derived_reads(monkeypatch)
+    plain = explore_log(log, torn=True, jobs=1)
+    assert derived.ok and derived.coverage == 1.0
+    assert _exactness(derived) == _exactness(plain)
+    assert derived.states_checked < plain.states_checked, (derived.states_checked, plain.states_checked)
+
+
+def test_a_derived_read_still_splits_where_the_torn_mix_changes_the_outcome(tmp_path, monkeypatch):
+    """Soundness of Tracer.read_derived: with a recovery planted to refuse a home whose seal
+    fails before it patches it (a torn checkpoint home is then an illegal state), the derived
+    reads find the very illegal states plain reads find -- and a tracer that answered a derived
+    read from the representative alone, never splitting, would miss them."""
+    from blkjournal import protocols
+    from blkjournal.errors import CorruptError
+    from blkjournal.format import block_type
+
+    log = _record_checkpoints(tmp_path, random_workload(0, 8), at=(4, 7))
+    patch = protocols.Patch.__call__
+
+    def refuses_torn(self, raw):
+        if block_type(raw) is None:
+            raise CorruptError("a replayed home fails its seal")
+        return patch(self, raw)
+
+    monkeypatch.setattr(protocols.Patch, "__call__", refuses_torn)
+    derived = explore_log(log, torn=True, jobs=1)
+
+    def representative_only(self, block, fn):
+        if block not in self.cache and block in self.varying:
+            return fn(self._peek(block))
+        return fn(self.read(block))
+
+    monkeypatch.setattr(ex.Tracer, "read_derived", representative_only)
+    blind = explore_log(log, torn=True, jobs=1)
+    _plain_derived_reads(monkeypatch)
+    plain = explore_log(log, torn=True, jobs=1)
+    assert plain.illegal_states > 0 and _exactness(derived) == _exactness(plain)
+    assert blind.illegal_states < plain.illegal_states, "the planted bug is reachable without splitting"
+
+
 def _brute_force_illegal(space, points, ops, protocol) -> set:
     """The crash points among `points` with an illegal state, checking every state one by one."""
     models = model_states(ops)

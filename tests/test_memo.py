@@ -450,6 +450,26 @@ def test_a_segments_first_check_takes_the_former_outcome_only_when_every_answer_
     assert len(calls) == 4
 
 
+def test_a_segments_first_check_meets_the_former_one_on_a_derived_reads_value():
+    """checkmemo: a derived read (BlockDevice.read_derived) is walked by its value: another
+    content giving the same value is met alike; one giving another value runs the check."""
+    from blkjournal.crash.checkmemo import CheckMemo
+
+    calls = []
+    parity = lambda raw: raw[0] % 2  # noqa: E731
+
+    def run(dev):
+        calls.append(1)
+        return {"odd": dev.read_derived(2, parity)}, "", []
+    cm = CheckMemo(run)
+    assert cm.check(_tracer({2: 1}), None, 0)[0] == {"odd": 1}
+    cm.end(0)
+    t = _tracer({2: 3})  # another content, the same value: answered, and read as the check reads it
+    assert cm.check(t, 0, 1)[0] == {"odd": 1} and len(calls) == 1 and t.first_read == {2}
+    cm.end(1)
+    assert cm.check(_tracer({2: 2}), 1, 2)[0] == {"odd": 0} and len(calls) == 2  # another value: run
+
+
 def test_a_check_whose_read_raised_is_not_kept():
     from blkjournal.crash.checkmemo import CheckMemo
 

@@ -233,7 +233,9 @@ class Tracer(BlockDevice):
                         return got
                 except Exception:  # noqa: BLE001 -- some content fn refuses: this state's read meets it (or not)
                     pass
-        return fn(self.read(block))
+        if v is None:
+            v = self._load(block)  # (noted as this derived read, not as a read of its own: checkmemo.py)
+        return fn(v)
 
     def _find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
         """BlockDevice.find, answered for the whole class: a searched block counts as read (and
