@@ -145,6 +145,11 @@ class Tracer(BlockDevice):
     the choices of the free writes that touch them (`block_choice(b)`), which with the crash
     point determine the content.  So states see one bytes object per content, which also lets
     memoised decoders (blkjournal/memo.py) find it fast.
+
+    Two questions are answered for the whole class rather than from this state's bytes: a search
+    (`find`) and a derived read (`read_derived`, e.g. a home as replay's records patch it); a
+    block counts as read for them only where some content it takes in the class could change
+    the answer.
     """
 
     def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
