@@ -50,10 +50,7 @@ class Txn:
     data: tuple  # ((block, crc), ...)
     records: tuple  # ((home, offset, bytes), ...)
     commit: int = 0
-
-    def inline(self) -> list[int]:
-        """The data blocks this transaction carries whole (WHOLE_DATA records)."""
-        return [h for h, off, _ in self.records if off == WHOLE_DATA]
+    inline: tuple = ()  # the data blocks it carries whole (its WHOLE_DATA records' homes), in order
 
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
@@ -270,7 +267,7 @@ def _decode(seq: int, pos: int, blocks: list[bytes], desc, at: int) -> Txn | Non
         o += n
     if crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream[:o]) != commit:
         return None
-    return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit)
+    return Txn(seq, pos, nblocks, tuple(data), tuple(recs), commit, tuple(h for h, off, _ in recs if off == WHOLE_DATA))
 
 
 @memo.pure  # asked of every journal block replay reads, state after state
@@ -451,7 +448,7 @@ class Journal:
             txn = _decode(seq, p, blocks, d, self.area + p) if blocks else None
             bad = next((b for b, _ in txn.data if b not in self.data_area), None) if txn else None
             if bad is None and txn:
-                bad = next((b for b in txn.inline() if b not in self.data_area), None)
+                bad = next((b for b in txn.inline if b not in self.data_area), None)
             if bad is not None:
                 raise FieldError(f"journal transaction {seq} names data block {bad}, outside the data area")
             if txn and verify_data and not all(crc32c(read(b)) == c for b, c in txn.data):

@@ -337,7 +337,7 @@ class JournalProtocol(Protocol):
         txns = self.journal.replay(self.dev)
         homes = self.replayed_homes(txns)
         self.replayed = len(txns)
-        logged = {b for t in txns for b in t.inline()}  # data, not metadata: no header to judge
+        logged = {b for t in txns for b in t.inline}  # data, not metadata: no header to judge
         self.refuse_checkpointed_past([b for b in homes if b not in logged])
         self.repairs: list[str] = []
         stale_bitmap, problems = [], []
