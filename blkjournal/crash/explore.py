@@ -186,37 +186,29 @@ class Tracer(BlockDevice):
             return b"".join([cache.get(b) or self._noted_load(b) for b in range(block, block + count)])
         return b"".join([cache.get(b) or self._load(b) for b in range(block, block + count)])
 
-    def _noted_load(self, b: int) -> bytes:
-        """_load(b), noted in `events` (checkmemo.py); a read that raised makes the check unkept."""
+    def _noted(self, kind: int, question, answer, *args):
+        """answer(*args), noted in `events` as (kind, question, what it returned) (checkmemo.py);
+        a question that raised makes the check unkept."""
         try:
-            v = self._load(b)
+            got = answer(*args)
         except BaseException:
             self.events = None
             raise
-        self.events.append((READ, b, v))
-        return v
+        self.events.append((kind, question, got))
+        return got
+
+    def _noted_load(self, b: int) -> bytes:
+        return self._noted(READ, b, self._load, b)
 
     def find(self, block: int, count: int, pred, key=None) -> tuple[int, bytes] | None:
         if self.events is None:
             return self._find(block, count, pred, key)
-        try:
-            got = self._find(block, count, pred, key)
-        except BaseException:
-            self.events = None
-            raise
-        self.events.append((FIND, (block, count, pred, key), got))
-        return got
+        return self._noted(FIND, (block, count, pred, key), self._find, block, count, pred, key)
 
     def read_derived(self, block: int, fn):
         if self.events is None:
             return self._derived(block, fn)
-        try:
-            got = self._derived(block, fn)
-        except BaseException:
-            self.events = None
-            raise
-        self.events.append((DERIVED, (block, fn), got))
-        return got
+        return self._noted(DERIVED, (block, fn), self._derived, block, fn)
 
     def _derived(self, block: int, fn):
         """BlockDevice.read_derived, answered for the whole class: fn of the block's content.
@@ -369,17 +361,14 @@ class Tracer(BlockDevice):
     def write(self, block: int, data: bytes, *, fua: bool = False, role: str = "") -> None:
         """Kept here, block by block (the overlay below is never read for a block once written)."""
         n = len(data)
-        try:
-            _check_write_extent(self, block, n)
-        except BaseException:
-            self.events = None
-            raise
         data = bytes(data)
+        if self.events is None:
+            _check_write_extent(self, block, n)
+        else:
+            self._noted(WRITE, (block, data, bool(fua)), _check_write_extent, self, block, n)
         for i in range(n // BLOCK_SIZE):
             self.cache[block + i] = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
             self.written.add(block + i)
-        if self.events is not None:
-            self.events.append((WRITE, (block, data, bool(fua)), None))
         c = self.counters
         c.writes += 1
         c.bytes_written += n
@@ -390,16 +379,13 @@ class Tracer(BlockDevice):
 
     def discard(self, block: int, count: int = 1, *, role: str = "") -> None:
         """Discarded blocks read back as zeros, as on the overlay (an image file's punched hole)."""
-        try:
+        if self.events is None:
             _check_extent(self, block, count)
-        except BaseException:
-            self.events = None
-            raise
+        else:
+            self._noted(DISCARD, (block, count), _check_extent, self, block, count)
         for b in range(block, block + count):
             self.cache[b] = _ZERO
             self.written.add(b)
-        if self.events is not None:
-            self.events.append((DISCARD, (block, count), None))
         self.counters.discards += 1
 
 
