@@ -17,7 +17,7 @@ from .claims import gather, judge, stale_stamp
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, check, crc32c, header, objmap_seen, read_objmap, weak_detection)
 from .blockmap import BlockMap
-from .journal import DESC, WHOLE_DATA, ZERO_FILL
+from .journal import DESC, WHOLE_DATA, patched
 from .op import Op
 from .originslots import choose
 from .store import Store
@@ -110,7 +110,7 @@ def fsck(dev: BlockDevice) -> Report:
         except CorruptError as e:
             r.add(e.fault if e.fault != CHECKSUM else JOURNAL, str(e), [sb.journal_start])
             txns = []
-        homes: dict[int, bytearray] = {}
+        homes: dict[int, list] = {}  # home -> its records, in order (homes read in first-touch order)
         for t in txns:
             for home, off, buf in t.records:
                 if not sb.objmap_start <= home < sb.nblocks:
@@ -119,12 +119,8 @@ def fsck(dev: BlockDevice) -> Report:
                 if off == WHOLE_DATA:  # a data block logged inline (replay checked it is in the data area)
                     logged[home] = buf
                     continue
-                img = homes.setdefault(home, bytearray(dev.read(home)))
-                if off == ZERO_FILL:
-                    img[:] = bytes(len(img))
-                else:
-                    img[off:off + len(buf)] = buf
-        images = {b: bytes(v) for b, v in homes.items()}
+                homes.setdefault(home, []).append((off, buf))
+        images = {b: patched(dev.read(b), tuple(recs)) for b, recs in homes.items()}
         for b, err in st.protocol.journal.check_fixed(dev.read, images):
             if err.fault != CHECKSUM:  # (a block failing its own crc is reported below)
                 r.add(err.fault, str(err), [b])

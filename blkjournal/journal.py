@@ -116,6 +116,22 @@ def _delta_fresh(new) -> list[tuple[int, bytes]]:
     return out
 
 
+@memo.pure
+def patched(raw: bytes, records: tuple) -> bytes:
+    """`raw` (a home's content) with journal records ((offset, bytes), in order) applied: replay's
+    image of the home.  Recovery and fsck both build homes with it; the explorer asks again for
+    every content a torn home may have, and state after state for the same ones."""
+    img = bytearray(raw)
+    for off, buf in records:
+        if off == WHOLE_DATA:
+            img[:] = buf
+        elif off == ZERO_FILL:
+            img[:] = _ZERO
+        else:
+            img[off:off + len(buf)] = buf
+    return bytes(img)
+
+
 def _nblocks(stream_len: int) -> int:
     return 1 + max(0, -(-(stream_len - (FRAMED_PAYLOAD - DESC.size)) // FRAMED_PAYLOAD))
 

@@ -22,7 +22,7 @@ from .device import BLOCK_SIZE
 from .errors import BlkError, CorruptError, StaleBlockError
 from .claims import gather, judge, stale_stamp
 from .format import MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
-from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, encode, stream_blocks, stream_bound, txn_stream
+from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, encode, patched, stream_blocks, stream_bound, txn_stream
 from .op import Op
 from .originslots import blanks, choose
 
@@ -877,21 +877,6 @@ class Patch:
 
     def __call__(self, raw: bytes) -> bytes:
         return patched(raw, self.records)
-
-
-@memo.pure
-def patched(raw: bytes, records: tuple) -> bytes:
-    """`raw` with journal records applied in order (the explorer asks again for every content a
-    torn home may have, and state after state for the same ones)."""
-    img = bytearray(raw)
-    for off, buf in records:
-        if off == WHOLE_DATA:
-            img[:] = buf
-        elif off == ZERO_FILL:
-            img[:] = bytes(BLOCK_SIZE)
-        else:
-            img[off:off + len(buf)] = buf
-    return bytes(img)
 
 
 _ZERO = bytes(BLOCK_SIZE)
