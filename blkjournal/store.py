@@ -715,7 +715,7 @@ class Store:
         mine = op.block_data(b)
         if mine is not None:
             return bytes(mine)
-        return self.logged.get(b) or self.dev.read(b)
+        return self._data(b, 1)
 
     def _data(self, b: int, n: int) -> bytes:
         """Data blocks b..b+n-1 as they are now: from the device, with any still logged inline
