@@ -20,7 +20,10 @@ from array import array
 from itertools import compress
 
 from .errors import FieldError
-from .format import FANOUT, FANOUT_BITS, ROOT_SLOTS, MapNode, crc32c
+from .format import FANOUT, FANOUT_BITS, HDR, ROOT_SLOTS, MapNode, crc32c
+
+
+_CRCS_AT = HDR + 8 * FANOUT  # where a map node's crcs start in its image
 
 
 class BlockMap:
@@ -30,10 +33,19 @@ class BlockMap:
         self.root_blocks = array("Q", root_blocks if root_blocks is not None else bytes(8 * ROOT_SLOTS))
         self.root_crcs = array("I", root_crcs if root_crcs is not None else bytes(4 * ROOT_SLOTS))
         self.nodes: dict[int, MapNode] = nodes if nodes is not None else {}
+        # Delta hints (journal.delta_in): per node with a base image (sealed, or as loaded), the
+        # 64-byte chunks of its image edited since; the root slots edited since the origin was
+        # last packed (None: unknown -- the tree grew or was cut); per node sealed, (its image,
+        # the chunks where it may differ from the one before)
+        self.touched: dict[int, set] = {}
+        self.root_touched: set | None = set()
+        self.hints: dict[int, tuple] = {}
 
     def clone(self) -> "BlockMap":
-        """An independent copy (its nodes copied too)."""
-        return BlockMap(self.height, self.root_blocks, self.root_crcs, {b: n.copy() for b, n in self.nodes.items()})
+        """An independent copy (its nodes copied too; no delta hints until it is sealed)."""
+        c = BlockMap(self.height, self.root_blocks, self.root_crcs, {b: n.copy() for b, n in self.nodes.items()})
+        c.root_touched = None
+        return c
 
     @classmethod
     def load(cls, origin, read_node) -> "BlockMap":
@@ -60,6 +72,7 @@ class BlockMap:
             if node is None:
                 return
             self.nodes[b] = node
+            self.touched[b] = set()  # loaded: its image is what the committed one packs
             if h > 1:
                 for c, cc in zip(node.blocks, node.crcs):
                     if c:
@@ -110,8 +123,27 @@ class BlockMap:
             node.gen = gen
             p, slot, _ = where[b]
             images[b] = img = node.pack(b)
+            t = self.touched.get(b)
+            if t is not None:
+                t.add(0)  # the header: generation, crc
+                self.hints[b] = (img, t)
+            self.touched[b] = set()
             (self.root_crcs if p is None else nodes[p].crcs)[slot] = crc32c(img)
+            self._edited(p, slot, slot + 1, crcs=True)
         return images
+
+    def _edited(self, node, lo: int, hi: int, *, blocks: bool = False, crcs: bool = False) -> None:
+        """Entries lo..hi-1 of `node` (None: the root) changed, in its blocks or crcs."""
+        if node is None:
+            if self.root_touched is not None:
+                self.root_touched.update(range(lo, hi))
+            return
+        t = self.touched.get(node)
+        if t is not None:
+            if blocks:
+                t.update(range((HDR + 8 * lo) & -64, HDR + 8 * hi, 64))
+            if crcs:
+                t.update(range((_CRCS_AT + 4 * lo) & -64, _CRCS_AT + 4 * hi, 64))
 
     def capacity(self, height: int | None = None) -> int:
         return ROOT_SLOTS << (FANOUT_BITS * (self.height if height is None else height))
@@ -145,6 +177,7 @@ class BlockMap:
         blocks, crcs, slot, parent = self._leaf(idx, edit)
         old = blocks[slot]
         blocks[slot], crcs[slot] = block, crc
+        self._edited(parent, slot, slot + 1, blocks=True, crcs=True)
         edit.touch(parent)
         return old
 
@@ -167,6 +200,7 @@ class BlockMap:
                 old.extend(x for x in before if x)
             blocks[slot:slot + span] = array("Q", range(block + k, block + k + span))
             leaf_crcs[slot:slot + span] = array("I", crcs[k:k + span])
+            self._edited(parent, slot, slot + span, blocks=True, crcs=True)
             edit.touch(parent)
             k += span
         return old
@@ -184,11 +218,13 @@ class BlockMap:
             if not child:
                 child = edit.new_node(self)
                 blocks[slot] = child
+                self._edited(parent, slot, slot + 1, blocks=True)
                 edit.touch(parent)
             else:
                 moved = edit.writable(self, child)
                 if moved != child:
                     blocks[slot] = moved
+                    self._edited(parent, slot, slot + 1, blocks=True)
                     edit.touch(parent)
                     child = moved
             node = self.nodes[child]
@@ -208,6 +244,7 @@ class BlockMap:
         self.root_crcs = array("I", bytes(4 * ROOT_SLOTS))
         self.root_blocks[0] = nb
         self.height += 1
+        self.root_touched = None  # the whole root changed
         edit.touch(None)
 
     def truncate(self, nblocks: int, edit) -> list[int]:
@@ -216,6 +253,8 @@ class BlockMap:
         Nodes left covering nothing are released too (through `edit`).
         """
         released: list[int] = []
+        self.touched.clear()  # (not tracked entry by entry: no hints until the nodes are sealed again)
+        self.root_touched = None
 
         def prune(blocks, crcs, h: int, base: int, container) -> bool:
             """Clear entries >= nblocks below this container; True if it is now empty."""

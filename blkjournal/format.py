@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import functools
 import struct
-from itertools import chain, compress, repeat
+from itertools import compress, repeat
 from operator import is_not
 from array import array
 from dataclasses import dataclass, field
@@ -204,31 +204,53 @@ def reframe(logical: bytes, block: int) -> bytes:
     """Spread a framed block's header and payload (as unframe returns them) over the sectors of
     block `block` and fill in every crc (frame's second half; test image editors use it too).
 
-    Built as one join of the sectors' pieces, each crc a C call over a slice: framing is on the
-    path of every journal commit (the origin, each transaction block), so it costs a few
-    microseconds, not a loop of slice assignments into a scratch block."""
-    logical = bytes(logical[:NSECT * SECTOR_DATA])
-    if len(logical) < NSECT * SECTOR_DATA:
-        logical += bytes(NSECT * SECTOR_DATA - len(logical))
+    Built by one struct pack of the eight sectors, their pieces cut by one unpack, with sector
+    0's crc and the block crc zero -- which makes the block crc one crc32c call over the packed
+    block -- and those two filled in after: framing is on the path of every journal commit (the
+    origin, each transaction block), and each Python-level call here costs about as much as a
+    sector's crc."""
+    if len(logical) != _FULL:
+        logical = bytes(logical[:_FULL]) + _NOTHING[:max(0, _FULL - len(logical))]
+    p = _PIECES.unpack(logical)
     ids = _sector_ids(block)
-    pieces = list(map(logical.__getitem__, _LATER_SECTORS))
-    # sectors 1..7, each its 508 bytes and their crc32c continued over its (block, sector) id
-    tail = _TAIL.pack(*chain.from_iterable(zip(pieces, map(crc32c, ids[1:], map(crc32c, pieces)))))
-    # the block crc: the block with its crc field and sector 0's crc zeroed (whole_crc, framed)
-    bcrc = crc32c(tail, crc32c(_ZERO4, crc32c(logical[12:SECTOR_DATA], crc32c(_ZERO4, crc32c(logical[:8])))))
-    s0 = logical[:8] + _U32.pack(bcrc) + logical[12:SECTOR_DATA]
-    return s0 + _U32.pack(crc32c(ids[0], crc32c(s0))) + tail
+    c = list(map(crc32c, ids[1:], map(crc32c, p[1:])))  # sectors 1..7: their 508 bytes, then their (block, sector) id
+    body = bytearray(_FRAMED.pack(p[0], 0, p[1], c[0], p[2], c[1], p[3], c[2], p[4], c[3], p[5], c[4], p[6], c[5],
+                                  p[7], c[6]))
+    _U32.pack_into(body, 8, 0)  # (the block crc field as its crc sees it, whatever the input held)
+    _U32.pack_into(body, 8, crc32c(body))  # the block crc: the block with its crc field and sector 0's crc zeroed
+    _U32.pack_into(body, SECTOR_DATA, crc32c(ids[0], crc32c(memoryview(body)[:SECTOR_DATA])))
+    return bytes(body)
 
 
-_SECTOR_INDEX = tuple(struct.pack("<I", s) for s in range(NSECT))
-_LATER_SECTORS = tuple(slice(s * SECTOR_DATA, (s + 1) * SECTOR_DATA) for s in range(1, NSECT))
-_TAIL = struct.Struct("<" + f"{SECTOR_DATA}sI" * (NSECT - 1))  # sectors 1..7 of a framed block
+_FULL = NSECT * SECTOR_DATA  # a framed block's header and payload
+_NOTHING = bytes(_FULL)
+_PIECES = struct.Struct(f"{SECTOR_DATA}s" * NSECT)  # the header and payload, cut into the sectors' pieces
+_FRAMED = struct.Struct("<" + f"{SECTOR_DATA}sI" * NSECT)  # a framed block: each sector's piece and crc
+_IDS = struct.Struct("<" + "QI" * NSECT)  # every sector's (block number, sector index); NSECT is 8 (below)
+_ID_PIECES = struct.Struct("12s" * NSECT)
 
 
 def _sector_ids(block: int) -> tuple:
     """What each sector crc of block `block` ends with: (block number, sector index), packed
     (_SECTOR_ID.pack(block, s) for each s)."""
-    return tuple(map(_U64.pack(block).__add__, _SECTOR_INDEX))
+    return _ID_PIECES.unpack(_IDS.pack(block, 0, block, 1, block, 2, block, 3, block, 4, block, 5, block, 6, block, 7))
+
+
+def framed_chunks(ranges) -> set:
+    """The 64-byte chunks of a framed block (as reframe lays it out) that change when bytes
+    [lo, hi) of its header and payload (unframed offsets) do: theirs, those of the crcs of the
+    sectors they lie in, and sector 0's header and crc (the block crc is in it) -- a delta hint
+    (journal.delta_in)."""
+    out = {0, SECTOR_DATA & -64}
+    for lo, hi in ranges:
+        while lo < hi:
+            s, o = divmod(lo, SECTOR_DATA)
+            n = min(hi - lo, SECTOR_DATA - o)
+            at = s * SECTOR + o
+            out.update(range(at & -64, at + n, 64))
+            out.add((s * SECTOR + SECTOR_DATA) & -64)
+            lo += n
+    return out
 
 
 def unframe(raw) -> bytes:
@@ -380,13 +402,16 @@ def pack_objmap(entries: list, block: int, gen: int, seen: tuple = ()) -> bytes:
 
 
 def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int, prev_seen: tuple = (),
-                  seen: tuple = ()) -> bytes:
+                  seen: tuple = (), chunks: set | None = None) -> bytes:
     """pack_objmap(entries, block, gen, seen), given `prev` = pack_objmap(prev_entries, block, any
     gen, prev_seen): only the entries that are not the very objects they were (entries are
     frozen) are packed again, and only their sectors' crcs, sector 0's (the header's generation)
     and the block crc computed again.  Every journal commit rewrites the object map block of the
     file it changes (the entry carries the origin's generation and crc): one entry of 24 changes.
-    (A changed `seen`, ordered only, rewrites every sector's slots.)"""
+    (A changed `seen`, ordered only, rewrites every sector's slots.)
+
+    `chunks`, if given, gets the 64-byte chunks where the image may differ from `prev` (a delta
+    hint, journal.delta_in): the header's, each repacked entry's, each recomputed sector crc's."""
     body = bytearray(prev)
     HEADER.pack_into(body, 0, MAGIC, T_OBJMAP, VERSION, 0, block, gen)
     sectors = {0}
@@ -394,11 +419,18 @@ def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int, prev
         off = _ENTRY_OFFSETS[k]
         body[off:off + OBJ.size] = entries[k].pack()
         sectors.add(k // OBJ_PER_SECTOR)
+        if chunks is not None:
+            chunks.update(range(off & -64, off + OBJ.size, 64))
     if seen != prev_seen:
         _put_seen(body, seen)
         sectors = range(BLOCK_SIZE // SECTOR)
+        if chunks is not None:
+            chunks.update(range(0, BLOCK_SIZE, 64))
     for s in sectors:
         _U32.pack_into(body, (s + 1) * SECTOR - 4, _sector_crc(body, block, s))
+    if chunks is not None:
+        chunks.add(0)  # the header: generation, block crc
+        chunks.update((s + 1) * SECTOR - 64 for s in sectors)
     _U32.pack_into(body, 8, crc32c(body))
     return bytes(body)
 

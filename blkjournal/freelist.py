@@ -11,7 +11,7 @@ import re
 from bisect import bisect_left
 
 from .errors import NoSpaceError
-from .format import PAYLOAD, T_BITMAP, check, header, seal
+from .format import HDR, PAYLOAD, T_BITMAP, check, header, seal
 
 _NOT_FULL = re.compile(rb"[^\xff]")  # a byte with a free block in it
 _NOT_EMPTY = re.compile(rb"[^\x00]")  # a byte with a used block in it
@@ -29,6 +29,11 @@ class Freelist:
         self.nfree = nblocks
         self.held: set[int] = set()  # free on disk, not yet reusable (see hold())
         self.reclaim = None  # the protocol's way to make held blocks reusable (journal: checkpoint)
+        # Delta hints (journal.delta_in): per bitmap block imaged since the bits were last replaced,
+        # the 64-byte chunks of its image that changed since image() last packed it; and per block
+        # the last image packed, with the chunks where it may differ from the one before
+        self.touched: dict[int, set] = {}
+        self.hints: dict[int, tuple] = {}
 
     # --- persistence ---
     def load(self, read) -> None:
@@ -38,13 +43,40 @@ class Freelist:
             self.bits[i * PAYLOAD:(i + 1) * PAYLOAD] = check(raw, T_BITMAP, self.start + i)
             self.gens[self.start + i] = header(raw)[5]
         self.nfree = self.nblocks - self._count_used()
+        self.forget_hints()
+
+    def forget_hints(self) -> None:
+        """The bits were replaced wholesale (a load, a rebuild, a restored snapshot): no image
+        packed before is a base a hint may name changes against."""
+        self.touched.clear()
+        self.hints.clear()
 
     def _count_used(self) -> int:
         return (int.from_bytes(self.bits, "little") & ((1 << self.nblocks) - 1)).bit_count()
 
     def image(self, home: int) -> bytes:
+        """The bitmap block's image; its hint (self.hints) names the chunks where it may differ
+        from the image this packed of it before: the header's (generation, crc) and those of the
+        bits set or cleared since."""
         i = home - self.start
-        return seal(T_BITMAP, bytes(self.bits[i * PAYLOAD:(i + 1) * PAYLOAD]), home, self.gens.get(home, 0))
+        img = seal(T_BITMAP, bytes(self.bits[i * PAYLOAD:(i + 1) * PAYLOAD]), home, self.gens.get(home, 0))
+        t = self.touched.get(home)
+        if t is not None:
+            t.add(0)
+            self.hints[home] = (img, t)
+        self.touched[home] = set()
+        return img
+
+    def _touch(self, lo: int, hi: int) -> None:
+        """Bytes lo..hi-1 of the bits changed: note their chunks in the images of their blocks."""
+        touched = self.touched
+        while lo < hi:
+            i, o = divmod(lo, PAYLOAD)
+            n = min(hi - lo, PAYLOAD - o)
+            t = touched.get(self.start + i)
+            if t is not None:
+                t.update(range((HDR + o) & -64, HDR + o + n, 64))
+            lo += n
 
     def stamp(self, gen: int) -> None:
         """The dirty bitmap blocks are about to be written by generation `gen`."""
@@ -69,7 +101,11 @@ class Freelist:
         else:
             self.bits[byte] &= ~bit
             self.nfree += 1
-        self.dirty.add(self.start + byte // PAYLOAD)
+        i, o = divmod(byte, PAYLOAD)
+        self.dirty.add(self.start + i)
+        t = self.touched.get(self.start + i)
+        if t is not None:
+            t.add((HDR + o) & -64)
 
     def mark_used(self, block: int) -> None:
         self._set(block, True)
@@ -100,6 +136,7 @@ class Freelist:
                 self.dirty.add(self.start + i)
         self.bits = want
         self.nfree = self.nblocks - self._count_used()
+        self.forget_hints()
 
     def alloc(self, n: int) -> list[int]:
         """n free blocks, as contiguous as the free space allows, marked used."""
@@ -164,6 +201,8 @@ class Freelist:
             self.bits[a >> 3:z >> 3] = b"\xff" * ((z - a) >> 3)
         self.nfree -= hi - lo
         self.dirty.update(range(self.start + (lo >> 3) // PAYLOAD, self.start + ((hi - 1) >> 3) // PAYLOAD + 1))
+        if self.touched:
+            self._touch(lo >> 3, ((hi - 1) >> 3) + 1)
 
     def alloc_runs(self, n: int) -> list[tuple[int, int]]:
         """n free blocks as (first block, count) runs, marked used: exactly the blocks, in the

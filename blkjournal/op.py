@@ -61,6 +61,7 @@ class Op:
     created: set = field(default_factory=set)
     deleted: list = field(default_factory=list)  # FileStates removed (their blocks all released)
     images: dict = field(default_factory=dict)  # metadata block -> its image as this commit sealed it
+    hints: dict = field(default_factory=dict)  # metadata block -> (image, chunks it may differ in): journal.delta_in
 
     def own(self, f, b: int) -> None:
         self.owned.setdefault(f.fid, []).append(b)

@@ -22,7 +22,7 @@ from .device import BLOCK_SIZE
 from .errors import BlkError, CorruptError, StaleBlockError
 from .claims import gather, judge, stale_stamp
 from .format import MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
-from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, encode, patched, stream_blocks, stream_bound, txn_stream
+from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, delta_in, encode, patched, stream_blocks, stream_bound, txn_stream
 from .op import Op
 from .originslots import blanks, choose
 
@@ -213,12 +213,18 @@ class Protocol:
             for b in w:
                 op.roles[b] = f"used list of file {fid}"
                 op.images[b] = f.ul.image(b)
+                h = f.ul.hints.pop(b, None)
+                if h is not None:
+                    op.hints[b] = h
             written |= w
             if given_up:
                 op.released.setdefault(fid, []).extend(given_up)
             nodes = f.map.seal({b for b in op.fresh | op.meta if b in f.map.nodes}, gen)
             op.images.update(nodes)
             for b in nodes:
+                h = f.map.hints.pop(b, None)
+                if h is not None:
+                    op.hints[b] = h
                 op.roles.setdefault(b, f"map node of file {fid}")
                 if b not in op.fresh:
                     op.meta.add(b)
@@ -450,6 +456,8 @@ class JournalProtocol(Protocol):
             f = st.files.get(fid)
             if f is not None:
                 origins[f.origin_block] = f.expect_origin()
+                if f.hint is not None:
+                    op.hints[f.origin_block], f.hint = f.hint, None
                 st.entries[fid] = f.entry
                 op.objmap.add(st.objmap_home(fid))
         released = [b for blocks in op.released.values() for b in blocks]
@@ -466,17 +474,26 @@ class JournalProtocol(Protocol):
                 except KeyError:
                     pass  # an origin slot: handled below
         blocks.update(origins)
+        hints, fl = op.hints, st.freelist
         for b in op.objmap:
             st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
-        st.freelist.stamp(gen)
-        for b in st.freelist.dirty:
-            blocks[b] = st.freelist.image(b)
-        st.freelist.dirty.clear()
+            if b in st.objmap_hints:
+                hints[b] = st.objmap_hints.pop(b)
+        fl.stamp(gen)
+        for b in fl.dirty:
+            blocks[b] = fl.image(b)
+            if b in fl.hints:
+                hints[b] = fl.hints.pop(b)
+        fl.dirty.clear()
         records = []
         images, fresh = self.images, op.fresh
         for b in sorted(blocks):
-            records += [(b, off, buf) for off, buf in delta(None if b in fresh else images.get(b), blocks[b])]
+            # each block's records: from the chunks its packer knows it changed (journal.delta_in,
+            # which proves them), else by comparing the whole block
+            new, old, h = blocks[b], None if b in fresh else images.get(b), hints.get(b)
+            recs = delta_in(old, new, sorted(h[1])) if h is not None and h[0] is new and old is not None else None
+            records += [(b, off, buf) for off, buf in (delta(old, new) if recs is None else recs)]
         inline = self.inline_data(op)
         if inline:  # the data rides in the transaction: no data write, no crc to order
             records += [(b, WHOLE_DATA, v) for b, v in inline.items()]

@@ -21,7 +21,7 @@ from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
-                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
+                     HDR, T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, framed_chunks, header, pack_objmap,
                      objmap_seen, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
@@ -29,6 +29,9 @@ from .protocols import SITES, make_protocol
 from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
+_ROOTS_AT = HDR + Origin.FMT.size  # an origin's root entries, in its header and payload (unframed)
+_CRCS_AT = _ROOTS_AT + 8 * ROOT_SLOTS
+_ROOT_END = Origin.FMT.size + 12 * ROOT_SLOTS  # in its payload: what follows is the seen list
 ZERO_CRC = crc32c(ZERO)
 _NO_ENTRY = ObjEntry()  # the padding of a last, partial object map block
 
@@ -49,6 +52,8 @@ class FileState:
     # for the object map entry, then the block itself), and framing a block costs 9 crcs
     _packed: tuple | None = field(default=None, repr=False, compare=False)
     seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
+    # (image, chunks where it may differ from the one packed before): a delta hint (journal.delta_in)
+    hint: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -73,7 +78,15 @@ class FileState:
                            m.root_blocks, m.root_crcs, ul_gen, ul_crc, self.seen)
         last = self._packed
         if last is None or last[0] != b or last[1] != p:
-            self._packed = last = (b, p, frame(T_ORIGIN, p, b, self.gen))
+            img = frame(T_ORIGIN, p, b, self.gen)
+            rt = m.root_touched
+            if last is not None and last[0] == b and rt is not None and last[1][_ROOT_END:] == p[_ROOT_END:]:
+                # what changed: the header and fixed fields, the root entries edited since
+                self.hint = (img, framed_chunks([(0, _ROOTS_AT)] + [
+                    r for s in rt for r in ((_ROOTS_AT + 8 * s, _ROOTS_AT + 8 * s + 8),
+                                            (_CRCS_AT + 4 * s, _CRCS_AT + 4 * s + 4))]))
+            m.root_touched = set()
+            self._packed = last = (b, p, img)
         return last[2]
 
     def clone(self) -> "FileState":
@@ -105,6 +118,7 @@ class MapEdit:
     def new_node(self, m: BlockMap) -> int:
         b = self.store.freelist.alloc(1)[0]
         m.nodes[b] = MapNode()
+        m.touched.pop(b, None)  # (logged whole: no delta against what the block held before)
         self.op.fresh.add(b)
         self.op.own(self.f, b)
         self.op.roles[b] = f"map node of file {self.f.fid}"
@@ -116,6 +130,7 @@ class MapEdit:
             return b
         nb = self.store.freelist.alloc(1)[0]
         m.nodes[nb] = m.nodes.pop(b).copy()
+        m.touched.pop(nb, None)
         self.op.fresh.add(nb)
         self.op.own(self.f, nb)
         self.op.roles[nb] = f"map node of file {self.f.fid}"
@@ -160,6 +175,7 @@ class Store:
         self.objmap_gens: dict[int, int] = {}  # object map block -> generation that last wrote it
         self.objmap_seen: dict[int, tuple] = {}  # object map block -> what it names durable (ordered, format 6)
         self._objmap_packed: dict[int, tuple] = {}  # object map block -> (entries, seen, image) as last packed
+        self.objmap_hints: dict[int, tuple] = {}  # object map block -> (image, chunks it may differ in from the last)
         self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
         # data blocks whose only copy is in the journal (logged inline, protocols.inline_data): reads
         # take them from here until the checkpoint writes them home
@@ -251,6 +267,7 @@ class Store:
             fl = self.freelist
             fl.bits, fl.nfree = bytearray(bitmap[0]), bitmap[2]
             fl.gens.update(bitmap[1])
+            fl.forget_hints()
         return list(problems)
 
     def _objmap_blocks(self) -> range:
@@ -374,8 +391,12 @@ class Store:
             ents += [_NO_ENTRY] * (OBJ_PER_BLOCK - len(ents))
         gen, seen = self.objmap_gens.get(b, 0), self.objmap_seen.get(b, ())
         last = self._objmap_packed.get(b)
-        img = (pack_objmap(ents, b, gen, seen) if last is None else
-               repack_objmap(last[2], last[0], ents, b, gen, last[1], seen))
+        if last is None:
+            img = pack_objmap(ents, b, gen, seen)
+        else:
+            chunks: set = set()
+            img = repack_objmap(last[2], last[0], ents, b, gen, last[1], seen, chunks)
+            self.objmap_hints[b] = (img, chunks)  # (a delta hint against the image packed before)
         self._objmap_packed[b] = (ents, seen, img)
         return img
 

@@ -19,7 +19,10 @@ from array import array
 from itertools import repeat
 
 from .errors import FieldError
-from .format import UsedListBlock, crc32c
+from .format import HDR, UL_NEXT, UsedListBlock, crc32c
+
+
+_SLOTS_AT = HDR + UL_NEXT.size  # where a used-list block's slots start in its image
 
 
 class UsedList:
@@ -30,6 +33,11 @@ class UsedList:
         self._where: dict[int, tuple[int, int]] = {}  # owned block -> (list block, slot)
         self._pending: list[tuple] = []  # (blocks, list block, first slot) added since `where` was last asked
         self._images: dict[int, bytes] = {}  # sealed image of each chain block, as last committed
+        # Delta hints (journal.delta_in): per chain block edited since it was last sealed, that
+        # image and the 64-byte chunks of it the edits touched; per block sealed, (its image,
+        # the chunks where it may differ from the image sealed before)
+        self._base: dict[int, tuple[bytes, set]] = {}
+        self.hints: dict[int, tuple] = {}
         self._reindex()
 
     @property
@@ -67,6 +75,7 @@ class UsedList:
         c = UsedList.__new__(UsedList)
         c.head, c.chain, c._where, c._pending, c._images = (self.head, list(self.chain), dict(self.where), [],
                                                             dict(self._images))
+        c._base, c.hints = {b: (img, set(t)) for b, (img, t) in self._base.items()}, {}
         c.blocks = {b: UsedListBlock(u.next, array("Q", u.slots), u.next_gen, u.next_crc, u.gen)
                     for b, u in self.blocks.items()}
         c.scan, c.hint, c.full = self.scan, self.hint, self.full
@@ -127,7 +136,7 @@ class UsedList:
             slots[s:s + k] = array("Q", part)
             self._pending.append((part, lb, s))
             self.hint = s + k
-            self._images.pop(lb, None)
+            self._edited(lb, s, s + k)
             changed.add(lb)
             i += k
         return changed, new
@@ -140,9 +149,9 @@ class UsedList:
         for b in blocks:
             lb, i = where.pop(b)
             lists[lb].slots[i] = 0
+            self._edited(lb, i, i + 1)
             if lb not in changed:
                 changed.add(lb)
-                self._images.pop(lb, None)
             at = (pos[lb], i)
             if at < low:
                 low = at
@@ -150,6 +159,17 @@ class UsedList:
                 self.full = at[0] + 1
         self.scan, self.hint = low
         return changed
+
+    def _edited(self, lb: int, lo: int, hi: int) -> None:
+        """Slots lo..hi-1 of chain block lb changed in memory: its sealed image is stale, and the
+        chunks of those slots join what the next seal may change against it."""
+        img = self._images.pop(lb, None)
+        base = self._base.get(lb)
+        if base is None and img is not None:  # (an image packed since, unsealed, is no base)
+            base = self._base[lb] = (img, set())
+        if base is not None:
+            o = _SLOTS_AT + 8 * lo
+            base[1].update(range(o & -64, _SLOTS_AT + 8 * hi, 64))
 
     def commit(self, gen: int, changed, *, keep=frozenset(), alloc=None) -> tuple[set[int], list[int]]:
         """Seal the chain after in-memory edits of `changed`: the furthest changed block and every
@@ -170,6 +190,7 @@ class UsedList:
                 nb = alloc()
                 blk = self.blocks.pop(b)
                 self._images.pop(b, None)
+                self._base.pop(b, None)
                 self.blocks[nb] = blk
                 self.chain[i] = nb
                 for s, v in enumerate(blk.slots):
@@ -184,7 +205,13 @@ class UsedList:
                 blk.next, blk.next_gen, blk.next_crc = nxt, self.blocks[nxt].gen, crc32c(self.image(nxt))
             else:
                 blk.next = blk.next_gen = blk.next_crc = 0
-            self._images[b] = blk.pack(b)
+            base = self._base.pop(b, None)
+            if base is None and b in self._images:
+                base = (self._images[b], {0})
+            self._images[b] = img = blk.pack(b)
+            if base is not None:  # header and next pointer: chunk 0; the slots edited since
+                base[1].add(0)
+                self.hints[b] = (img, base[1])
             written.add(b)
         self.head = self.chain[0]
         return written, released

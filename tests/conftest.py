@@ -12,6 +12,10 @@ import subprocess
 
 import pytest
 
+# A delta hint that leaves out a changed chunk raises instead of quietly falling back to the
+# whole-block delta (journal.delta_in): every commit the suite makes checks the hints it takes.
+os.environ.setdefault("BLKJOURNAL_STRICT_HINTS", "1")
+
 
 def _need_root_loop() -> None:
     if os.geteuid() != 0:
