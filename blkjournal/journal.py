@@ -116,10 +116,21 @@ def delta_in(old: bytes, new: bytes, chunks) -> list[tuple[int, bytes]] | None:
     records -- the differing ones among them, merged into runs in ascending order -- are
     exactly delta()'s.  A hint that fails the proof gives None (the caller takes delta());
     with BLKJOURNAL_STRICT_HINTS=1 (the test suite) it raises, so a tracking bug is seen."""
-    out = _runs(new, (off for off in chunks if old[off:off + _CHUNK] != new[off:off + _CHUNK]))
-    img = bytearray(old)
-    for off, buf in out:
-        img[off:off + len(buf)] = buf
+    out: list[tuple[int, bytes]] = []
+    img = bytearray(old)  # old, the records applied as they are made
+    lo = hi = -1
+    for off in chunks:
+        nxt = off + _CHUNK
+        if old[off:nxt] != new[off:nxt]:
+            img[off:nxt] = new[off:nxt]
+            if off == hi:
+                hi = nxt
+            else:
+                if hi > 0:
+                    out.append((lo, new[lo:hi]))
+                lo, hi = off, nxt
+    if hi > 0:
+        out.append((lo, new[lo:hi]))
     if img != new:
         HintStats.missed += 1
         if os.environ.get(STRICT_HINTS_ENV) == "1":
@@ -260,7 +271,7 @@ def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple
         stream = txn_stream(data, records)
     first_room = FRAMED_PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
-    commit = crc32c(COMMITTED.pack(seq, nblocks, prev, durable) + stream)
+    commit = crc32c(stream, crc32c(COMMITTED.pack(seq, nblocks, prev, durable)))  # (no copy of the stream)
     blocks = [frame(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
                     + stream[:first_room], at, seq)]
     for k, i in enumerate(range(first_room, len(stream), FRAMED_PAYLOAD), 1):

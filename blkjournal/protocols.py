@@ -204,7 +204,7 @@ class Protocol:
             op.fresh.add(b)
             return b
 
-        for fid in sorted(set(op.owned) | set(op.released) | op.origins | op.created):
+        for fid in sorted(op.origins.union(op.owned, op.released, op.created)):
             f = st.files.get(fid)
             if f is None:
                 continue
@@ -520,18 +520,17 @@ class JournalProtocol(Protocol):
         # issued the moment they complete.  (Queued behind them instead, for the worker to issue
         # back to back, it was slower: the woken caller and the worker then both wanted the
         # interpreter, and the transaction's write waited out switch intervals.)
-        txn = b"".join(txn)
         self.settle_early()
         if early is not None and not self.fua:
             # A streaming write's transaction completes while the caller computes its next write;
             # the device issues whatever comes next only after it (writev_background), and a FUA
             # transaction (durable when it returns: journal.durable) stays synchronous.
-            self.dev.writev_background(at, [txn], role=role, start=True)
-        else:
-            self.dev.write(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
+            self.dev.writev_background(at, txn, role=role, start=True)
+        else:  # (its blocks as one request: a Device copies them straight into its aligned buffer)
+            self.dev.writev(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now
-        self.journal.advance(pos, len(txn) // BLOCK_SIZE, commit)
+        self.journal.advance(pos, len(txn), commit)
         self.unflushed = not self.fua
         for b in released:
             images.pop(b, None)
@@ -551,6 +550,10 @@ class JournalProtocol(Protocol):
         flush that made the transaction durable (docs/protocols.md, "Inline data")."""
         if not op.data or self._early is not None:  # (a streaming write's data is on its way already)
             return {}
+        if len(op.data) == 1 and self.store.sb.inline_max:  # one piece (an append's one block: a copy of it)
+            ((first, v),) = op.data.items()
+            if len(v) == BLOCK_SIZE:
+                return {first: bytes(v) if type(v) is not bytes else v}
         n = sum(len(v) for v in op.data.values()) // BLOCK_SIZE
         if n > self.store.sb.inline_max:
             return {}

@@ -32,6 +32,12 @@ ZERO = bytes(BLOCK_SIZE)
 _ROOTS_AT = HDR + Origin.FMT.size  # an origin's root entries, in its header and payload (unframed)
 _CRCS_AT = _ROOTS_AT + 8 * ROOT_SLOTS
 _ROOT_END = Origin.FMT.size + 12 * ROOT_SLOTS  # in its payload: what follows is the seen list
+# The chunks of an origin's image its header and fixed fields lie in, and those root slot s's two
+# entries do (with their sectors' crcs): an origin's delta hint is their union (FileState.hint)
+_ORIGIN_FIXED = frozenset(framed_chunks([(0, _ROOTS_AT)]))
+_ROOT_SLOT_CHUNKS = tuple(frozenset(framed_chunks([(_ROOTS_AT + 8 * s, _ROOTS_AT + 8 * s + 8),
+                                                   (_CRCS_AT + 4 * s, _CRCS_AT + 4 * s + 4)]))
+                          for s in range(ROOT_SLOTS))
 ZERO_CRC = crc32c(ZERO)
 _NO_ENTRY = ObjEntry()  # the padding of a last, partial object map block
 
@@ -82,9 +88,7 @@ class FileState:
             rt = m.root_touched
             if last is not None and last[0] == b and rt is not None and last[1][_ROOT_END:] == p[_ROOT_END:]:
                 # what changed: the header and fixed fields, the root entries edited since
-                self.hint = (img, framed_chunks([(0, _ROOTS_AT)] + [
-                    r for s in rt for r in ((_ROOTS_AT + 8 * s, _ROOTS_AT + 8 * s + 8),
-                                            (_CRCS_AT + 4 * s, _CRCS_AT + 4 * s + 4))]))
+                self.hint = (img, _ORIGIN_FIXED.union(*map(_ROOT_SLOT_CHUNKS.__getitem__, rt)))
             m.root_touched = set()
             self._packed = last = (b, p, img)
         return last[2]
