@@ -135,6 +135,7 @@ class MapEdit:
         nb = self.store.freelist.alloc(1)[0]
         m.nodes[nb] = m.nodes.pop(b).copy()
         m.touched.pop(nb, None)
+        m.touched.pop(b, None)  # (its tracking goes with it: copy-on-write moves a node every operation)
         self.op.fresh.add(nb)
         self.op.own(self.f, nb)
         self.op.roles[nb] = f"map node of file {self.f.fid}"
@@ -151,6 +152,7 @@ class MapEdit:
     def release_subtree(self, m: BlockMap, b: int, h: int) -> None:
         for n in m.subtree_nodes(b, h):
             m.nodes.pop(n, None)
+            m.touched.pop(n, None)
             self.op.meta.discard(n)
             self.op.release(self.f, n)
 
