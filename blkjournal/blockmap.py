@@ -195,11 +195,16 @@ class BlockMap:
         while k < n:
             blocks, leaf_crcs, slot, parent = self._leaf(idx + k, edit)
             span = min(n - k, len(blocks) - slot)
-            before = blocks[slot:slot + span]
-            if before.count(0) != span:
-                old.extend(x for x in before if x)
-            blocks[slot:slot + span] = array("Q", range(block + k, block + k + span))
-            leaf_crcs[slot:slot + span] = array("I", crcs[k:k + span])
+            if span == 1:  # (an append's one block: no slices)
+                if blocks[slot]:
+                    old.append(blocks[slot])
+                blocks[slot], leaf_crcs[slot] = block + k, crcs[k]
+            else:
+                before = blocks[slot:slot + span]
+                if before.count(0) != span:
+                    old.extend(x for x in before if x)
+                blocks[slot:slot + span] = array("Q", range(block + k, block + k + span))
+                leaf_crcs[slot:slot + span] = array("I", crcs[k:k + span])
             self._edited(parent, slot, slot + span, blocks=True, crcs=True)
             edit.touch(parent)
             k += span

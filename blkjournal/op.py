@@ -20,11 +20,13 @@ class Roles(dict):
     first and last block of a device write (or per block under "none"), so the text of a run
     of data blocks is derived on demand instead of formatted for every block up front."""
 
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self._runs: list[tuple[int, int, int, int]] = []  # (first block, count, fid, first file block)
+    _runs: tuple | list = ()  # (first block, count, fid, first file block), sorted; a list once one is added
+    # (no __init__ of its own: an operation makes one, and a dict subclass's own __init__ cost as
+    # much as the rest of the Op)
 
     def data_run(self, first: int, count: int, fid: int, idx: int) -> None:
+        if not self._runs:
+            self._runs = []
         self._runs.append((first, count, fid, idx))
         self._runs.sort()
 
@@ -39,7 +41,7 @@ class Roles(dict):
         return default
 
 
-@dataclass
+@dataclass(slots=True)  # (made once per operation: slots make it, and its attributes, cheaper)
 class Op:
     """What one operation changed; built by Store, written by the protocol.
 
