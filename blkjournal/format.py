@@ -236,23 +236,6 @@ def _sector_ids(block: int) -> tuple:
     return _ID_PIECES.unpack(_IDS.pack(block, 0, block, 1, block, 2, block, 3, block, 4, block, 5, block, 6, block, 7))
 
 
-def framed_chunks(ranges) -> set:
-    """The 64-byte chunks of a framed block (as reframe lays it out) that change when bytes
-    [lo, hi) of its header and payload (unframed offsets) do: theirs, those of the crcs of the
-    sectors they lie in, and sector 0's header and crc (the block crc is in it) -- a delta hint
-    (journal.delta_in)."""
-    out = {0, SECTOR_DATA & -64}
-    for lo, hi in ranges:
-        while lo < hi:
-            s, o = divmod(lo, SECTOR_DATA)
-            n = min(hi - lo, SECTOR_DATA - o)
-            at = s * SECTOR + o
-            out.update(range(at & -64, at + n, 64))
-            out.add((s * SECTOR + SECTOR_DATA) & -64)
-            lo += n
-    return out
-
-
 def unframe(raw) -> bytes:
     """The header and payload of a sector-framed block, the sector crcs taken out."""
     return b"".join(bytes(raw[s * SECTOR:s * SECTOR + SECTOR_DATA]) for s in range(NSECT))
@@ -598,6 +581,37 @@ class Origin:
             raise FieldError(f"block {where}: origin names {n} other files' generations (at most {MAX_SEEN})")
         seen = tuple(SEEN_ENTRY.unpack_from(p, o + SEEN.size + k * SEEN_ENTRY.size) for k in range(n))
         return cls(fid, birth, gen, size, mtime, ul, height, tuple(blocks), tuple(crcs), ul_gen, ul_crc, seen)
+
+
+def framed_chunks(ranges) -> set:
+    """The 64-byte chunks of a framed block (as reframe lays it out) that change when bytes
+    [lo, hi) of its header and payload (unframed offsets) do: theirs, those of the crcs of the
+    sectors they lie in, and sector 0's header and crc (the block crc is in it) -- a delta hint
+    (journal.delta_in)."""
+    out = {0, SECTOR_DATA & -64}
+    for lo, hi in ranges:
+        while lo < hi:
+            s, o = divmod(lo, SECTOR_DATA)
+            n = min(hi - lo, SECTOR_DATA - o)
+            at = s * SECTOR + o
+            out.update(range(at & -64, at + n, 64))
+            out.add((s * SECTOR + SECTOR_DATA) & -64)
+            lo += n
+    return out
+
+
+def origin_chunks(root_slots) -> set:
+    """The 64-byte chunks of an origin's image that change when its header and fixed fields and
+    the entries of `root_slots` change (an origin's delta hint, journal.delta_in)."""
+    return _ORIGIN_FIXED.union(*map(_ROOT_SLOT_CHUNKS.__getitem__, root_slots))
+
+
+_ROOTS_AT = HDR + Origin.FMT.size  # an origin's root entries, in its header and payload (unframed)
+_CRCS_AT = _ROOTS_AT + 8 * ROOT_SLOTS
+_ORIGIN_FIXED = frozenset(framed_chunks([(0, _ROOTS_AT)]))  # the header and fixed fields' chunks
+_ROOT_SLOT_CHUNKS = tuple(frozenset(framed_chunks([(_ROOTS_AT + 8 * s, _ROOTS_AT + 8 * s + 8),
+                                                   (_CRCS_AT + 4 * s, _CRCS_AT + 4 * s + 4)]))
+                          for s in range(ROOT_SLOTS))  # root slot s's two entries' (with their sectors' crcs)
 
 
 class MapNode:

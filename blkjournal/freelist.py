@@ -34,6 +34,7 @@ class Freelist:
         # the last image packed, with the chunks where it may differ from the one before
         self.touched: dict[int, set] = {}
         self.hints: dict[int, tuple] = {}
+        self.hinting = False  # (set by a protocol that takes them: the journal)
 
     # --- persistence ---
     def load(self, read) -> None:
@@ -60,11 +61,12 @@ class Freelist:
         bits set or cleared since."""
         i = home - self.start
         img = seal(T_BITMAP, bytes(self.bits[i * PAYLOAD:(i + 1) * PAYLOAD]), home, self.gens.get(home, 0))
-        t = self.touched.get(home)
-        if t is not None:
-            t.add(0)
-            self.hints[home] = (img, t)
-        self.touched[home] = set()
+        if self.hinting:
+            t = self.touched.get(home)
+            if t is not None:
+                t.add(0)
+                self.hints[home] = (img, t)
+            self.touched[home] = set()
         return img
 
     def _touch(self, lo: int, hi: int) -> None:

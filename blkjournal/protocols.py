@@ -21,7 +21,8 @@ from . import memo
 from .device import BLOCK_SIZE
 from .errors import BlkError, CorruptError, StaleBlockError
 from .claims import gather, judge, stale_stamp
-from .format import MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header, weak_detection
+from .format import (MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header,
+                     origin_chunks, weak_detection)
 from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, delta_in, encode, patched, stream_blocks, stream_bound, txn_stream
 from .op import Op
 from .originslots import blanks, choose
@@ -251,6 +252,7 @@ class JournalProtocol(Protocol):
         self.held: list[int] = []  # freed by committed transactions: reusable after checkpoint
         self.unflushed = False
         store.freelist.reclaim = self.checkpoint  # held blocks come back at a checkpoint
+        store.freelist.hinting = True  # its commits take bitmap deltas from hints (journal.delta_in)
         self._early: _Early | None = None  # data writes issued before the commit (issue_data_early)
 
     def issue_data_early(self, op, f, need: int) -> bool:
@@ -457,7 +459,8 @@ class JournalProtocol(Protocol):
             if f is not None:
                 origins[f.origin_block] = f.expect_origin()
                 if f.hint is not None:
-                    op.hints[f.origin_block], f.hint = f.hint, None
+                    op.hints[f.origin_block] = (f.hint[0], origin_chunks(f.hint[1]))
+                    f.hint = None
                 st.entries[fid] = f.entry
                 op.objmap.add(st.objmap_home(fid))
         released = [b for blocks in op.released.values() for b in blocks]

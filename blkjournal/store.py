@@ -21,7 +21,7 @@ from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
-                     HDR, T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, framed_chunks, header, pack_objmap,
+                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
                      objmap_seen, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
@@ -29,15 +29,7 @@ from .protocols import SITES, make_protocol
 from .usedlist import UsedList
 
 ZERO = bytes(BLOCK_SIZE)
-_ROOTS_AT = HDR + Origin.FMT.size  # an origin's root entries, in its header and payload (unframed)
-_CRCS_AT = _ROOTS_AT + 8 * ROOT_SLOTS
 _ROOT_END = Origin.FMT.size + 12 * ROOT_SLOTS  # in its payload: what follows is the seen list
-# The chunks of an origin's image its header and fixed fields lie in, and those root slot s's two
-# entries do (with their sectors' crcs): an origin's delta hint is their union (FileState.hint)
-_ORIGIN_FIXED = frozenset(framed_chunks([(0, _ROOTS_AT)]))
-_ROOT_SLOT_CHUNKS = tuple(frozenset(framed_chunks([(_ROOTS_AT + 8 * s, _ROOTS_AT + 8 * s + 8),
-                                                   (_CRCS_AT + 4 * s, _CRCS_AT + 4 * s + 4)]))
-                          for s in range(ROOT_SLOTS))
 ZERO_CRC = crc32c(ZERO)
 _NO_ENTRY = ObjEntry()  # the padding of a last, partial object map block
 
@@ -58,7 +50,7 @@ class FileState:
     # for the object map entry, then the block itself), and framing a block costs 9 crcs
     _packed: tuple | None = field(default=None, repr=False, compare=False)
     seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
-    # (image, chunks where it may differ from the one packed before): a delta hint (journal.delta_in)
+    # (image, the root slots edited since the origin packed before): a delta hint (format.origin_chunks)
     hint: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -87,8 +79,7 @@ class FileState:
             img = frame(T_ORIGIN, p, b, self.gen)
             rt = m.root_touched
             if last is not None and last[0] == b and rt is not None and last[1][_ROOT_END:] == p[_ROOT_END:]:
-                # what changed: the header and fixed fields, the root entries edited since
-                self.hint = (img, _ORIGIN_FIXED.union(*map(_ROOT_SLOT_CHUNKS.__getitem__, rt)))
+                self.hint = (img, rt)  # the root slots edited since (chunks: format.origin_chunks)
             m.root_touched = set()
             self._packed = last = (b, p, img)
         return last[2]
