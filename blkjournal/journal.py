@@ -121,8 +121,9 @@ def delta_in(old: bytes, new: bytes, chunks) -> list[tuple[int, bytes]] | None:
     lo = hi = -1
     for off in chunks:
         nxt = off + _CHUNK
-        if old[off:nxt] != new[off:nxt]:
-            img[off:nxt] = new[off:nxt]
+        piece = new[off:nxt]
+        if not old.startswith(piece, off):  # (old's chunk compared where it lies: no copy of it)
+            img[off:nxt] = piece
             if off == hi:
                 hi = nxt
             else:
