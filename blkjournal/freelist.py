@@ -60,7 +60,8 @@ class Freelist:
         from the image this packed of it before: the header's (generation, crc) and those of the
         bits set or cleared since."""
         i = home - self.start
-        img = seal(T_BITMAP, bytes(self.bits[i * PAYLOAD:(i + 1) * PAYLOAD]), home, self.gens.get(home, 0))
+        with memoryview(self.bits) as bits:  # (sealed from where the bits are: one copy, into the image)
+            img = seal(T_BITMAP, bits[i * PAYLOAD:(i + 1) * PAYLOAD], home, self.gens.get(home, 0))
         if self.hinting:
             t = self.touched.get(home)
             if t is not None:
