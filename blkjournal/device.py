@@ -75,6 +75,25 @@ class AlignedBuffer:
         self._map.close()
 
 
+class AtLeast:
+    """A search predicate (BlockDevice.find) of the form `rank(raw, block) >= at`.
+
+    A search asked with many thresholds over the same blocks -- the journal's scan for evidence
+    of a loss, once for every place a replay may stop -- judges each block once per content: the
+    crash explorer keeps `rank`'s value per block and content across searches and segments
+    (explore.Tracer) and compares it with each `at`.  `rank` must depend on its arguments only
+    (a module-level function: it names the kept values), and may return any value comparable
+    with `at` (e.g. +-inf for "always" and "never")."""
+
+    __slots__ = ("rank", "at")
+
+    def __init__(self, rank, at) -> None:
+        self.rank, self.at = rank, at
+
+    def __call__(self, raw, block: int) -> bool:
+        return self.rank(raw, block) >= self.at
+
+
 class BlockDevice:
     """Interface every device offers (plain, recording, overlay).  Blocks are BLOCK_SIZE bytes."""
 

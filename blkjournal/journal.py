@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from . import memo
-from .device import BLOCK_SIZE, BlockDevice
+from .device import BLOCK_SIZE, AtLeast, BlockDevice
 from .errors import CorruptError, FieldError, MisdirectedError, NoSpaceError, StaleBlockError
 from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
                      Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
@@ -531,7 +531,7 @@ class Journal:
             check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
         except CorruptError as e:
             own = e
-        hit = dev.find(self.area, self.size, lambda raw, b: _evidence(raw, b, seq), key=("journal-evidence", seq))
+        hit = dev.find(self.area, self.size, AtLeast(_evidence, seq), key=("journal-evidence", seq))
         if hit is None:
             return
         q, raw = hit
@@ -547,33 +547,35 @@ class Journal:
                   f"written after it was durable, follows it: a durable transaction was lost or damaged")
 
 
-def _evidence(raw, block: int, seq: int) -> bool:
-    """Does journal slot `block` prove that replay, stopped at `seq`, lost something?  Yes if it
-    holds no transaction frame at all or another block's (a misdirected write: mkfs frames every
-    slot, and only transaction frames of the slot's own address are written there since), or a
-    valid transaction later than `seq` whose descriptor claims `seq` durable
-    (Journal._no_durable_successor)."""
+def _evidence(raw, block: int):
+    """The latest stop of replay that journal slot `block` proves lost something: a search with
+    `AtLeast(_evidence, seq)` asks whether replay, stopped at `seq`, did (Journal._no_durable_successor).
+    Every stop (+inf) if the slot holds no transaction frame at all or another block's (a
+    misdirected write: mkfs frames every slot, and only transaction frames of the slot's own
+    address are written there since); for a valid transaction, every stop before it up to the
+    last its descriptor claims durable; else none (-inf)."""
     if raw[:4] != MAGIC:
-        return True  # no frame at all: every slot holds one from mkfs on, so a foreign write landed here
+        return _ALWAYS  # no frame at all: every slot holds one from mkfs on, so a foreign write landed here
     _, t, _, _, own, gen = HEADER.unpack_from(raw)
     if t != T_TXN:
-        return True  # another kind of block: a misdirected write
+        return _ALWAYS  # another kind of block: a misdirected write
     if own != block:
         try:
             check(raw, T_TXN, own)
-            return True
+            return _ALWAYS
         except CorruptError:
-            return False
-    if gen <= seq:
-        return False
+            return _NEVER
     d = DESC.unpack_from(raw, HEADER.size)
-    if d[0] != gen or d[6] < seq:
-        return False
+    if d[0] != gen:
+        return _NEVER
     try:
         check(raw, T_TXN, block, gen=gen)
-        return True
     except CorruptError:
-        return False
+        return _NEVER
+    return min(gen - 1, d[6])  # a later transaction (gen > seq) that claims seq durable (d[6] >= seq)
+
+
+_ALWAYS, _NEVER = float("inf"), float("-inf")
 
 
 def _refuse_misdirected(raw, block: int) -> None:

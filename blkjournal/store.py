@@ -351,16 +351,20 @@ class Store:
         freelist rebuild, a read) uses one as an index."""
         lo, hi = self.sb.data_start, self.sb.nblocks
         refs = set(m.nodes) | set(ul.blocks)  # a file names each block once: no sharing inside it
-        for idx, b, _ in m.data_entries():
-            if not lo <= b < hi:
-                raise FieldError(f"block index map entry {idx} points at block {b}, outside the data area")
-            if b in refs:
-                raise FieldError(f"block index map entry {idx} points at block {b}, which the file already uses")
-            refs.add(b)
-        for b in ul.where:
-            if not lo <= b < hi:
-                raise FieldError(f"used list block {ul.where[b][0]} names block {b}, outside the data area")
-        nslots = sum(1 for lb in ul.chain for x in ul.blocks[lb].slots if x)
+        data = m.data_blocks()  # (judged at C speed; the walk below names the first bad entry)
+        if data and (min(data) < lo or max(data) >= hi or not refs.isdisjoint(data) or len(set(data)) != len(data)):
+            for idx, b, _ in m.data_entries():
+                if not lo <= b < hi:
+                    raise FieldError(f"block index map entry {idx} points at block {b}, outside the data area")
+                if b in refs:
+                    raise FieldError(f"block index map entry {idx} points at block {b}, which the file already uses")
+                refs.add(b)
+        where = ul.where
+        if where and (min(where) < lo or max(where) >= hi):
+            for b in where:
+                if not lo <= b < hi:
+                    raise FieldError(f"used list block {where[b][0]} names block {b}, outside the data area")
+        nslots = sum(len(s) - s.count(0) for s in (ul.blocks[lb].slots for lb in ul.chain))
         if nslots != len(ul.where) or set(ul.where) & set(ul.blocks):
             raise FieldError(f"used list of {ul.head}: a block is listed twice, or the list names its own chain")
 

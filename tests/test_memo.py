@@ -400,6 +400,57 @@ def test_a_searchs_answers_kept_across_segments_follow_the_blocks_content():
     assert Tracer(second, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 9
 
 
+def _first_byte(raw, b):
+    return raw[0]
+
+
+def _second_byte(raw, b):
+    return raw[1]
+
+
+def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_threshold():
+    """An `AtLeast` search keeps each block's rank per content (across segments: the forced
+    blocks are the same objects while they do not change) and the ranks of a searched range per
+    segment, whatever the threshold: every answer must be the one a block-by-block search gives,
+    for thresholds asked in any order, two rank functions over one range, a segment whose block
+    holds another content, and a block a free write touches (judged on each of its contents)."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+    from blkjournal.device import AtLeast
+
+    def blk(a, c=0):
+        return bytes([a, c]) + bytes(4094)
+
+    def plain(dev, rank, at):  # the truth: BlockDevice.find, block by block
+        return next(((b, dev.read(b)) for b in range(16) if rank(dev.read(b), b) >= at), None)
+
+    verdicts = {}
+    for contents in ({3: blk(2, 9), 7: blk(5, 1), 12: blk(9, 4)},  # segment 1
+                     {3: blk(2, 9), 7: blk(1, 1), 12: blk(9, 7)},  # segment 2: block 7 holds another content
+                     {3: blk(8, 0), 12: blk(9, 7)}):  # segment 3: block 3 too, block 7 back to zeros
+        dev = Overlay(None, nblocks=16)
+        for b, v in contents.items():
+            dev.write(b, v)
+        shared, probes = {}, {}
+        for rank in (_first_byte, _second_byte):
+            for at in (4, 1, 9, 10, 0, 2, 6):
+                t = Tracer(dev, shared, set(), {}, None, probes=probes, verdicts=verdicts)
+                assert t.find(0, 16, AtLeast(rank, at), key=(rank.__name__, at)) == plain(dev, rank, at), \
+                    (contents, rank.__name__, at)
+    # a block a free write touches (this state's content: 1; with no free write persisted: 9):
+    # judged on every content it takes in the class, never on the forced content alone
+    dev = Overlay(None, nblocks=16)
+    dev.write(7, blk(1))
+    forced = lambda b: blk(9) if b == 7 else bytes(4096)  # noqa: E731
+    # (threshold, the other content, this state's answer, is the block read: some content could answer)
+    for at, other, expect, read in ((3, blk(5), None, True), (3, blk(2), None, False), (1, blk(0), 7, True),
+                                    (5, blk(5), None, True), (6, blk(5), None, False)):
+        t = Tracer(dev, {}, {7}, {}, lambda b: 0, versions=lambda b, rep, o=other: [o], verdicts=verdicts,
+                   forced=forced)
+        got = t.find(0, 16, AtLeast(_first_byte, at), key=("first", at))
+        assert (got and got[0]) == expect and (7 in t.first_read) == read, (at, other[:1])
+
+
 def _check_run(calls):
     """A check as checkmemo.py sees one: what it reads, searches and writes depends on what it read."""
     def run(dev):
