@@ -260,7 +260,7 @@ class BlockMap:
     def _subtree_data(self, b: int, h: int) -> list[int]:
         node = self.nodes[b]
         if h == 1:
-            return [x for x in node.blocks if x]
+            return list(filter(None, node.blocks))
         out = []
         for c in node.blocks:
             if c:
@@ -308,7 +308,7 @@ class BlockMap:
         """Every mapped data block (as data_entries() names them), without the index and crc:
         what the owner accounting needs, at list speed."""
         if not self.height:
-            return [b for b in self.root_blocks if b]
+            return list(filter(None, self.root_blocks))
         out: list[int] = []
         for b in self.root_blocks:
             if b:

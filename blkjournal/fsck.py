@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from itertools import compress, repeat
+from operator import attrgetter
 
 from . import memo
 from .device import BlockDevice
@@ -194,11 +195,10 @@ def check_objects(sb: Superblock, read) -> Report:
             ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
             objmap_gens[b] = header(raw)[5]
             gather(claims, objmap_seen(raw), f"object map block {b}", objmap_gens[b])
-            for k, e in enumerate(ents):
-                if i * OBJ_PER_BLOCK + k < sb.max_files:
-                    all_entries[i * OBJ_PER_BLOCK + k] = e
-                    if e.in_use:
-                        entries[i * OBJ_PER_BLOCK + k] = e
+            lo = i * OBJ_PER_BLOCK
+            ents = ents[:max(0, sb.max_files - lo)]  # the entries that fit; those in use (ObjEntry.in_use)
+            all_entries[lo:lo + len(ents)] = ents
+            entries.update((lo + k, ents[k]) for k in compress(range(len(ents)), map(_ORIGIN_A, ents)))
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
     file_gens: dict[int, int] = {}  # the newest valid origin of each file
@@ -418,6 +418,7 @@ def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
 
 
+_ORIGIN_A = attrgetter("origin_a")  # (ObjEntry.in_use: origin_a != 0)
 _BIT_CHAR = bytes(ord("1") if c else ord("0") for c in range(256))  # a flag byte (0 or 1) -> b"0" / b"1"
 _FREE_FLAG = bytes(1 if c == ord("0") else 0 for c in range(256))  # b"0" (a clear bit) -> 1, else 0
 

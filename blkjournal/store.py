@@ -15,6 +15,9 @@ import os
 import time
 from array import array
 from dataclasses import dataclass, field
+import itertools
+from itertools import chain, compress
+from operator import attrgetter
 
 from . import memo
 from .blockmap import BlockMap
@@ -145,6 +148,9 @@ def _crc_error(f: FileState, b: int, idx: int) -> CorruptError:
     return CorruptError(f"file {f.name!r}: data block {b} (file block {idx}) fails its checksum")
 
 
+_BIRTH, _ORIGIN_A = attrgetter("birth"), attrgetter("origin_a")  # (ObjEntry.in_use: origin_a != 0)
+
+
 class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
@@ -269,13 +275,18 @@ class Store:
             self.objmap_gens[b] = header(raw)[5]
             self.objmap_seen[b] = objmap_seen(raw)
             gens.append(self.objmap_gens[b])
-            for k, e in enumerate(ents):
-                if i * OBJ_PER_BLOCK + k < self.sb.max_files:
-                    self.entries[i * OBJ_PER_BLOCK + k] = e
-        for fid, e in enumerate(self.entries):
-            self.births = max(self.births, e.birth)
-            if not e.in_use:
-                continue
+            lo, top = i * OBJ_PER_BLOCK, self.sb.max_files
+            if len(self.entries) == top:  # (the entries that fit, as one slice)
+                n = max(0, min(len(ents), top - lo))
+                self.entries[lo:lo + n] = ents[:n]
+            else:
+                for k, e in enumerate(ents):
+                    if lo + k < top:
+                        self.entries[lo + k] = e
+        entries = self.entries
+        self.births = max(chain((self.births,), map(_BIRTH, entries)))
+        for fid in compress(itertools.count(), map(_ORIGIN_A, entries)):  # the entries in use (ObjEntry.in_use)
+            e = entries[fid]
             try:
                 f = self.load_file(fid, e, read, origin_choice) if origin_choice is not None else \
                     self._load_file_replayed(fid, e, read)

@@ -247,6 +247,22 @@ class Tracer(BlockDevice):
         # their shared content, once) and the varying ones; a check then judges only the varying
         # blocks and those it wrote itself, in block order, up to the first shared hit.
         end, varying = block + count, self.varying
+        if count == 1 and key is not None:  # one block: the loop below, unrolled
+            if block in varying or block in self.written:
+                return self._probe(block, pred, key)
+            info = self.probes.get((key, block, 1))
+            if info is None:
+                try:
+                    info = (self._judged_range(block, end, pred, key), [])
+                except Exception:  # noqa: BLE001 -- as below: judged as a block of its own, where it raises
+                    info = False
+                self.probes[(key, block, 1)] = info
+            if info is False:
+                return self._probe(block, pred, key)
+            if not info[0]:
+                return None
+            v = self.cache.get(block)
+            return block, (v if v is not None else self._load(block))
         info = self.probes.get((key, block, count)) if key is not None else False
         if info is None:
             try:
