@@ -250,8 +250,8 @@ def check_objects(sb: Superblock, read) -> Report:
     nb = sb.nblocks
     fast = bitmap_ok and 8 * len(bits) >= nb and (not in_use or min(in_use) >= 0)
     if fast:
-        low = in_use.intersection(range(nb))
-        free_used_any = not low.isdisjoint(compress(range(nb), unmarked_flags(bits, nb)))
+        low = in_use if not in_use or max(in_use) < nb else in_use.intersection(range(nb))
+        free_used_any = any(map(unmarked_flags(bits, nb).__getitem__, low))
     if bitmap_ok and ordered:
         # Under ordered/none the used lists are the allocation record and the bitmap a hint that
         # recovery rebuilds; a stale hint is worth a note, not a finding.
@@ -426,7 +426,8 @@ _FREE_FLAG = bytes(1 if c == ord("0") else 0 for c in range(256))  # b"0" (a cle
 def unmarked_flags(bits, n: int) -> bytes:
     """One byte per block 0..n-1 of a bitmap (`bits`, 8 * len(bits) >= n): 1 where its bit is
     clear (free), 0 where set -- for itertools.compress, at C speed."""
-    return bin(int.from_bytes(bits, "little") | 1 << 8 * len(bits))[:2:-1][:n].encode().translate(_FREE_FLAG)
+    k = (n + 7) // 8  # (only the bytes that hold blocks below n: a bitmap block holds 32,512 bits)
+    return bin(int.from_bytes(bits[:k], "little") | 1 << 8 * k)[:2:-1][:n].encode().translate(_FREE_FLAG)
 
 
 def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:

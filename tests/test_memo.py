@@ -437,18 +437,19 @@ def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_thresho
                 t = Tracer(dev, shared, set(), {}, None, probes=probes, verdicts=verdicts)
                 assert t.find(0, 16, AtLeast(rank, at), key=(rank.__name__, at)) == plain(dev, rank, at), \
                     (contents, rank.__name__, at)
-    # a block a free write touches (this state's content: 1; with no free write persisted: 9):
-    # judged on every content it takes in the class, never on the forced content alone
-    dev = Overlay(None, nblocks=16)
-    dev.write(7, blk(1))
+    # A block a free write touches (with no free write persisted it holds 9): judged on every
+    # content it takes in the class, never on the forced content alone; the state's content
+    # (1 or 6, checks of one segment) ranked once for the segment.
     forced = lambda b: blk(9) if b == 7 else bytes(4096)  # noqa: E731
-    # (threshold, the other content, this state's answer, is the block read: some content could answer)
-    for at, other, expect, read in ((3, blk(5), None, True), (3, blk(2), None, False), (1, blk(0), 7, True),
-                                    (5, blk(5), None, True), (6, blk(5), None, False)):
-        t = Tracer(dev, {}, {7}, {}, lambda b: 0, versions=lambda b, rep, o=other: [o], verdicts=verdicts,
-                   forced=forced)
+    probes = {}
+    for mine, at, other in ((1, 3, 5), (6, 3, 2), (1, 3, 2), (6, 1, 0), (1, 1, 0), (6, 7, 5), (1, 5, 5), (6, 6, 2)):
+        dev = Overlay(None, nblocks=16)
+        dev.write(7, blk(mine))
+        t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: m, versions=lambda b, rep, o=other: [blk(o)],
+                   verdicts=verdicts, forced=forced, probes=probes)
         got = t.find(0, 16, AtLeast(_first_byte, at), key=("first", at))
-        assert (got and got[0]) == expect and (7 in t.first_read) == read, (at, other[:1])
+        assert (got and got[0]) == (7 if mine >= at else None), (mine, at, other)
+        assert (7 in t.first_read) == (max(mine, other) >= at), (mine, at, other)  # read: some content answers
 
 
 def _check_run(calls):

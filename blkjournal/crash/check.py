@@ -74,7 +74,8 @@ def _allocatable_but_owned(st) -> set[int]:
     owned = st.owned_blocks()
     if not owned or min(owned) < 0 or 8 * len(bits) < n:  # (as the set below, block by block)
         return {b for b in owned if b < n and not bits[b >> 3] >> (b & 7) & 1 and b not in held}
-    return owned.intersection(compress(range(n), unmarked_flags(bits, n))).difference(held)
+    low = list(owned) if max(owned) < n else [b for b in owned if b < n]
+    return set(compress(low, map(unmarked_flags(bits, n).__getitem__, low))).difference(held)
 
 
 _MEMO: list = [None, None, {}, {}]  # [contents, models last judged, {(name, id(model bytes)): equal}, {k: match}]

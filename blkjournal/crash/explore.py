@@ -302,9 +302,16 @@ class Tracer(BlockDevice):
 
     def _probe(self, b: int, pred, key) -> tuple[int, bytes] | None:
         """find() at block b: (b, content) if `pred` holds for some content b takes in the class."""
-        if type(pred) is AtLeast:  # its rank of each content kept (`_rank`), whatever the threshold
+        if type(pred) is AtLeast and b in self.varying and b not in self.cache:
+            # the state's content is one of the segment's (`vcache`): its rank is kept for the
+            # segment, whatever the threshold; the other contents of the class are ranked afresh
             rank, at = pred.rank, pred.at
-            pred = lambda x, b: self._rank(rank, x, b) >= at  # noqa: E731
+            v = self._peek(b)
+            vs = self.versions(b, v) if self.versions is not None else None
+            hit = self._rank(rank, v, b, self.probes) >= at
+            if vs is None or hit or any(rank(x, b) >= at for x in vs):
+                v = self._load(b)  # the same bytes, now recorded as read
+            return (b, v) if hit else None
         v = self.cache.get(b)
         if v is not None:  # read or written by this check already
             hit = pred(v, b)
@@ -336,7 +343,7 @@ class Tracer(BlockDevice):
             rank = pred.rank
             ranked = self.probes.get((rank, block, end))
             if ranked is None:
-                ranked = self.probes[(rank, block, end)] = [(b, self._rank(rank, v, b))
+                ranked = self.probes[(rank, block, end)] = [(b, self._rank(rank, v, b, self.verdicts))
                                                             for b, v in self._shared_in(block, end)]
             at = pred.at
             return [b for b, r in ranked if r >= at]
@@ -363,16 +370,17 @@ class Tracer(BlockDevice):
                 out.append((b, v if v is not None else self._shared(b)))
         return out
 
-    def _rank(self, rank, v: bytes, b: int):
-        """rank(v, b) of an `AtLeast` search, kept with the content it ranked (so its id is its
-        own) across checks and segments: one judgement per content, whatever the thresholds."""
-        got = self.verdicts.get((rank, b, id(v)))
+    def _rank(self, rank, v: bytes, b: int, kept: dict):
+        """rank(v, b) of an `AtLeast` search, kept in `kept` with the content it ranked (so its id
+        is its own): one judgement per content, whatever the thresholds.  `verdicts` (across
+        segments) keeps the shared contents' ranks, `probes` (this segment) a varying block's."""
+        got = kept.get((rank, b, id(v)))
         if got is not None and got[0] is v:
             return got[1]
         r = rank(v, b)
-        if len(self.verdicts) >= MAX_VERDICTS:
-            self.verdicts.clear()
-        self.verdicts[(rank, b, id(v))] = (v, r)
+        if len(kept) >= MAX_VERDICTS:
+            kept.clear()
+        kept[(rank, b, id(v))] = (v, r)
         return r
 
     def _shared(self, b: int) -> bytes:
