@@ -8,9 +8,8 @@ and lists the blocks involved; `verdict()` restates them in seed B's words.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import asdict, dataclass, field
-from itertools import compress, repeat
+from itertools import compress
 from operator import attrgetter
 
 from . import memo
@@ -263,9 +262,10 @@ def check_objects(sb: Superblock, read) -> Report:
             r.add(IN_USE_BUT_FREE, f"{len(free_used)} blocks in use but marked free", free_used)
         # leaks: bits set in the bitmap for data-area blocks nobody owns (big-integer set algebra)
         marked_int = int.from_bytes(bits, "little") & (((1 << sb.nblocks) - 1) ^ ((1 << sb.data_start) - 1))
-        if fast:  # one flag byte per block set at C speed, read as one big integer
+        if fast:  # one flag byte per block, read as one big integer at C speed
             flags = bytearray(nb)
-            deque(map(flags.__setitem__, low, repeat(1)), 0)
+            for b in low:
+                flags[b] = 1
             owned_int = int(flags.translate(_BIT_CHAR)[::-1], 2) if nb else 0
         else:
             owned = bytearray(len(bits))

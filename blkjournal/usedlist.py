@@ -16,7 +16,7 @@ written in place and a torn write can only hit a block no durable origin points 
 from __future__ import annotations
 
 from array import array
-from itertools import compress, count, repeat
+from itertools import repeat
 
 from .errors import FieldError
 from .format import UsedListBlock, crc32c
@@ -55,8 +55,10 @@ class UsedList:
         while b and b not in seen and b in self.blocks:
             seen.add(b)
             self.chain.append(b)
-            slots = self.blocks[b].slots  # (the taken slots, in order, at C speed)
-            where.update(zip(compress(slots, slots), zip(repeat(b), compress(count(), slots))))
+            slots = self.blocks[b].slots
+            for i, v in enumerate(slots):
+                if v:
+                    where[v] = (b, i)
             b = self.blocks[b].next
         self.full = len(self.chain)
 

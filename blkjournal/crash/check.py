@@ -11,10 +11,9 @@ gives, since seed A orders one file's objects and never ties two files' origins 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import compress
 
 from ..errors import BlkError
-from ..fsck import fsck, unmarked_flags
+from ..fsck import fsck
 from ..store import Store
 
 GLOBAL, PER_FILE = "global", "per-file"
@@ -71,11 +70,7 @@ def _allocatable_but_owned(st) -> set[int]:
     """
     fl = st.freelist
     bits, n, held = fl.bits, fl.nblocks, fl.held  # (fl.used(b), inline: every owned block is asked)
-    owned = st.owned_blocks()
-    if not owned or min(owned) < 0 or 8 * len(bits) < n:  # (as the set below, block by block)
-        return {b for b in owned if b < n and not bits[b >> 3] >> (b & 7) & 1 and b not in held}
-    low = list(owned) if max(owned) < n else [b for b in owned if b < n]
-    return set(compress(low, map(unmarked_flags(bits, n).__getitem__, low))).difference(held)
+    return {b for b in st.owned_blocks() if b < n and not bits[b >> 3] >> (b & 7) & 1 and b not in held}
 
 
 _MEMO: list = [None, None, {}, {}]  # [contents, models last judged, {(name, id(model bytes)): equal}, {k: match}]
