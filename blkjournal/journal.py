@@ -530,7 +530,7 @@ class Journal:
         try:
             check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
         except CorruptError as e:
-            own = e
+            own = e.with_traceback(None)  # (no cycle through this frame: the check dies by reference counting)
         hit = dev.find(self.area, self.size, AtLeast(_evidence, seq), key=("journal-evidence", seq))
         if hit is None:
             return
