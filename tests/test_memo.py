@@ -408,6 +408,10 @@ def _second_byte(raw, b):
     return raw[1]
 
 
+def _odd_second(raw, b):
+    return raw[1] % 2 == 1
+
+
 def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_threshold():
     """An `AtLeast` search keeps each block's rank per content (across segments: the forced
     blocks are the same objects while they do not change) and the ranks of a searched range per
@@ -421,8 +425,8 @@ def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_thresho
     def blk(a, c=0):
         return bytes([a, c]) + bytes(4094)
 
-    def plain(dev, rank, at):  # the truth: BlockDevice.find, block by block
-        return next(((b, dev.read(b)) for b in range(16) if rank(dev.read(b), b) >= at), None)
+    def plain(dev, pred):  # the truth: BlockDevice.find, block by block
+        return next(((b, dev.read(b)) for b in range(16) if pred(dev.read(b), b)), None)
 
     verdicts = {}
     for contents in ({3: blk(2, 9), 7: blk(5, 1), 12: blk(9, 4)},  # segment 1
@@ -432,24 +436,29 @@ def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_thresho
         for b, v in contents.items():
             dev.write(b, v)
         shared, probes = {}, {}
-        for rank in (_first_byte, _second_byte):
+        for rank, valid in ((_first_byte, None), (_second_byte, None), (_first_byte, _odd_second)):
             for at in (4, 1, 9, 10, 0, 2, 6):
                 t = Tracer(dev, shared, set(), {}, None, probes=probes, verdicts=verdicts)
-                assert t.find(0, 16, AtLeast(rank, at), key=(rank.__name__, at)) == plain(dev, rank, at), \
-                    (contents, rank.__name__, at)
+                pred = AtLeast(rank, at, valid)
+                assert t.find(0, 16, pred, key=(rank.__name__, valid and valid.__name__, at)) == plain(dev, pred), \
+                    (contents, rank.__name__, valid, at)
     # A block a free write touches (with no free write persisted it holds 9): judged on every
     # content it takes in the class, never on the forced content alone; the state's content
     # (1 or 6, checks of one segment) ranked once for the segment.
     forced = lambda b: blk(9) if b == 7 else bytes(4096)  # noqa: E731
     probes = {}
-    for mine, at, other in ((1, 3, 5), (6, 3, 2), (1, 3, 2), (6, 1, 0), (1, 1, 0), (6, 7, 5), (1, 5, 5), (6, 6, 2)):
-        dev = Overlay(None, nblocks=16)
-        dev.write(7, blk(mine))
-        t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: m, versions=lambda b, rep, o=other: [blk(o)],
-                   verdicts=verdicts, forced=forced, probes=probes)
-        got = t.find(0, 16, AtLeast(_first_byte, at), key=("first", at))
-        assert (got and got[0]) == (7 if mine >= at else None), (mine, at, other)
-        assert (7 in t.first_read) == (max(mine, other) >= at), (mine, at, other)  # read: some content answers
+    cases = ((1, 3, 5), (6, 3, 2), (1, 3, 2), (6, 1, 0), (1, 1, 0), (6, 7, 5), (1, 5, 5), (6, 6, 2), (1, 3, 6))
+    for valid in (None, _odd_second):
+        for mine, at, other in cases:
+            dev = Overlay(None, nblocks=16)
+            dev.write(7, blk(mine, mine))  # (second byte: odd for 1, even for 6 and 9)
+            t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: m, versions=lambda b, rep, o=other: [blk(o, o)],
+                       verdicts=verdicts, forced=forced, probes=probes)
+            pred = AtLeast(_first_byte, at, valid)
+            got = t.find(0, 16, pred, key=("first", valid and valid.__name__, at))
+            assert (got and got[0]) == (7 if pred(blk(mine, mine), 7) else None), (valid, mine, at, other)
+            # read: some content of the class answers
+            assert (7 in t.first_read) == any(pred(blk(x, x), 7) for x in (mine, other)), (valid, mine, at, other)
 
 
 def _check_run(calls):

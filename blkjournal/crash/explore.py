@@ -305,11 +305,11 @@ class Tracer(BlockDevice):
         if type(pred) is AtLeast and b in self.varying and b not in self.cache:
             # the state's content is one of the segment's (`vcache`): its rank is kept for the
             # segment, whatever the threshold; the other contents of the class are ranked afresh
-            rank, at = pred.rank, pred.at
+            rank, at, valid = pred.rank, pred.at, pred.valid
             v = self._peek(b)
             vs = self.versions(b, v) if self.versions is not None else None
-            hit = self._rank(rank, v, b, self.probes) >= at
-            if vs is None or hit or any(rank(x, b) >= at for x in vs):
+            hit = self._rank(rank, v, b, self.probes) >= at and (valid is None or self._rank(valid, v, b, self.probes))
+            if vs is None or hit or any(pred(x, b) for x in vs):
                 v = self._load(b)  # the same bytes, now recorded as read
             return (b, v) if hit else None
         v = self.cache.get(b)
@@ -343,10 +343,10 @@ class Tracer(BlockDevice):
             rank = pred.rank
             ranked = self.probes.get((rank, block, end))
             if ranked is None:
-                ranked = self.probes[(rank, block, end)] = [(b, self._rank(rank, v, b, self.verdicts))
+                ranked = self.probes[(rank, block, end)] = [(b, self._rank(rank, v, b, self.verdicts), v)
                                                             for b, v in self._shared_in(block, end)]
-            at = pred.at
-            return [b for b, r in ranked if r >= at]
+            at, valid = pred.at, pred.valid
+            return [b for b, r, v in ranked if r >= at and (valid is None or self._rank(valid, v, b, self.verdicts))]
         verdicts, hits = self.verdicts, []
         for b, v in self._shared_in(block, end):
             got = verdicts.get((key, b))
