@@ -444,7 +444,7 @@ def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_thresho
                     (contents, rank.__name__, valid, at)
     # A block a free write touches (with no free write persisted it holds 9): judged on every
     # content it takes in the class, never on the forced content alone; the state's content
-    # (1 or 6, checks of one segment) ranked once for the segment.
+    # (1 or 6, checks of one segment) judged as each check sees it.
     forced = lambda b: blk(9) if b == 7 else bytes(4096)  # noqa: E731
     probes = {}
     cases = ((1, 3, 5), (6, 3, 2), (1, 3, 2), (6, 1, 0), (1, 1, 0), (6, 7, 5), (1, 5, 5), (6, 6, 2), (1, 3, 6))

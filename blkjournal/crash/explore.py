@@ -302,16 +302,6 @@ class Tracer(BlockDevice):
 
     def _probe(self, b: int, pred, key) -> tuple[int, bytes] | None:
         """find() at block b: (b, content) if `pred` holds for some content b takes in the class."""
-        if type(pred) is AtLeast and b in self.varying and b not in self.cache:
-            # the state's content is one of the segment's (`vcache`): its rank is kept for the
-            # segment, whatever the threshold; the other contents of the class are ranked afresh
-            rank, at, valid = pred.rank, pred.at, pred.valid
-            v = self._peek(b)
-            vs = self.versions(b, v) if self.versions is not None else None
-            hit = self._rank(rank, v, b, self.probes) >= at and (valid is None or self._rank(valid, v, b, self.probes))
-            if vs is None or hit or any(pred(x, b) for x in vs):
-                v = self._load(b)  # the same bytes, now recorded as read
-            return (b, v) if hit else None
         v = self.cache.get(b)
         if v is not None:  # read or written by this check already
             hit = pred(v, b)
@@ -371,9 +361,10 @@ class Tracer(BlockDevice):
         return out
 
     def _rank(self, rank, v: bytes, b: int, kept: dict):
-        """rank(v, b) of an `AtLeast` search, kept in `kept` with the content it ranked (so its id
-        is its own): one judgement per content, whatever the thresholds.  `verdicts` (across
-        segments) keeps the shared contents' ranks, `probes` (this segment) a varying block's."""
+        """rank(v, b) (or valid's) of an `AtLeast` search on a shared content, kept in `kept`
+        (`verdicts`: across segments) with the content it ranked, so its id is its own: one
+        judgement per content, whatever the thresholds.  (A varying block is judged by `pred`
+        itself, in `_probe`: its contents are the segment's, and a rank costs less than its keeping.)"""
         got = kept.get((rank, b, id(v)))
         if got is not None and got[0] is v:
             return got[1]
