@@ -505,18 +505,21 @@ class JournalProtocol(Protocol):
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=self.journal.area + pos,
                              durable=self.journal.durable, stream=stream)
         at, role = self.journal.area + pos, f"journal txn {self.journal.next_seq} [{op.name}]"
-        # The data writes issued early are waited for only now, the transaction encoded: it is
-        # issued the moment they complete.  (Queued behind them instead, for the worker to issue
-        # back to back, it was slower: the woken caller and the worker then both wanted the
-        # interpreter, and the transaction's write waited out switch intervals.)
         txn = b"".join(txn)
-        self.settle_early()
         if early is not None and not self.fua:
-            # A streaming write's transaction completes while the caller computes its next write;
-            # the device issues whatever comes next only after it (writev_background), and a FUA
-            # transaction (durable when it returns: journal.durable) stays synchronous.
+            # A streaming write's transaction is queued behind its data, encoded while they were
+            # being written, and the caller waits until the worker takes it up -- the moment the
+            # data completes, with no hop through this thread in between: the worker, woken by
+            # the data's completion, issues the transaction itself.  (Waiting for the data here
+            # and queueing the transaction after cost three thread wake-ups in a row between
+            # the two requests: the worker's, this thread's, then the worker's again.)  It then
+            # completes while the caller computes its next write; the device issues whatever
+            # comes next only after it (writev_background).  A FUA transaction (durable when it
+            # returns: journal.durable) stays synchronous, after its data.
             self.dev.writev_background(at, [txn], role=role, start=True)
+            self.settle_early()
         else:
+            self.settle_early()
             self.dev.write(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now

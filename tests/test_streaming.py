@@ -288,6 +288,35 @@ def test_a_write_asked_to_start_is_issued_before_writev_background_returns(image
         assert dev.counters.writes == 3
 
 
+def test_a_streaming_writes_transaction_waits_in_the_queue_behind_its_data(image):
+    """A streaming write's transaction is queued behind its data before the caller waits, so the
+    worker, woken by the data's completion, issues it at once: when the data write returns, the
+    transaction is already the next request in the worker's queue (no hop through the caller,
+    whose wake-up would stand between the two requests).  A FUA transaction stays synchronous."""
+    import time
+
+    seen = []
+
+    class Watching(Device):
+        def _pwrite(self, block, bufs, fua, buf=None, n=None, **kw):
+            super()._pwrite(block, bufs, fua, buf, n, **kw)
+            if n == 256 * BLOCK_SIZE:  # the data of a 1 MiB write: held in flight a while, what waits next?
+                until = time.monotonic() + 2
+                while not self._worker.pending and time.monotonic() < until:
+                    time.sleep(0.001)
+                seen.append([r.block for r in list(self._worker.pending)[:1]])
+
+    with Watching(image, create_size=64 << 20) as dev:
+        st = Store.mkfs(dev, "journal", "flush")
+        st.create("f")
+        area = st.protocol.journal.area
+        for k in range(4):
+            st.write("f", k << 20, os.urandom(1 << 20))
+        st.sync()
+    assert len(seen) == 4
+    assert all(len(q) == 1 and area <= q[0] < area + st.sb.journal_blocks for q in seen), seen
+
+
 def test_writes_queued_on_a_device_never_closed_are_issued_at_exit(tmp_path):
     """The worker thread is a daemon (an unclosed device cannot keep the interpreter from
     exiting), so at exit the writes it still holds are drained, not dropped."""
