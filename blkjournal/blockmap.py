@@ -78,10 +78,13 @@ class BlockMap:
                     if c:
                         walk(c, cc, h - 1)
 
-        if self.height:
-            for b, crc in zip(self.root_blocks, self.root_crcs):
-                if b:
-                    walk(b, crc, self.height)
+        try:
+            if self.height:
+                for b, crc in zip(self.root_blocks, self.root_crcs):
+                    if b:
+                        walk(b, crc, self.height)
+        finally:
+            walk = None  # noqa: F841 -- the closure names itself: unnamed, what it holds dies by reference counting
 
     def seal(self, dirty, gen: int) -> dict[int, bytes]:
         """After an operation edited the nodes in `dirty`: stamp them and every ancestor with `gen`
@@ -304,7 +307,7 @@ class BlockMap:
     def _subtree_data(self, b: int, h: int) -> list[int]:
         node = self.nodes[b]
         if h == 1:
-            return [x for x in node.blocks if x]
+            return list(filter(None, node.blocks))
         out = []
         for c in node.blocks:
             if c:
@@ -345,14 +348,17 @@ class BlockMap:
                     node = self.nodes[b]
                     yield from walk(node.blocks, node.crcs, h - 1, base + slot * span)
 
-        if first <= last:
-            yield from walk(self.root_blocks, self.root_crcs, self.height, 0)
+        try:
+            if first <= last:
+                yield from walk(self.root_blocks, self.root_crcs, self.height, 0)
+        finally:
+            walk = None  # noqa: F841 -- (as in read_nodes)
 
     def data_blocks(self) -> list[int]:
         """Every mapped data block (as data_entries() names them), without the index and crc:
         what the owner accounting needs, at list speed."""
         if not self.height:
-            return [b for b in self.root_blocks if b]
+            return list(filter(None, self.root_blocks))
         out: list[int] = []
         for b in self.root_blocks:
             if b:

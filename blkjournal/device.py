@@ -75,6 +75,28 @@ class AlignedBuffer:
         self._map.close()
 
 
+class AtLeast:
+    """A search predicate (BlockDevice.find): `rank(raw, block) >= at`, and, when `valid` is
+    given, `valid(raw, block)` (asked only of a block whose rank passes).
+
+    A search asked with many thresholds over the same blocks -- the journal's scan for evidence
+    of a loss, once for every place a replay may stop -- judges each block once per content: the
+    crash explorer keeps `rank`'s value (and `valid`'s, once asked) per block and content across
+    searches and segments (explore.Tracer) and compares it with each `at`.  `rank` and `valid`
+    must depend on their arguments only (module-level functions: they name the kept values);
+    `rank` may return any value comparable with `at` (e.g. +-inf for "always" and "never").  A
+    costly part of the judgement (a seal check) belongs in `valid`: most blocks' ranks fail
+    every threshold asked, and then it is never computed."""
+
+    __slots__ = ("rank", "at", "valid")
+
+    def __init__(self, rank, at, valid=None) -> None:
+        self.rank, self.at, self.valid = rank, at, valid
+
+    def __call__(self, raw, block: int) -> bool:
+        return self.rank(raw, block) >= self.at and (self.valid is None or self.valid(raw, block))
+
+
 class BlockDevice:
     """Interface every device offers (plain, recording, overlay).  Blocks are BLOCK_SIZE bytes."""
 

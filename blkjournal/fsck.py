@@ -9,6 +9,8 @@ and lists the blocks involved; `verdict()` restates them in seed B's words.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import compress
+from operator import attrgetter
 
 from . import memo
 from .device import BlockDevice
@@ -192,11 +194,10 @@ def check_objects(sb: Superblock, read) -> Report:
             ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
             objmap_gens[b] = header(raw)[5]
             gather(claims, objmap_seen(raw), f"object map block {b}", objmap_gens[b])
-            for k, e in enumerate(ents):
-                if i * OBJ_PER_BLOCK + k < sb.max_files:
-                    all_entries[i * OBJ_PER_BLOCK + k] = e
-                    if e.in_use:
-                        entries[i * OBJ_PER_BLOCK + k] = e
+            lo = i * OBJ_PER_BLOCK
+            ents = ents[:max(0, sb.max_files - lo)]  # the entries that fit; those in use (ObjEntry.in_use)
+            all_entries[lo:lo + len(ents)] = ents
+            entries.update((lo + k, ents[k]) for k in compress(range(len(ents)), map(_ORIGIN_A, ents)))
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
     file_gens: dict[int, int] = {}  # the newest valid origin of each file
@@ -243,22 +244,35 @@ def check_objects(sb: Superblock, read) -> Report:
 
     if ordered and sb.protocol != "none" and not weak_detection():
         _lost_writes(sb, r, claims, file_gens, all_entries, objmap_gens, refused, stamps)
+    # The in-use blocks below nblocks and whether one of them is marked free, at C speed (else
+    # block by block, as the bitmap's bits are asked below).
+    nb = sb.nblocks
+    fast = bitmap_ok and 8 * len(bits) >= nb and (not in_use or min(in_use) >= 0)
+    if fast:
+        low = in_use if not in_use or max(in_use) < nb else in_use.intersection(range(nb))
+        free_used_any = any(map(unmarked_flags(bits, nb).__getitem__, low))
     if bitmap_ok and ordered:
         # Under ordered/none the used lists are the allocation record and the bitmap a hint that
         # recovery rebuilds; a stale hint is worth a note, not a finding.
-        if any(not marked(b) for b in in_use if b < sb.nblocks):
+        if free_used_any if fast else any(not marked(b) for b in in_use if b < sb.nblocks):
             r.notes.append("bitmap hint is stale (recovery rebuilds it from the used lists)")
     elif bitmap_ok:
-        free_used = {b for b in in_use if b < sb.nblocks and not marked(b)}
+        free_used = {b for b in in_use if b < sb.nblocks and not marked(b)} if not fast or free_used_any else ()
         if free_used:
             r.add(IN_USE_BUT_FREE, f"{len(free_used)} blocks in use but marked free", free_used)
         # leaks: bits set in the bitmap for data-area blocks nobody owns (big-integer set algebra)
         marked_int = int.from_bytes(bits, "little") & (((1 << sb.nblocks) - 1) ^ ((1 << sb.data_start) - 1))
-        owned = bytearray(len(bits))
-        for b in in_use:  # one bit per block, then one big integer (not one shift-and-or per block)
-            if b < sb.nblocks:
-                owned[b >> 3] |= 1 << (b & 7)
-        owned_int = int.from_bytes(owned, "little")
+        if fast:  # one flag byte per block, read as one big integer at C speed
+            flags = bytearray(nb)
+            for b in low:
+                flags[b] = 1
+            owned_int = int(flags.translate(_BIT_CHAR)[::-1], 2) if nb else 0
+        else:
+            owned = bytearray(len(bits))
+            for b in in_use:  # one bit per block, then one big integer (not one shift-and-or per block)
+                if b < sb.nblocks:
+                    owned[b >> 3] |= 1 << (b & 7)
+            owned_int = int.from_bytes(owned, "little")
         stray_int = marked_int & ~owned_int
         stray_bits = stray_int.to_bytes(len(bits), "little") if stray_int else b""
         leaked = {8 * i + k for i, byte in enumerate(stray_bits) if byte for k in range(8) if byte >> k & 1}
@@ -368,7 +382,7 @@ def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
             r.add(code, f"file {fid} ({e.name!r}) used list: {err}", [b])
             break
         claim(b, fid, "used list")
-        entries_here = [x for x in ul.slots if x]
+        entries_here = list(filter(None, ul.slots))
         nslots += len(entries_here)
         listed.update(entries_here)
         b, gen, crc = ul.next, ul.next_gen, ul.next_crc
@@ -402,6 +416,18 @@ def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
             claim(x, fid, "used list entry")
         else:
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
+
+
+_ORIGIN_A = attrgetter("origin_a")  # (ObjEntry.in_use: origin_a != 0)
+_BIT_CHAR = bytes(ord("1") if c else ord("0") for c in range(256))  # a flag byte (0 or 1) -> b"0" / b"1"
+_FREE_FLAG = bytes(1 if c == ord("0") else 0 for c in range(256))  # b"0" (a clear bit) -> 1, else 0
+
+
+def unmarked_flags(bits, n: int) -> bytes:
+    """One byte per block 0..n-1 of a bitmap (`bits`, 8 * len(bits) >= n): 1 where its bit is
+    clear (free), 0 where set -- for itertools.compress, at C speed."""
+    k = (n + 7) // 8  # (only the bytes that hold blocks below n: a bitmap block holds 32,512 bits)
+    return bin(int.from_bytes(bits[:k], "little") | 1 << 8 * k)[:2:-1][:n].encode().translate(_FREE_FLAG)
 
 
 def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from . import memo
-from .device import BLOCK_SIZE, BlockDevice
+from .device import BLOCK_SIZE, AtLeast, BlockDevice
 from .errors import CorruptError, FieldError, MisdirectedError, NoSpaceError, StaleBlockError
 from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
                      Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
@@ -585,8 +585,8 @@ class Journal:
         try:
             check(dev.read(self.area + pos), T_TXN, self.area + pos, gen=seq)
         except CorruptError as e:
-            own = e
-        hit = dev.find(self.area, self.size, lambda raw, b: _evidence(raw, b, seq), key=("journal-evidence", seq))
+            own = e.with_traceback(None)  # (no cycle through this frame: the check dies by reference counting)
+        hit = dev.find(self.area, self.size, AtLeast(_evidence, seq, _evidence_sealed), key=("journal-evidence", seq))
         if hit is None:
             return
         q, raw = hit
@@ -602,33 +602,40 @@ class Journal:
                   f"written after it was durable, follows it: a durable transaction was lost or damaged")
 
 
-def _evidence(raw, block: int, seq: int) -> bool:
-    """Does journal slot `block` prove that replay, stopped at `seq`, lost something?  Yes if it
-    holds no transaction frame at all or another block's (a misdirected write: mkfs frames every
-    slot, and only transaction frames of the slot's own address are written there since), or a
-    valid transaction later than `seq` whose descriptor claims `seq` durable
-    (Journal._no_durable_successor)."""
+def _evidence(raw, block: int):
+    """The latest stop of replay that journal slot `block` proves lost something, if its frame
+    is sound (`_evidence_sealed`): a search with `AtLeast(_evidence, seq, _evidence_sealed)` asks
+    whether replay, stopped at `seq`, did (Journal._no_durable_successor).  Every stop (+inf) if
+    the slot holds no transaction frame at all or another block's (a misdirected write: mkfs
+    frames every slot, and only transaction frames of the slot's own address are written there
+    since); for a transaction, every stop before it up to the last its descriptor claims
+    durable; else none (-inf)."""
     if raw[:4] != MAGIC:
-        return True  # no frame at all: every slot holds one from mkfs on, so a foreign write landed here
+        return _ALWAYS  # no frame at all: every slot holds one from mkfs on, so a foreign write landed here
+    _, t, _, _, own, gen = HEADER.unpack_from(raw)
+    if t != T_TXN or own != block:
+        return _ALWAYS  # another kind of block, or another block's frame (if sound): a misdirected write
+    d = DESC.unpack_from(raw, HEADER.size)
+    if d[0] != gen:
+        return _NEVER
+    return min(gen - 1, d[6])  # a later transaction (gen > seq) that claims seq durable (d[6] >= seq)
+
+
+def _evidence_sealed(raw, block: int) -> bool:
+    """Is the frame `_evidence` ranked sound?  (Always, for a slot with no transaction frame.)"""
+    if raw[:4] != MAGIC:
+        return True
     _, t, _, _, own, gen = HEADER.unpack_from(raw)
     if t != T_TXN:
-        return True  # another kind of block: a misdirected write
-    if own != block:
-        try:
-            check(raw, T_TXN, own)
-            return True
-        except CorruptError:
-            return False
-    if gen <= seq:
-        return False
-    d = DESC.unpack_from(raw, HEADER.size)
-    if d[0] != gen or d[6] < seq:
-        return False
+        return True
     try:
-        check(raw, T_TXN, block, gen=gen)
+        check(raw, T_TXN, own) if own != block else check(raw, T_TXN, block, gen=gen)
         return True
     except CorruptError:
         return False
+
+
+_ALWAYS, _NEVER = float("inf"), float("-inf")
 
 
 def _refuse_misdirected(raw, block: int) -> None:

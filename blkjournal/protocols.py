@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import memo
-from .device import BLOCK_SIZE
+from .device import BLOCK_SIZE, AtLeast
 from .errors import BlkError, CorruptError, StaleBlockError
 from .claims import gather, judge, stale_stamp
 from .format import (MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header,
@@ -237,6 +237,12 @@ class Protocol:
 
 
 # ====================================================================== journal
+def _home_gen(raw, b: int):
+    """The generation a valid metadata block was written by; -inf for any other content (a
+    search for homes checkpointed past a replay's stop: JournalProtocol.refuse_checkpointed_past)."""
+    return header(raw)[5] if raw[:4] == MAGIC and block_type(raw) is not None else float("-inf")
+
+
 class JournalProtocol(Protocol):
     """Seed B's journal with ordered data, one flush per sync (see journal.py)."""
 
@@ -434,7 +440,7 @@ class JournalProtocol(Protocol):
             return
         stop = self.journal.next_seq
         fixed = self.journal.fixed
-        later = lambda raw, b: raw[:4] == MAGIC and header(raw)[5] >= stop and block_type(raw) is not None  # noqa: E731
+        later = AtLeast(_home_gen, stop)  # a valid home block written by `stop` or later
         key = ("checkpointed-past", stop)
         ranges = [(fixed[0], len(fixed))] if fixed else []
         ranges += [(b, 1) for b in homes if not fixed or not fixed[0] <= b <= fixed[-1]]

@@ -15,6 +15,9 @@ import os
 import time
 from array import array
 from dataclasses import dataclass, field
+import itertools
+from itertools import chain, compress
+from operator import attrgetter
 
 from . import memo
 from .blockmap import BlockMap
@@ -157,6 +160,9 @@ def _crc_error(f: FileState, b: int, idx: int) -> CorruptError:
     return CorruptError(f"file {f.name!r}: data block {b} (file block {idx}) fails its checksum")
 
 
+_BIRTH, _ORIGIN_A = attrgetter("birth"), attrgetter("origin_a")  # (ObjEntry.in_use: origin_a != 0)
+
+
 class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
@@ -283,13 +289,18 @@ class Store:
             self.objmap_gens[b] = header(raw)[5]
             self.objmap_seen[b] = objmap_seen(raw)
             gens.append(self.objmap_gens[b])
-            for k, e in enumerate(ents):
-                if i * OBJ_PER_BLOCK + k < self.sb.max_files:
-                    self.entries[i * OBJ_PER_BLOCK + k] = e
-        for fid, e in enumerate(self.entries):
-            self.births = max(self.births, e.birth)
-            if not e.in_use:
-                continue
+            lo, top = i * OBJ_PER_BLOCK, self.sb.max_files
+            if len(self.entries) == top:  # (the entries that fit, as one slice)
+                n = max(0, min(len(ents), top - lo))
+                self.entries[lo:lo + n] = ents[:n]
+            else:
+                for k, e in enumerate(ents):
+                    if lo + k < top:
+                        self.entries[lo + k] = e
+        entries = self.entries
+        self.births = max(chain((self.births,), map(_BIRTH, entries)))
+        for fid in compress(itertools.count(), map(_ORIGIN_A, entries)):  # the entries in use (ObjEntry.in_use)
+            e = entries[fid]
             try:
                 f = self.load_file(fid, e, read, origin_choice) if origin_choice is not None else \
                     self._load_file_replayed(fid, e, read)
@@ -365,16 +376,20 @@ class Store:
         freelist rebuild, a read) uses one as an index."""
         lo, hi = self.sb.data_start, self.sb.nblocks
         refs = set(m.nodes) | set(ul.blocks)  # a file names each block once: no sharing inside it
-        for idx, b, _ in m.data_entries():
-            if not lo <= b < hi:
-                raise FieldError(f"block index map entry {idx} points at block {b}, outside the data area")
-            if b in refs:
-                raise FieldError(f"block index map entry {idx} points at block {b}, which the file already uses")
-            refs.add(b)
-        for b in ul.where:
-            if not lo <= b < hi:
-                raise FieldError(f"used list block {ul.where[b][0]} names block {b}, outside the data area")
-        nslots = sum(1 for lb in ul.chain for x in ul.blocks[lb].slots if x)
+        data = m.data_blocks()  # (judged at C speed; the walk below names the first bad entry)
+        if data and (min(data) < lo or max(data) >= hi or not refs.isdisjoint(data) or len(set(data)) != len(data)):
+            for idx, b, _ in m.data_entries():
+                if not lo <= b < hi:
+                    raise FieldError(f"block index map entry {idx} points at block {b}, outside the data area")
+                if b in refs:
+                    raise FieldError(f"block index map entry {idx} points at block {b}, which the file already uses")
+                refs.add(b)
+        where = ul.where
+        if where and (min(where) < lo or max(where) >= hi):
+            for b in where:
+                if not lo <= b < hi:
+                    raise FieldError(f"used list block {where[b][0]} names block {b}, outside the data area")
+        nslots = sum(len(s) - s.count(0) for s in (ul.blocks[lb].slots for lb in ul.chain))
         if nslots != len(ul.where) or set(ul.where) & set(ul.blocks):
             raise FieldError(f"used list of {ul.head}: a block is listed twice, or the list names its own chain")
 

@@ -400,6 +400,67 @@ def test_a_searchs_answers_kept_across_segments_follow_the_blocks_content():
     assert Tracer(second, {}, set(), {}, None, verdicts=verdicts).find(0, 16, found, key="k")[0] == 9
 
 
+def _first_byte(raw, b):
+    return raw[0]
+
+
+def _second_byte(raw, b):
+    return raw[1]
+
+
+def _odd_second(raw, b):
+    return raw[1] % 2 == 1
+
+
+def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_threshold():
+    """An `AtLeast` search keeps each block's rank per content (across segments: the forced
+    blocks are the same objects while they do not change) and the ranks of a searched range per
+    segment, whatever the threshold: every answer must be the one a block-by-block search gives,
+    for thresholds asked in any order, two rank functions over one range, a segment whose block
+    holds another content, and a block a free write touches (judged on each of its contents)."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+    from blkjournal.device import AtLeast
+
+    def blk(a, c=0):
+        return bytes([a, c]) + bytes(4094)
+
+    def plain(dev, pred):  # the truth: BlockDevice.find, block by block
+        return next(((b, dev.read(b)) for b in range(16) if pred(dev.read(b), b)), None)
+
+    verdicts = {}
+    for contents in ({3: blk(2, 9), 7: blk(5, 1), 12: blk(9, 4)},  # segment 1
+                     {3: blk(2, 9), 7: blk(1, 1), 12: blk(9, 7)},  # segment 2: block 7 holds another content
+                     {3: blk(8, 0), 12: blk(9, 7)}):  # segment 3: block 3 too, block 7 back to zeros
+        dev = Overlay(None, nblocks=16)
+        for b, v in contents.items():
+            dev.write(b, v)
+        shared, probes = {}, {}
+        for rank, valid in ((_first_byte, None), (_second_byte, None), (_first_byte, _odd_second)):
+            for at in (4, 1, 9, 10, 0, 2, 6):
+                t = Tracer(dev, shared, set(), {}, None, probes=probes, verdicts=verdicts)
+                pred = AtLeast(rank, at, valid)
+                assert t.find(0, 16, pred, key=(rank.__name__, valid and valid.__name__, at)) == plain(dev, pred), \
+                    (contents, rank.__name__, valid, at)
+    # A block a free write touches (with no free write persisted it holds 9): judged on every
+    # content it takes in the class, never on the forced content alone; the state's content
+    # (1 or 6, checks of one segment) judged as each check sees it.
+    forced = lambda b: blk(9) if b == 7 else bytes(4096)  # noqa: E731
+    probes = {}
+    cases = ((1, 3, 5), (6, 3, 2), (1, 3, 2), (6, 1, 0), (1, 1, 0), (6, 7, 5), (1, 5, 5), (6, 6, 2), (1, 3, 6))
+    for valid in (None, _odd_second):
+        for mine, at, other in cases:
+            dev = Overlay(None, nblocks=16)
+            dev.write(7, blk(mine, mine))  # (second byte: odd for 1, even for 6 and 9)
+            t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: m, versions=lambda b, rep, o=other: [blk(o, o)],
+                       verdicts=verdicts, forced=forced, probes=probes)
+            pred = AtLeast(_first_byte, at, valid)
+            got = t.find(0, 16, pred, key=("first", valid and valid.__name__, at))
+            assert (got and got[0]) == (7 if pred(blk(mine, mine), 7) else None), (valid, mine, at, other)
+            # read: some content of the class answers
+            assert (7 in t.first_read) == any(pred(blk(x, x), 7) for x in (mine, other)), (valid, mine, at, other)
+
+
 def _check_run(calls):
     """A check as checkmemo.py sees one: what it reads, searches and writes depends on what it read."""
     def run(dev):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .. import memo
-from ..device import BLOCK_SIZE, BlockDevice, Device, _check_extent, _check_write_extent
+from ..device import BLOCK_SIZE, AtLeast, BlockDevice, Device, _check_extent, _check_write_extent
 from ..errors import BlkError
 from ..format import crc32c
 from ..store import Store
@@ -246,25 +246,49 @@ class Tracer(BlockDevice):
         # Per segment and search: the blocks no free write touches where `pred` holds (judged on
         # their shared content, once) and the varying ones; a check then judges only the varying
         # blocks and those it wrote itself, in block order, up to the first shared hit.
+        end, varying = block + count, self.varying
+        if count == 1 and key is not None:  # one block: the loop below, unrolled
+            if block in varying or block in self.written:
+                return self._probe(block, pred, key)
+            info = self.probes.get((key, block, 1))
+            if info is None:
+                try:
+                    info = (self._judged_range(block, end, pred, key), [])
+                except Exception:  # noqa: BLE001 -- as below: judged as a block of its own, where it raises
+                    info = False
+                self.probes[(key, block, 1)] = info
+            if info is False:
+                return self._probe(block, pred, key)
+            if not info[0]:
+                return None
+            v = self.cache.get(block)
+            return block, (v if v is not None else self._load(block))
         info = self.probes.get((key, block, count)) if key is not None else False
         if info is None:
-            end, varying = block + count, self.varying
             try:
                 hits = self._judged_range(block, end, pred, key)
-                info = (hits, sorted(b for b in varying if block <= b < end))
+                # (the varying blocks of the range, ascending: walked over the shorter of the two)
+                vary = [b for b in range(block, end) if b in varying] if count <= len(varying) else \
+                    sorted(b for b in varying if block <= b < end)
+                info = (hits, vary)
             except Exception:  # noqa: BLE001 -- a block that cannot be read or judged: block by block
                 info = False  # below, where the error (if any) comes at the block that raises it
             self.probes[(key, block, count)] = info
         if info is False:
-            for b in range(block, block + count):
+            for b in range(block, end):
                 got = self._probe(b, pred, key)
                 if got is not None:
                     return got
             return None
         hits, vary = info
         written = self.written
-        first = next((b for b in hits if b not in written), None)
-        mine = [b for b in written if block <= b < block + count and b not in self.varying]
+        first = next((b for b in hits if b not in written), None) if hits else None
+        if not written:
+            mine = ()
+        elif count <= len(written):  # (this check's own writes in the range that no free write touches)
+            mine = [b for b in range(block, end) if b in written and b not in varying]
+        else:
+            mine = [b for b in written if block <= b < end and b not in varying]
         for b in sorted(vary + mine) if mine else vary:
             if first is not None and b > first:
                 break
@@ -301,15 +325,20 @@ class Tracer(BlockDevice):
         """The blocks of block..end-1 that no free write touches and where `pred` holds on their
         shared content, each judgement kept with the content it judged: a later segment whose
         block b is the very same object (CrashSpace.forced_block: b's forced content did not
-        change) is answered without judging it again.  (One loop: a search of the journal's
-        slots judges every one at each new replay end.)"""
-        varying, shared, verdicts, hits = self.varying, self.shared, self.verdicts, []
-        for b in range(block, end):
-            if b in varying:
-                continue
-            v = shared.get(b)
-            if v is None:
-                v = self._shared(b)
+        change) is answered without judging it again.  An `AtLeast` search (the journal's scan of
+        its slots for evidence of a loss, asked again at each new replay end with a new threshold)
+        keeps each content's rank instead, and the range's ranks for the segment: a new threshold
+        is one comparison per block."""
+        if type(pred) is AtLeast:  # a threshold: the ranks of the range are kept for the segment
+            rank = pred.rank
+            ranked = self.probes.get((rank, block, end))
+            if ranked is None:
+                ranked = self.probes[(rank, block, end)] = [(b, self._rank(rank, v, b, self.verdicts), v)
+                                                            for b, v in self._shared_in(block, end)]
+            at, valid = pred.at, pred.valid
+            return [b for b, r, v in ranked if r >= at and (valid is None or self._rank(valid, v, b, self.verdicts))]
+        verdicts, hits = self.verdicts, []
+        for b, v in self._shared_in(block, end):
             got = verdicts.get((key, b))
             if got is not None and got[0] is v:  # the entry keeps v alive: its identity is its own
                 hit = got[1]
@@ -321,6 +350,29 @@ class Tracer(BlockDevice):
             if hit:
                 hits.append(b)
         return hits
+
+    def _shared_in(self, block: int, end: int) -> list[tuple[int, bytes]]:
+        """(b, its shared content) for the blocks of block..end-1 that no free write touches."""
+        varying, shared, out = self.varying, self.shared, []
+        for b in range(block, end):
+            if b not in varying:
+                v = shared.get(b)
+                out.append((b, v if v is not None else self._shared(b)))
+        return out
+
+    def _rank(self, rank, v: bytes, b: int, kept: dict):
+        """rank(v, b) (or valid's) of an `AtLeast` search on a shared content, kept in `kept`
+        (`verdicts`: across segments) with the content it ranked, so its id is its own: one
+        judgement per content, whatever the thresholds.  (A varying block is judged by `pred`
+        itself, in `_probe`: its contents are the segment's, and a rank costs less than its keeping.)"""
+        got = kept.get((rank, b, id(v)))
+        if got is not None and got[0] is v:
+            return got[1]
+        r = rank(v, b)
+        if len(kept) >= MAX_VERDICTS:
+            kept.clear()
+        kept[(rank, b, id(v))] = (v, r)
+        return r
 
     def _shared(self, b: int) -> bytes:
         """Block b, touched by no free write: its content in every state of the segment, not

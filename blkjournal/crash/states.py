@@ -138,16 +138,24 @@ class Write:
     crash point from which later forced writes hide it entirely), `radix` (choices when free).
     """
 
-    __slots__ = ("op", "seq", "s0", "n", "chunks", "tokens", "radix", "legal", "forced", "dead")
+    __slots__ = ("op", "seq", "s0", "n", "chunks", "_tokens", "radix", "legal", "forced", "dead")
 
     def __init__(self, op: Op, chunks: list, torn: bool) -> None:
         self.op, self.seq, self.s0, self.n = op, op.seq, op.sector, op.nr_sectors
         self.chunks = chunks
-        self.tokens = [_token(op.sector + i, c) for i, c in enumerate(chunks)]
+        self._tokens = None
         self.radix = _radix(self.n, torn)
         self.legal = 2 ** self.n if torn else 2
         self.forced = NEVER  # first crash point at which it is forced
         self.dead = NEVER  # first crash point at which later forced writes cover all its sectors
+
+    @property
+    def tokens(self) -> list[int]:
+        """Each sector's content token (`_token`), made when first asked: only content keys need
+        them, and the explorer's checks build their states unkeyed."""
+        if self._tokens is None:
+            self._tokens = [_token(self.s0 + i, c) for i, c in enumerate(self.chunks)]
+        return self._tokens
 
 
 def _token(sector: int, content) -> int:

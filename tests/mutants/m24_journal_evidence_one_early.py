@@ -15,8 +15,8 @@ MUTANT = Mutant(
     "journal-evidence-one-early", __doc__.splitlines()[0],
     "blkjournal.journal:_evidence",
     (("""
-    if d[0] != gen or d[6] < seq:
+    return min(gen - 1, d[6])  # a later transaction (gen > seq) that claims seq durable (d[6] >= seq)
 """, """
-    if d[0] != gen or d[6] < seq - 1:
+    return min(gen - 1, d[6] + 1)  # the claim read one generation early
 """),),
     protocols=("journal",))
