@@ -934,9 +934,8 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
         # a generator, not map(): an exception escaping a check must never end the loop silently
         it = (_search_segment(i) for i in range(n))
     else:
-        runs = _runs(_CTX["space"], _CTX["segments"], jobs)
-        it = (r for got in share_out(lambda k: [_search_segment(i) for i in runs[k]], range(len(runs)), jobs)
-              for r in got)
+        space = _CTX["space"]
+        it = share_out(_search_segment, [segment_cost(space, s) for s in _CTX["segments"]], jobs)
     out = []
     with progress_bar(sum(len(s) for s in _CTX["segments"]), progress) as tick:
         for r in it:
@@ -945,28 +944,11 @@ def _run_checks(n: int, jobs: int, progress: bool, first_failure: bool = False) 
     return out
 
 
-RUNS_PER_JOB = 4
-
-
-def _runs(space, segments: list[list[int]], jobs: int) -> list[list[int]]:
-    """The segments in runs of consecutive ones, about RUNS_PER_JOB per job of equal cost, the
-    likely longest runs first, so that with several jobs no large one starts last and leaves the
-    other jobs idle (longest-processing-time-first).  Consecutive segments in one process keep
-    what they share there: a segment's first check meets the last one before it (checkmemo.py),
-    and the replays of neighbouring crash points walk the same paths of the memo's tries.  A
-    segment's search grows with the free writes at its last point and its number of points."""
-    cost = [len(space.free_writes(seg[-1])) + len(seg) for seg in segments]
-    share = sum(cost) / (RUNS_PER_JOB * jobs)
-    runs, cur, acc = [], [], 0
-    for i, c in enumerate(cost):
-        cur.append(i)
-        acc += c
-        if acc >= share:
-            runs.append(cur)
-            cur, acc = [], 0
-    if cur:
-        runs.append(cur)
-    return sorted(runs, key=lambda r: (-sum(cost[i] for i in r), r[0]))
+def segment_cost(space, seg: list[int]) -> int:
+    """A segment's search, estimated: it grows with the free writes at its last point and its
+    number of points.  Only the first split of the segments over jobs uses it (crash/jobs.py:
+    a process that runs out takes work from the others)."""
+    return len(space.free_writes(seg[-1])) + len(seg)
 
 
 def crashtest(workdir: str, *, protocol: str, barrier: str = "flush", nops: int = 200, seed: int = 0,

@@ -1,13 +1,23 @@
-"""Spreading the explorer's segment searches over processes: the caller and forked workers take
-the next segment from one shared counter until none is left.
+"""Spreading the explorer's segment searches over processes: each process (the caller and forked
+workers) searches a contiguous range of segments in order, and one whose range runs out takes
+the later part of the range with the most work left.
+
+Why contiguous ranges: consecutive segments in one process share what the process keeps -- a
+segment's first check meets the previous segment's last one (checkmemo.py), and neighbouring
+crash points walk the same paths of the memo's tries -- so every range boundary is reuse lost.
+Handing out runs of segments from one counter (as before) cut the segments into about four runs
+per job and cost two jobs about 6 % more work than one (function calls, journal/flush 200 ops),
+and its static run sizes left the longer process with 55 % of it.  Here the cuts are only the
+first split (one range per job, of equal estimated cost) and the steals, and a steal takes the
+later half (by cost) of what is queued, so a process slowed by the machine's other load sheds
+work and the processes end within about one segment of each other.
 
 Why not multiprocessing.Pool: a pool's start-up (its handler threads, a task queue fed one
 segment at a time) and its idle parent cost more than a short run's whole search -- the 200-op
 ordered run checks in well under a second, and every second phase of a run is shorter still.
 Here `jobs` processes search, the caller being one of them (its memo tables stay warm across
 phases), the workers are forked with the explorer's context already in place, and each result
-crosses one pipe.  The order of `order` is the order segments are started in (largest first, so
-no long one starts last); which process searches a segment changes nothing it finds.
+crosses one pipe.  Which process searches a segment changes nothing it finds.
 """
 
 from __future__ import annotations
@@ -19,25 +29,29 @@ import traceback
 from ..errors import BlkError
 
 
-def share_out(search, order: list[int], jobs: int):
-    """Yield search(i) for every i of `order`, searched by `jobs` processes (this one included),
-    in the order they finish.  An exception in a worker is raised here (with its traceback)."""
+def share_out(search, cost: list[float], jobs: int):
+    """Yield search(i) for every i of range(len(cost)), searched by `jobs` processes (this one
+    included), in the order they finish.  `cost[i]`: segment i's estimated work (only its
+    proportions matter).  An exception in a worker is raised here (with its traceback)."""
     ctx = multiprocessing.get_context("fork")
-    counter = ctx.Value("q", 0)
+    ranges = ctx.Array("q", [x for r in split(cost, jobs) for x in r])  # [lo0, hi0, lo1, hi1, ...]
+    prefix = [0.0]
+    for c in cost:
+        prefix.append(prefix[-1] + c)
     procs, conns, done = [], [], False
     try:
-        for _ in range(jobs - 1):
+        for k in range(1, jobs):
             r, w = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_worker, args=(search, order, counter, w), daemon=True)
+            p = ctx.Process(target=_worker, args=(search, ranges, prefix, k, w), daemon=True)
             p.start()
             w.close()
             procs.append(p)
             conns.append(r)
         while True:
-            i = _take(counter, len(order))
+            i = take(ranges, prefix, 0)
             if i is None:
                 break
-            yield search(order[i])
+            yield search(i)
             for c in list(conns):  # what the workers finished meanwhile
                 while c in conns and c.poll():
                     got = _receive(c, conns)
@@ -56,13 +70,48 @@ def share_out(search, order: list[int], jobs: int):
             p.join()
 
 
-def _take(counter, n: int) -> int | None:
-    with counter.get_lock():
-        i = counter.value
-        if i >= n:
+def split(cost: list[float], jobs: int) -> list[tuple[int, int]]:
+    """range(len(cost)) cut into `jobs` contiguous (lo, hi) ranges of about equal total cost (a
+    range may be empty when there are fewer items than jobs)."""
+    total, out, lo, acc = sum(cost), [], 0, 0.0
+    for k in range(1, jobs):
+        hi = lo
+        while hi < len(cost) and acc + cost[hi] / 2 <= total * k / jobs:  # its middle before the cut
+            acc += cost[hi]
+            hi += 1
+        out.append((lo, hi))
+        lo = hi
+    out.append((lo, len(cost)))
+    return out
+
+
+def take(ranges, prefix: list[float], k: int) -> int | None:
+    """The next item process k searches: the first of its own range, else the first of the later
+    part it takes from the range with the most cost queued (that part becomes its range).  None:
+    nothing is left anywhere."""
+    with ranges.get_lock():
+        lo, hi = ranges[2 * k], ranges[2 * k + 1]
+        if lo < hi:
+            ranges[2 * k] = lo + 1
+            return lo
+        jobs = len(ranges) // 2
+        v = max(range(jobs), key=lambda j: prefix[ranges[2 * j + 1]] - prefix[ranges[2 * j]])
+        lo, hi = ranges[2 * v], ranges[2 * v + 1]
+        if lo >= hi:
             return None
-        counter.value = i + 1
-    return i
+        m = _cut(prefix, lo, hi)
+        ranges[2 * v + 1] = m
+        ranges[2 * k], ranges[2 * k + 1] = m + 1, hi
+        return m
+
+
+def _cut(prefix: list[float], lo: int, hi: int) -> int:
+    """Where a steal cuts [lo, hi): the last m whose part [m, hi) costs at least [lo, m) -- the
+    thief takes the later half or a little more (all of a range of one item)."""
+    m = hi - 1
+    while m > lo and prefix[hi] - prefix[m] < prefix[m] - prefix[lo]:
+        m -= 1
+    return m
 
 
 def _receive(c, conns: list):
@@ -80,13 +129,13 @@ def _receive(c, conns: list):
     return payload
 
 
-def _worker(search, order: list[int], counter, w) -> None:
+def _worker(search, ranges, prefix: list[float], k: int, w) -> None:
     try:
         while True:
-            i = _take(counter, len(order))
+            i = take(ranges, prefix, k)
             if i is None:
                 break
-            w.send(("result", search(order[i])))
+            w.send(("result", search(i)))
         w.send(("done", None))
     except BaseException:  # noqa: BLE001 -- handed to the parent, which raises it
         w.send(("error", traceback.format_exc()))
