@@ -468,89 +468,48 @@ def _after(holder, trace: list, outcome: tuple):
 
 
 # ---------------------------------------------------------------- folds over immutable items
-_FOLD_ITEM, _FOLD_READS, _FOLD_STATE, _FOLD_KIDS = range(4)
+_FOLD_ITEM, _FOLD_STATE, _FOLD_KIDS = range(3)
 
 
-def folded(kind: str, key, items, read, step, start):
-    """`state = step(state, item, read)` for each of `items` from `start`; the final state,
-    resuming a former fold at the last item whose reads matched.
+def folded(kind: str, key, items, step, start):
+    """`state = step(state, item)` for each of `items` from `start`; the final state, resuming a
+    former fold at the last item it shares with this one.
 
-    `replayed()` answers a fold only when every read of it matches a former run; the explorer's
-    checks fold the same journal transactions state after state (recovery's replayed homes)
-    and differ in the last one or two.  Former folds form a trie keyed by the items themselves
-    (by identity: a node keeps its item, so its id is its own), each node holding the reads its
-    step made, in order, and the state it left (which must therefore never be changed by the
-    caller or a later step); one item may have several such nodes, one per contents its step
-    read (the state before and the item decide which blocks it reads).  A lookup follows the
-    items, making every read of each step again and comparing the contents (identity first,
-    then whole); from the first item not in the trie or whose reads match no node it runs the
-    steps for real, from the state the last matched step left, and adds them.  So every read a
-    real fold makes is made, in its order.  A step that raised, or whose read raised, is not
-    kept; a first state other than the one the key's trie starts from is not memoised.  Off
-    (the default), the steps just run.
-    """
+    The explorer's checks fold the same journal transactions state after state (recovery's
+    replayed homes) and differ in the last one or two.  Former folds form a trie keyed by the
+    items themselves (by identity: a node keeps its item, so its id is its own), each node
+    holding the state its step left (which must therefore never be changed by the caller or a
+    later step).  So `step` must depend on its arguments only -- it reads nothing (recovery
+    gathers its records per home and reads the homes after the fold).  A lookup follows the
+    items; from the first one not in the trie it runs the steps for real, from the state the
+    last matched step left, and adds them.  A step that raised is not kept; a first state other
+    than the one the key's trie starts from is not memoised.  Off (the default), the steps just
+    run."""
     if not _state["on"]:
         state = start
         for item in items:
-            state = step(state, item, read)
+            state = step(state, item)
         return state
     root = (kind, key, _mode_key())
     node = _traces.get(root)
     if node is None:
-        node = _traces[root] = [None, (), start, {}]
+        node = _traces[root] = [None, start, {}]
     elif not node[_FOLD_STATE] == start:  # another first state under this key: not what the trie holds
         node = None
     state, i, n = start, 0, len(items)
-    try:
-        while node is not None and i < n:
-            variants = node[_FOLD_KIDS].get(id(items[i]))
-            if variants is None or variants[0][_FOLD_ITEM] is not items[i]:
-                break
-            # the same blocks for every variant (the state before and the item decide which):
-            # read once, in order, and pick the variant whose contents they are
-            kid = variants[0]
-            reads = kid[_FOLD_READS]
-            if reads:
-                got = [read(b) for b, _ in reads]
-                if not all(g is v or g == v for g, (_, v) in zip(got, reads)):
-                    kid = next((k for k in variants[1:]
-                                if all(g is v or g == v for g, (_, v) in zip(got, k[_FOLD_READS]))), None)
-                    if kid is None:
-                        break
-            node, state, i = kid, kid[_FOLD_STATE], i + 1
-    except Exception:  # noqa: BLE001 -- a read refused: the real step meets it
-        pass
+    while node is not None and i < n:
+        kid = node[_FOLD_KIDS].get(id(items[i]))
+        if kid is None or kid[_FOLD_ITEM] is not items[i]:
+            break
+        node, state, i = kid, kid[_FOLD_STATE], i + 1
     for item in items[i:]:
-        trace: list = []
-
-        def recording(b):
-            try:
-                v = read(b)
-            except Exception:
-                trace.append((b, None))  # unstorable, even if the step goes on
-                raise
-            trace.append((b, v))
-            return v
-
-        state = step(state, item, recording)
-        if node is not None and all(type(v) is bytes for _, v in trace):
+        state = step(state, item)
+        if node is not None:
             if _trace_nodes[0] >= MAX_TRACE_NODES:
                 _traces.clear()  # this fold keeps its nodes: only what it adds from here is lost
                 _trace_nodes[0] = 0
-            kid = [item, tuple(trace), state, {}]
-            variants = node[_FOLD_KIDS].get(id(item))
-            if variants is None or variants[0][_FOLD_ITEM] is not item:
-                node[_FOLD_KIDS][id(item)] = [kid]
-            elif len(variants) < MAX_FOLD_VARIANTS:
-                variants.append(kid)
-            else:
-                variants[-1] = kid
+            kid = node[_FOLD_KIDS][id(item)] = [item, state, {}]
             _trace_nodes[0] += 1
             node = kid
-        else:
-            node = None
     return state
-
-
-MAX_FOLD_VARIANTS = 8  # the outcomes of one step over the same state kept at once (home contents that differ)
 

@@ -400,7 +400,7 @@ class JournalProtocol(Protocol):
         ones a replay applying each record as it comes makes."""
         sb = self.store.sb
 
-        def gather(state: tuple, t, read) -> tuple:
+        def gather(state: tuple, t) -> tuple:
             """(homes, error) after transaction t: per home (read it?, its records), the first bad
             record's complaint (then nothing more is gathered).  New objects: the memo keeps the
             former ones."""
@@ -419,7 +419,7 @@ class JournalProtocol(Protocol):
             return out, None
 
         homes, bad = memo.folded("journal.homes", (sb.nblocks, sb.journal_start, sb.objmap_start), txns,
-                                 self.dev.read, gather, ({}, None))
+                                 gather, ({}, None))
         dev, out = self.dev, {}
         for b, (read, records) in homes.items():
             out[b] = dev.read_derived(b, Patch(records)) if read else patched(_ZERO, records)

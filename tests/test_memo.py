@@ -556,66 +556,48 @@ def test_a_check_whose_read_raised_is_not_kept():
 class _Item:
     """A fold's item: an immutable record (the explorer's are journal transactions)."""
 
-    def __init__(self, block: int, add: int) -> None:
-        self.block, self.add = block, add
+    def __init__(self, add: int) -> None:
+        self.add = add
 
 
 def _fold_step(calls):
-    def step(state, item, read):
+    def step(state, item):
         calls.append(item)
-        return state + (item.add + read(item.block)[0],)
+        if item.add < 0:
+            raise ValueError("a bad item")
+        return state + (item.add + len(state),)
     return step
 
 
 def test_a_folded_computation_resumes_after_the_last_matching_item(on):
     calls = []
     step = _fold_step(calls)
-    blocks = {0: b"\x01", 1: b"\x02", 2: b"\x03"}
-    read, seen = _reader(blocks)
-    a, b, c, x = _Item(0, 10), _Item(1, 20), _Item(2, 30), _Item(1, 40)
-    assert memo.folded("t", 1, [a, b], read, step, ()) == (11, 22) and calls == [a, b]
-    seen.clear()
-    assert memo.folded("t", 1, [a, b, c], read, step, ()) == (11, 22, 33) and calls == [a, b, c]
-    assert seen == [0, 1, 2]  # every read a real fold makes, in its order
-    assert memo.folded("t", 1, [a, x], read, step, ()) == (11, 42) and calls[-1] is x  # another item
-    assert memo.folded("t", 2, [a], read, step, ()) == (11,) and len(calls) == 5  # another key
-    blocks[1] = b"\x07"  # b's read differs: b and what follows run again
-    assert memo.folded("t", 1, [a, b, c], read, step, ()) == (11, 27, 33) and calls[-2:] == [b, c]
+    a, b, c, x = _Item(10), _Item(20), _Item(30), _Item(40)
+    assert memo.folded("t", 1, [a, b], step, ()) == (10, 21) and calls == [a, b]
+    assert memo.folded("t", 1, [a, b, c], step, ()) == (10, 21, 32) and calls == [a, b, c]  # resumed after b
+    assert memo.folded("t", 1, [a, x], step, ()) == (10, 41) and calls[-1] is x and len(calls) == 4  # another item
+    assert memo.folded("t", 2, [a], step, ()) == (10,) and len(calls) == 5  # another key
+    assert memo.folded("t", 1, [a, b, c], step, ()) == (10, 21, 32) and len(calls) == 5  # all kept
+    b2 = _Item(20)  # an equal item, another object: items are matched by identity
+    assert memo.folded("t", 1, [a, b2, c], step, ()) == (10, 21, 32) and calls[-2:] == [b2, c]
+    assert memo.folded("t", 1, [a], step, (7,)) == (7, 11) and calls[-1] is a  # another first state: run
 
 
 def test_a_folded_step_that_raised_is_not_kept(on):
     calls = []
-    blocks = {0: b"\x01"}
-    read, _ = _reader(blocks)
-    a, bad = _Item(0, 1), _Item(5, 1)  # block 5 does not exist: its read raises
-    with pytest.raises(KeyError):
-        memo.folded("t", 1, [a, bad], read, _fold_step(calls), ())
-    blocks[5] = b"\x02"
-    assert memo.folded("t", 1, [a, bad], read, _fold_step(calls), ()) == (2, 3) and calls[-1] is bad
-
-
-def test_a_folded_step_whose_read_raised_is_not_kept(on):
-    """A step that goes on after a refused read is not kept: a walk would not make that read."""
-    calls = []
-
-    def step(state, item, read):
-        calls.append(item)
-        try:
-            return state + (read(item.block)[0],)
-        except KeyError:
-            return state + (0,)
-    read, seen = _reader({})
-    a = _Item(3, 0)
-    assert memo.folded("t", 1, [a], read, step, ()) == (0,)
-    assert memo.folded("t", 1, [a], read, step, ()) == (0,) and len(calls) == 2 and seen == [3, 3]
+    a, bad = _Item(1), _Item(-1)
+    with pytest.raises(ValueError):
+        memo.folded("t", 1, [a, bad], _fold_step(calls), ())
+    with pytest.raises(ValueError):
+        memo.folded("t", 1, [a, bad], _fold_step(calls), ())
+    assert calls == [a, bad, bad]  # a was kept, the step that raised was not
 
 
 def test_folded_is_a_plain_loop_when_off():
     calls = []
-    read, _ = _reader({0: b"\x01"})
-    a = _Item(0, 1)
-    memo.folded("t", 1, [a], read, _fold_step(calls), ())
-    memo.folded("t", 1, [a], read, _fold_step(calls), ())
+    a = _Item(1)
+    memo.folded("t", 1, [a], _fold_step(calls), ())
+    memo.folded("t", 1, [a], _fold_step(calls), ())
     assert len(calls) == 2
 
 
@@ -639,18 +621,6 @@ def test_a_walk_notes_an_equal_content_met_as_another_object(on, monkeypatch):
     assert memo.replayed("t", (), _reader({0: x2, 1: z})[0], compute, lambda s: s) == 5
     assert memo.replayed("t", (), _reader({0: y2, 1: z})[0], compute, lambda s: s) == 6
     assert len(calls) == 2
-
-
-def test_a_folded_step_keeps_one_node_per_contents_it_read_and_its_first_state(on):
-    calls = []
-    step = _fold_step(calls)
-    a, b = _Item(0, 10), _Item(1, 20)
-    one, two = {0: b"\x01", 1: b"\x02"}, {0: b"\x01", 1: b"\x05"}
-    assert memo.folded("t", 1, [a, b], _reader(one)[0], step, ()) == (11, 22)
-    assert memo.folded("t", 1, [a, b], _reader(two)[0], step, ()) == (11, 25) and len(calls) == 3
-    assert memo.folded("t", 1, [a, b], _reader(one)[0], step, ()) == (11, 22) and len(calls) == 3  # both kept
-    assert memo.folded("t", 1, [a, b], _reader(two)[0], step, ()) == (11, 25) and len(calls) == 3
-    assert memo.folded("t", 1, [a], _reader(one)[0], step, (7,)) == (7, 11)  # another first state: run
 
 
 def test_a_derived_read_splits_a_class_unless_every_content_gives_one_value():
