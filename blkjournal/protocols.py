@@ -718,6 +718,7 @@ class OrderedProtocol(Protocol):
         for b in op.objmap:
             st.objmap_gens[b] = gen
             st.objmap_seen[b] = named
+            st.objmap_torn.discard(b)  # written whole again
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
         if origins and self.written and not self.fua and not blocks:
@@ -838,7 +839,7 @@ class OrderedProtocol(Protocol):
             gather(claims, seen, f"object map block {b}", st.objmap_gens.get(b, 0))
         found = judge(claims, file_gens={fid: f.gen for fid, f in st.files.items()}, entries=st.entries,
                       objmap_gens=st.objmap_gens, objmap_start=st.sb.objmap_start,
-                      refused=st.damaged)
+                      refused=st.damaged, torn=st.objmap_torn)
         return ([st.note_problem(text, StaleBlockError) for _, text in found],
                 {x for x, _ in found if not x & OBJMAP_ID})
 
