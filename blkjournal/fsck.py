@@ -15,7 +15,7 @@ from operator import attrgetter
 from . import memo
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
-from .claims import gather, judge, stale_stamp
+from .claims import gather, hidden_by_tear, judge, stale_stamp
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
                      Superblock, UsedListBlock, check, crc32c, header, objmap_seen, objmap_torn, read_objmap,
                      weak_detection)
@@ -455,6 +455,8 @@ def _lost_writes(sb: Superblock, r: Report, claims: dict, file_gens: dict, entri
                          objmap_start=sb.objmap_start, refused=refused, torn=torn):
         r.add(STALE, text, [sb.objmap_start + (x & ~OBJMAP_ID)] if x & OBJMAP_ID else [])
     newest = max([0, *file_gens.values(), *objmap_gens.values()])
+    if hidden_by_tear(entries, torn, sb.objmap_start):
+        return  # a remove in flight may hide the newest commit (claims.hidden_by_tear)
     for b, stamp in stamps.items():
         if stamp > newest:
             r.add(STALE, stale_stamp(b, stamp, newest), [b])
