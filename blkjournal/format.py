@@ -439,6 +439,8 @@ def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> lis
         ent = raw[_entry_offset(k):_entry_offset(k) + OBJ.size]
         out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
     return out
+
+
 def objmap_torn(raw) -> bool:
     """Whether an object map block read_objmap accepted is a torn write: its own crc fails while
     every sector passes its own, each sector old or new.  Its header's generation is then that of
