@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .format import OBJ_PER_BLOCK, OBJMAP_ID
+from .format import OBJ_PER_BLOCK, OBJ_PER_SECTOR, OBJMAP_ID
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,22 @@ def gather(claims: dict, seen, by: str, by_gen: int) -> None:
 
 
 def judge(claims: dict, *, file_gens: dict, entries, objmap_gens: dict, objmap_start: int,
-          refused: set) -> list[tuple[int, str]]:
+          refused: set, torn: set = frozenset()) -> list[tuple[int, str]]:
     """(what is named, problem text) for every claim the medium contradicts.
 
     `file_gens`: the newest valid origin's generation of each file that loaded; `entries`: the
     object map entries; `objmap_gens`: each object map block's generation; `refused`: the names
-    of files already refused by name (their load failed).  A claim about a file removed since (its object
-    map block written at or after the generation claimed) or about a file id that now holds a
-    file created after it (ids are reused) is no loss."""
+    of files already refused by name (their load failed); `torn`: the object map blocks read torn
+    (format.objmap_torn).  A claim about a file removed since (its object map block written at or
+    after the generation claimed) or about a file id that now holds a file created after it (ids
+    are reused) is no loss.
+
+    A torn block's generation (its header, in sector 0) is its entries' only for the entries in
+    sector 0: another sector may hold the write in flight at the crash, a remove issued after the
+    generation claimed was durable, while sector 0 still holds the write before.  So a free entry
+    outside sector 0 of a torn block that once held a file is taken as such a remove: the medium
+    cannot tell it from a lost create the in-flight write tore over (docs/protocols.md, "A torn
+    object map write")."""
     out = []
     for x, c in sorted(claims.items()):
         g, by = c.gen, f"{c.by} (generation {c.by_gen})"
@@ -53,8 +61,8 @@ def judge(claims: dict, *, file_gens: dict, entries, objmap_gens: dict, objmap_s
         e, home = entries[x], objmap_start + x // OBJ_PER_BLOCK
         if x not in file_gens and e.in_use and e.name in refused:
             continue  # already refused by name
-        if not e.in_use and objmap_gens.get(home, 0) >= g:
-            continue  # removed after generation g: the object map says so
+        if not e.in_use and (objmap_gens.get(home, 0) >= g or home in torn and _torn_remove(x, e)):
+            continue  # removed after generation g: the object map says so (or, torn, may)
         if e.in_use and e.origin_gen > g:
             continue  # the entry holds a file created after g: the one named was removed
         what = (f"its newest valid origin is generation {file_gens[x]}" if x in file_gens else
@@ -63,6 +71,24 @@ def judge(claims: dict, *, file_gens: dict, entries, objmap_gens: dict, objmap_s
         out.append((x, f"file {x}{f' ({e.name!r})' if e.in_use else ''}: stale-block: {what}, but {by} was written "
                        f"after generation {g} of file {x} was durable: a lost or misdirected-over write"))
     return out
+
+
+def _torn_remove(x: int, e) -> bool:
+    """Whether free entry `x` of a torn object map block may be a remove in flight: outside sector
+    0 (which holds the header) and once used (a remove keeps the birth; births start at 1)."""
+    return x % OBJ_PER_BLOCK >= OBJ_PER_SECTOR and e.birth != 0
+
+
+def hidden_by_tear(entries, torn, objmap_start: int) -> bool:
+    """Whether a torn object map block may be a remove in flight (`_torn_remove`): its generation
+    is then in a sector 0 that did not land, and the removed file's origins -- the newest commit,
+    perhaps -- are unreachable (its entry is free), so the newest commit recovery finds says
+    nothing of what was durable (`stale_stamp` cannot be judged)."""
+    for b in torn:
+        lo = (b - objmap_start) * OBJ_PER_BLOCK
+        if any(not e.in_use and _torn_remove(lo + k, e) for k, e in enumerate(entries[lo:lo + OBJ_PER_BLOCK])):
+            return True
+    return False
 
 
 def stale_stamp(b: int, stamp: int, newest: int) -> str:

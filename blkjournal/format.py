@@ -439,6 +439,16 @@ def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> lis
         ent = raw[_entry_offset(k):_entry_offset(k) + OBJ.size]
         out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
     return out
+
+
+def objmap_torn(raw) -> bool:
+    """Whether an object map block read_objmap accepted is a torn write: its own crc fails while
+    every sector passes its own, each sector old or new.  Its header's generation is then that of
+    sector 0 only: an entry in another sector may be of the write in flight (newer) or of the one
+    before it (older), and nothing in the sector says which (claims.judge)."""
+    return whole_crc(raw, T_OBJMAP) != HEADER.unpack_from(raw)[3]
+
+
 @memo.pure
 def objmap_seen(raw) -> tuple:
     """The seen entries of an object map block read_objmap accepted (each sector passed its crc:

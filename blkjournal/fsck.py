@@ -15,9 +15,10 @@ from operator import attrgetter
 from . import memo
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
-from .claims import gather, judge, stale_stamp
+from .claims import gather, hidden_by_tear, judge, stale_stamp
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c, header, objmap_seen, read_objmap, weak_detection)
+                     Superblock, UsedListBlock, check, crc32c, header, objmap_seen, objmap_torn, read_objmap,
+                     weak_detection)
 from .blockmap import BlockMap
 from .journal import DESC, WHOLE_DATA, patched
 from .op import Op
@@ -187,12 +188,15 @@ def check_objects(sb: Superblock, read) -> Report:
     all_entries = [ObjEntry()] * sb.max_files
     claims: dict = {}  # what valid blocks say was durable (ordered: claims.py)
     objmap_gens: dict[int, int] = {}
+    torn_blocks: set[int] = set()  # read torn (ordered): their generation is sector 0's only
     for i in range(sb.objmap_blocks):
         b = sb.objmap_start + i
         try:
             raw = read(b)
             ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=sb.protocol != "journal")
             objmap_gens[b] = header(raw)[5]
+            if sb.protocol != "journal" and objmap_torn(raw):
+                torn_blocks.add(b)
             gather(claims, objmap_seen(raw), f"object map block {b}", objmap_gens[b])
             lo = i * OBJ_PER_BLOCK
             ents = ents[:max(0, sb.max_files - lo)]  # the entries that fit; those in use (ObjEntry.in_use)
@@ -243,7 +247,7 @@ def check_objects(sb: Superblock, read) -> Report:
             file_gens[fid] = gen
 
     if ordered and sb.protocol != "none" and not weak_detection():
-        _lost_writes(sb, r, claims, file_gens, all_entries, objmap_gens, refused, stamps)
+        _lost_writes(sb, r, claims, file_gens, all_entries, objmap_gens, refused, stamps, torn_blocks)
     # The in-use blocks below nblocks and whether one of them is marked free, at C speed (else
     # block by block, as the bitmap's bits are asked below).
     nb = sb.nblocks
@@ -443,14 +447,16 @@ def _log_stops_at(dev: BlockDevice, j) -> tuple[int, int] | None:
 
 
 def _lost_writes(sb: Superblock, r: Report, claims: dict, file_gens: dict, entries: list, objmap_gens: dict,
-                 refused: set, stamps: dict) -> None:
+                 refused: set, stamps: dict, torn: set) -> None:
     """ordered: what recovery refuses as a lost or misdirected-over write, named (stale-block):
     a claim a valid block makes that the medium contradicts (claims.py), and a bitmap stamped
     after a generation newer than every origin and object map block found."""
     for x, text in judge(claims, file_gens=file_gens, entries=entries, objmap_gens=objmap_gens,
-                         objmap_start=sb.objmap_start, refused=refused):
+                         objmap_start=sb.objmap_start, refused=refused, torn=torn):
         r.add(STALE, text, [sb.objmap_start + (x & ~OBJMAP_ID)] if x & OBJMAP_ID else [])
     newest = max([0, *file_gens.values(), *objmap_gens.values()])
+    if hidden_by_tear(entries, torn, sb.objmap_start):
+        return  # a remove in flight may hide the newest commit (claims.hidden_by_tear)
     for b, stamp in stamps.items():
         if stamp > newest:
             r.add(STALE, stale_stamp(b, stamp, newest), [b])

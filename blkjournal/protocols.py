@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from . import memo
 from .device import BLOCK_SIZE, AtLeast
 from .errors import BlkError, CorruptError, StaleBlockError
-from .claims import gather, judge, stale_stamp
+from .claims import gather, hidden_by_tear, judge, stale_stamp
 from .format import (MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header,
                      origin_chunks, weak_detection)
 from .journal import WHOLE_DATA, ZERO_FILL, DataCrcs, Journal, delta, delta_in, encode, patched, stream_blocks, stream_bound, txn_stream
@@ -718,6 +718,7 @@ class OrderedProtocol(Protocol):
         for b in op.objmap:
             st.objmap_gens[b] = gen
             st.objmap_seen[b] = named
+            st.objmap_torn.discard(b)  # written whole again
             origins[b] = st.objmap_image(b)
             op.roles[b] = st.role_of(b)
         if origins and self.written and not self.fua and not blocks:
@@ -811,9 +812,13 @@ class OrderedProtocol(Protocol):
         generation or later is on the medium; if none is, the newest commit was lost or
         misdirected over -- when no later origin of another file names it (`lost_origins`), the
         sync's bitmap is the only evidence.  The bitmap is otherwise a hint: a block of it that
-        fails its checks (torn, rotted, misplaced) proves nothing and is passed over."""
+        fails its checks (torn, rotted, misplaced) proves nothing and is passed over.  Nor is anything
+        judged when a torn object map block may be a remove in flight (claims.hidden_by_tear): the
+        removed file's origins, unreachable now, may be the newest commit."""
         st = self.store
         if weak_detection() or not self.barriers:
+            return []
+        if hidden_by_tear(st.entries, st.objmap_torn, st.sb.objmap_start):
             return []
         newest, homes = st.txid - 1, st.freelist.homes()
         hit = self.dev.find(homes.start, len(homes), lambda raw, b: _stamp(raw, b) > newest,
@@ -838,7 +843,7 @@ class OrderedProtocol(Protocol):
             gather(claims, seen, f"object map block {b}", st.objmap_gens.get(b, 0))
         found = judge(claims, file_gens={fid: f.gen for fid, f in st.files.items()}, entries=st.entries,
                       objmap_gens=st.objmap_gens, objmap_start=st.sb.objmap_start,
-                      refused=st.damaged)
+                      refused=st.damaged, torn=st.objmap_torn)
         return ([st.note_problem(text, StaleBlockError) for _, text in found],
                 {x for x, _ in found if not x & OBJMAP_ID})
 

@@ -25,7 +25,7 @@ from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
                      T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
-                     objmap_seen, read_objmap, repack_objmap)
+                     objmap_seen, objmap_torn, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
 from .protocols import SITES, make_protocol
@@ -177,6 +177,7 @@ class Store:
         self.txid = 1  # the generation the next operation stamps on what it writes
         self.objmap_gens: dict[int, int] = {}  # object map block -> generation that last wrote it
         self.objmap_seen: dict[int, tuple] = {}  # object map block -> what it names durable (ordered, format 6)
+        self.objmap_torn: set[int] = set()  # object map blocks the last load read torn (ordered: claims.judge)
         self._objmap_packed: dict[int, tuple] = {}  # object map block -> (entries, seen, image) as last packed
         self.objmap_hints: dict[int, tuple] = {}  # object map block -> (image, chunks it may differ in from the last)
         self.damaged: dict[str, str] = {}  # name -> why the file could not be loaded (inspect only)
@@ -252,17 +253,18 @@ class Store:
         problems = self._load(read)
         fl = self.freelist
         snap = (tuple(problems), tuple(self.entries), {b: self.objmap_gens[b] for b in self._objmap_blocks()},
-                {b: self.objmap_seen[b] for b in self._objmap_blocks()},
+                {b: self.objmap_seen[b] for b in self._objmap_blocks()}, frozenset(self.objmap_torn),
                 {fid: f.clone() for fid, f in self.files.items()}, dict(self.names), self.births, dict(self.damaged),
                 self.txid, {k: v for k, v in self._faults.items() if k not in faults},
                 (bytes(fl.bits), dict(fl.gens), fl.nfree) if self.protocol.trusts_bitmap else None)
         return problems, snap
 
     def _restore_load(self, snap: tuple) -> list[str]:
-        problems, entries, gens, seen, files, names, births, damaged, txid, faults, bitmap = snap
+        problems, entries, gens, seen, torn, files, names, births, damaged, txid, faults, bitmap = snap
         self.entries = list(entries)
         self.objmap_gens.update(gens)
         self.objmap_seen.update(seen)
+        self.objmap_torn = set(torn)
         self.files = {fid: f.clone() for fid, f in files.items()}
         self.names, self.births, self.damaged, self.txid = dict(names), births, dict(damaged), txid
         self._faults.update(faults)
@@ -282,12 +284,15 @@ class Store:
         problems = []
         self.files, self.names, self.births, self.damaged = {}, {}, 0, {}
         gens = [0]
+        self.objmap_torn = set()
         for i in range(self.sb.objmap_blocks):
             b = self.sb.objmap_start + i
             raw = read(b)
             ents = read_objmap(raw, b, i * OBJ_PER_BLOCK, torn_ok=self.protocol.tears_objmap)
             self.objmap_gens[b] = header(raw)[5]
             self.objmap_seen[b] = objmap_seen(raw)
+            if self.protocol.tears_objmap and objmap_torn(raw):
+                self.objmap_torn.add(b)
             gens.append(self.objmap_gens[b])
             lo, top = i * OBJ_PER_BLOCK, self.sb.max_files
             if len(self.entries) == top:  # (the entries that fit, as one slice)
