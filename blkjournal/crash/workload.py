@@ -357,4 +357,5 @@ def parse_mark(text: str) -> int | None:
 MIX = (("random", 0, 200, {}), ("random", 1, 200, {}), ("pressure", 0, 60, {}), ("pressure", 1, 60, {}),
        ("random", 2, 200, {}), ("random", 3, 200, {}), ("unsynced", 0, 0, {}), ("pressure", 2, 60, {}),
        ("big", 0, 0, {}), ("grow", 0, 0, {}), ("wrap", 0, 300, {}), ("random", 0, 30, {"torn": True}),
-       ("relap", 0, 0, {"torn": True}), ("random", 0, 60, {"torn": True, "protocols": ("ordered",)}))
+       ("relap", 0, 0, {"torn": True}), ("random", 0, 60, {"torn": True, "protocols": ("ordered",)}),
+       ("random", 4, 60, {"torn": True, "protocols": ("ordered",)}))
