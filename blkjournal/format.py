@@ -29,8 +29,8 @@ from __future__ import annotations
 import os
 import functools
 import struct
-from itertools import compress, repeat
-from operator import is_not
+from itertools import compress, count, repeat
+from operator import attrgetter, is_not
 from array import array
 from dataclasses import dataclass, field
 
@@ -503,6 +503,15 @@ class ObjEntry:
             return cls(a, b, birth, nm[:n].decode(), ogen, ocrc)
         except UnicodeDecodeError:
             raise CorruptError(f"object map entry {where}: name is not UTF-8") from None
+
+
+def in_use_ids(entries, first: int = 0):
+    """The ids (first + index) of the entries in use (ObjEntry.in_use: origin_a != 0), in order,
+    picked at C speed: loading a store and fsck walk every object map entry."""
+    return compress(count(first), map(_ORIGIN_A, entries))
+
+
+_ORIGIN_A = attrgetter("origin_a")
 
 
 def _as_bytes(code: str, values) -> bytes:

@@ -9,15 +9,13 @@ and lists the blocks involved; `verdict()` restates them in seed B's words.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from itertools import compress
-from operator import attrgetter
 
 from . import memo
 from .device import BlockDevice
 from .errors import CorruptError, FieldError
 from .claims import gather, hidden_by_tear, judge, stale_stamp
 from .format import (HEADER, MAGIC, OBJ_PER_BLOCK, OBJMAP_ID, PAYLOAD, T_BITMAP, T_TXN, MapNode, ObjEntry, Origin,
-                     Superblock, UsedListBlock, check, crc32c, header, objmap_seen, objmap_torn, read_objmap,
+                     Superblock, UsedListBlock, check, crc32c, header, objmap_seen, objmap_torn, in_use_ids, read_objmap,
                      weak_detection)
 from .blockmap import BlockMap
 from .journal import DESC, WHOLE_DATA, patched
@@ -201,7 +199,7 @@ def check_objects(sb: Superblock, read) -> Report:
             lo = i * OBJ_PER_BLOCK
             ents = ents[:max(0, sb.max_files - lo)]  # the entries that fit; those in use (ObjEntry.in_use)
             all_entries[lo:lo + len(ents)] = ents
-            entries.update((lo + k, ents[k]) for k in compress(range(len(ents)), map(_ORIGIN_A, ents)))
+            entries.update((k, ents[k - lo]) for k in in_use_ids(ents, lo))
         except CorruptError as e:
             r.add(e.fault, str(e), [b])
     file_gens: dict[int, int] = {}  # the newest valid origin of each file
@@ -422,7 +420,6 @@ def _check_file(sb: Superblock, fid: int, e: ObjEntry, read, r, claim) -> None:
             r.add(BAD_POINTER, f"file {fid} ({e.name!r}): used list names block {x} outside the data area", [x])
 
 
-_ORIGIN_A = attrgetter("origin_a")  # (ObjEntry.in_use: origin_a != 0)
 _BIT_CHAR = bytes(ord("1") if c else ord("0") for c in range(256))  # a flag byte (0 or 1) -> b"0" / b"1"
 _FREE_FLAG = bytes(1 if c == ord("0") else 0 for c in range(256))  # b"0" (a clear bit) -> 1, else 0
 

@@ -15,8 +15,7 @@ import os
 import time
 from array import array
 from dataclasses import dataclass, field
-import itertools
-from itertools import chain, compress
+from itertools import chain
 from operator import attrgetter
 
 from . import memo
@@ -25,7 +24,7 @@ from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
                      T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
-                     objmap_seen, objmap_torn, read_objmap, repack_objmap)
+                     objmap_seen, objmap_torn, in_use_ids, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
 from .protocols import SITES, make_protocol
@@ -160,7 +159,7 @@ def _crc_error(f: FileState, b: int, idx: int) -> CorruptError:
     return CorruptError(f"file {f.name!r}: data block {b} (file block {idx}) fails its checksum")
 
 
-_BIRTH, _ORIGIN_A = attrgetter("birth"), attrgetter("origin_a")  # (ObjEntry.in_use: origin_a != 0)
+_BIRTH = attrgetter("birth")
 
 
 class Store:
@@ -294,17 +293,12 @@ class Store:
             if self.protocol.tears_objmap and objmap_torn(raw):
                 self.objmap_torn.add(b)
             gens.append(self.objmap_gens[b])
-            lo, top = i * OBJ_PER_BLOCK, self.sb.max_files
-            if len(self.entries) == top:  # (the entries that fit, as one slice)
-                n = max(0, min(len(ents), top - lo))
-                self.entries[lo:lo + n] = ents[:n]
-            else:
-                for k, e in enumerate(ents):
-                    if lo + k < top:
-                        self.entries[lo + k] = e
+            lo = i * OBJ_PER_BLOCK  # (the entries that fit, as one slice: self.entries holds max_files)
+            n = max(0, min(len(ents), self.sb.max_files - lo))
+            self.entries[lo:lo + n] = ents[:n]
         entries = self.entries
         self.births = max(chain((self.births,), map(_BIRTH, entries)))
-        for fid in compress(itertools.count(), map(_ORIGIN_A, entries)):  # the entries in use (ObjEntry.in_use)
+        for fid in in_use_ids(entries):
             e = entries[fid]
             try:
                 f = self.load_file(fid, e, read, origin_choice) if origin_choice is not None else \
