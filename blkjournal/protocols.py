@@ -214,18 +214,14 @@ class Protocol:
             for b in w:
                 op.roles[b] = f"used list of file {fid}"
                 op.images[b] = f.ul.image(b)
-                h = f.ul.hints.pop(b, None)
-                if h is not None:
-                    op.hints[b] = h
+                _take_hint(op.hints, f.ul.hints, b)
             written |= w
             if given_up:
                 op.released.setdefault(fid, []).extend(given_up)
             nodes = f.map.seal({b for b in op.fresh | op.meta if b in f.map.nodes}, gen)
             op.images.update(nodes)
             for b in nodes:
-                h = f.map.hints.pop(b, None)
-                if h is not None:
-                    op.hints[b] = h
+                _take_hint(op.hints, f.map.hints, b)
                 op.roles.setdefault(b, f"map node of file {fid}")
                 if b not in op.fresh:
                     op.meta.add(b)
@@ -234,6 +230,14 @@ class Protocol:
             if fid in op.origins:
                 f.gen = gen
         return written
+
+
+def _take_hint(hints: dict, source: dict, b: int) -> None:
+    """Move block b's delta hint, if the structure that packed it left one in `source`, to the
+    operation's `hints` (journal.delta_in proves it when the commit takes the block's records)."""
+    h = source.pop(b, None)
+    if h is not None:
+        hints[b] = h
 
 
 # ====================================================================== journal
@@ -487,13 +491,11 @@ class JournalProtocol(Protocol):
         for b in op.objmap:
             st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
-            if b in st.objmap_hints:
-                hints[b] = st.objmap_hints.pop(b)
+            _take_hint(hints, st.objmap_hints, b)
         fl.stamp(gen)
         for b in fl.dirty:
             blocks[b] = fl.image(b)
-            if b in fl.hints:
-                hints[b] = fl.hints.pop(b)
+            _take_hint(hints, fl.hints, b)
         fl.dirty.clear()
         records = []
         images, fresh = self.images, op.fresh
