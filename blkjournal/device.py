@@ -123,10 +123,11 @@ class BlockDevice:
         device one at a time, in the order they were issued, each after the one before has
         completed -- exactly the request stream synchronous calls make -- and every other call
         on the device waits first for what is in flight.  The caller keeps `bufs` unchanged
-        until wait() says the write is done -- unless `stage`: then the bytes are copied into
-        memory the device owns before this returns (at most STAGE_BYTES of them are in flight:
-        a staged write first waits for the oldest while there is no room), and the caller may
-        change or reuse `bufs` at once.  Returns a handle for wait(), or None when the write is
+        until wait() says the write is done -- unless `stage`: then the caller may change or
+        reuse `bufs` as soon as this returns.  Pieces that are `bytes` (or views of bytes) cannot
+        change and stay in flight as they are; any other memory is copied first into memory the
+        device owns.  Staged writes hold at most STAGE_BYTES in flight: one waits first for the
+        oldest while there is no room.  Returns a handle for wait(), or None when the write is
         done already (this default: synchronous).  `start`: return only once this write has
         been issued (the ones before it completed), not merely queued."""
         self.writev(block, bufs, fua=fua, role=role)
@@ -326,9 +327,11 @@ class Device(BlockDevice):
         the caller run out its time slice first (about 0.7 ms here, most of a 1 MiB write).  A
         caller that blocks until the write is issued leaves the worker its CPU at once.
 
-        `stage`: the bytes are copied here, by the caller, into the staging ring -- page-aligned
-        memory of the device's own, which the worker then writes from as it is (no copy in the
-        worker, which would hold the interpreter while it copies)."""
+        `stage`: each staged write takes a span of the staging ring, whose size bounds what they
+        hold in flight.  Memory that may change (a bytearray, an mmap, a view of one) is copied
+        here, by the caller, into that span -- page-aligned memory of the device's own, which the
+        worker writes from as it is.  Immutable bytes are not copied here: the worker copies them
+        into its aligned buffer as for any write, and the caller computes on meanwhile."""
         if type(self).write is not Device.write:
             return super().writev_background(block, bufs, fua=fua, role=role, start=start, stage=stage)
         n = self._check_write(block, bufs)
@@ -339,12 +342,14 @@ class Device(BlockDevice):
             self._staged.clear()
         if stage:
             at = self._stage_room(n)
-            view = self._ring_view[at:at + n]
-            o = 0
-            for b in bufs:
-                view[o:o + len(b)] = b
-                o += len(b)
-            bufs = (view,)
+            copy = not all(type(getattr(b, "obj", b)) is bytes for b in bufs)  # (a memoryview's obj: what it views)
+            if copy:
+                view = self._ring_view[at:at + n]
+                o = 0
+                for b in bufs:
+                    view[o:o + len(b)] = b
+                    o += len(b)
+                bufs = (view,)
         if not self._inflight:
             # The worker needs the interpreter for a moment to start each write: at the default
             # 5 ms switch interval it would wait for it while this thread computes, and start
@@ -354,7 +359,7 @@ class Device(BlockDevice):
         req = _Request(block, list(bufs), fua, n, start)
         self._inflight.append(req)
         if stage:
-            req.direct = True
+            req.direct = copy
             self._staged.append((req, at, at + n))
             self._ring_head = at + n
         self._worker.put(req)
@@ -409,6 +414,7 @@ class Device(BlockDevice):
         try:
             self._pwrite(req.block, req.bufs, req.fua, self._worker_buf, req.n, count=False, direct=req.direct)
         except BaseException as e:
+            e.__traceback__ = None  # (its frames hold the buffers: a staged copy's span, the worker's buffer)
             self._failed = req.error = e
 
     def wait(self, handle=None) -> None:
@@ -465,7 +471,11 @@ class Device(BlockDevice):
                 view[o:o + len(b)] = b
                 o += len(b)
             iov = [view]
-        done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        try:
+            done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        finally:  # (a failed write's error, kept until raised, must not keep the buffer exported)
+            if iov is not bufs:
+                iov[0].release()
         if done != n:
             raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
         if count:
