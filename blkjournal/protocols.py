@@ -142,8 +142,9 @@ class Protocol:
         """Called by a write once its data pieces are laid out (op.data final), before their
         crcs and map entries: issue the data writes now if they are exactly the requests, in
         exactly the place in the request stream, that commit would issue.  Returns True when a
-        device write is then in flight in another thread (the crcs should let go of the GIL).
-        This protocol never does (ordered writes its used lists first)."""
+        device write is then in flight in another thread and the operation will wait for it (the
+        crcs should let go of the GIL, so the thread issues the next write at once).  This
+        protocol never does (ordered writes its used lists first)."""
         return False
 
     def settle_early(self) -> None:
@@ -308,7 +309,9 @@ class JournalProtocol(Protocol):
         fl.reclaim = _no_reclaim
         early.last = self.write_blocks(blocks, op.roles, fua=self.fua and self.on("FUA data"), why=op.name,
                                        background=True, stage=stage)
-        return early.last is not None
+        # (staged: nothing waits for this data; the worker's next write, when it is the next
+        # operation's, is a moment late rather than every crc paying for letting go of the GIL)
+        return early.last is not None and not stage
 
     def settle_early(self, wait: bool = True) -> None:
         """The data issued early is the commit's (or the op failed): reclaim is on again, and

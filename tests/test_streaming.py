@@ -203,7 +203,7 @@ def test_data_issued_early_is_the_request_stream_commit_issues(tmp_path, monkeyp
         r = issue(self, op, f, need)
         if sum(len(v) for v in op.data.values()) // BLOCK_SIZE >= P.EARLY_MIN:
             taken["early" if self._early is not None else "no-fit"] += 1
-        taken["threaded"] += r
+        taken["threaded"] += r or (self._early is not None and self._early.staged and self._early.last is not None)
         return r
 
     monkeypatch.setattr(P.JournalProtocol, "issue_data_early", counted)
