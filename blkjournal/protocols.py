@@ -42,7 +42,7 @@ class _Early:
     bound: int
     reclaim: object
     last: object = None
-    staged: bool = False  # its data went out as copies the device owns: the op may return with it in flight
+    staged: bool = False  # its data was staged (writev_background's stage): the op may return with it in flight
 
 
 def _no_reclaim() -> None:
@@ -283,9 +283,10 @@ class JournalProtocol(Protocol):
         the writes run in a worker thread (pwritev lets go of the GIL); on any other device they
         are issued here, synchronously, in the same order.
 
-        A write of at most STREAM_MAX bytes under flush goes further: its data is staged (copied
-        into memory the device owns, so the caller may reuse its buffer as soon as the write
-        returns) and the write returns with its data and transaction still in flight -- the
+        A write of at most STREAM_MAX bytes under flush goes further: its data is staged (bytes
+        left in flight as they are, any other memory copied into memory the device owns, so the
+        caller may reuse its buffer as soon as the write returns: Device.writev_background's
+        `stage`) and the write returns with its data and transaction still in flight -- the
         caller computes its next write while the device writes this one (commit).  The device's
         staging ring bounds what is in flight; whatever reads, flushes or writes next on the
         device waits for it first, and its failure is reported by the next call (store.py)."""
