@@ -656,3 +656,50 @@ def test_a_derived_read_splits_a_class_unless_every_content_gives_one_value():
     assert t.read_derived(5, head) == b"\x01" * 2048 and 5 in t.first_read  # contents not listed
     t = Tracer(inner, {}, set(), {}, None)
     assert t.read_derived(5, head) == b"\x01" * 2048  # untouched by free writes: one content
+
+
+def _older_origin(fid, e, read):
+    """An origin choice other than recovery's: the older of two valid slots."""
+    from blkjournal.originslots import choose
+
+    _, _, valid = choose(fid, e, read)
+    if len(valid) < 2:
+        return None, ()
+    o = min(valid, key=lambda o: o.gen)
+    return ((0 if o is valid[0] else 1), o), tuple(valid)
+
+
+def test_an_ordered_files_load_is_keyed_by_its_origin_choice_and_hands_back_its_note(tmp_path, monkeypatch):
+    """Under ordered a file's load picks between its origin slots (`origin_choice`) and notes
+    the valid origins it saw (the evidence recovery judges lost commits by).  Answered from the
+    memo, the note must reach the protocol again, and a load under another choice must not be
+    answered from one under recovery's."""
+    from blkjournal.crash.image import Overlay
+    from blkjournal.format import Superblock
+    from blkjournal.protocols import choose_origin
+    from blkjournal.store import Store
+
+    dev = Overlay(None, nblocks=1024)
+    st = Store.mkfs(dev, "ordered", "flush")
+    st.put("a", b"A" * 9000)
+    st.sync()
+    st.put("a", b"a" * 5000)  # the other origin slot: both hold a valid origin now
+    st.sync()
+    fid = st.names["a"]
+    runs = []
+    real = Store.load_file
+    monkeypatch.setattr(Store, "load_file", lambda self, *a: runs.append(1) or real(self, *a))
+    memo.enable()
+    try:
+        first = Store.open(dev, recover=False)
+        again = Store.open(dev, recover=False)  # every read the same: the file's load is answered
+        assert len(runs) == 1
+        assert again.protocol.valid == first.protocol.valid and len(first.protocol.valid[fid]) == 2
+        assert again.read("a") == b"a" * 5000
+        other = Store(dev, Superblock.unpack(dev.read(0)))
+        notes = {}
+        other.load(origin_choice=_older_origin, on_choice=notes.__setitem__)
+        assert len(runs) == 2 and other.read("a") == b"A" * 9000 and notes == first.protocol.valid
+        assert choose_origin(fid, first.entries[fid], dev.read)[0][1].gen == first.files[fid].gen
+    finally:
+        memo.enable(False)
