@@ -874,7 +874,7 @@ class OrderedProtocol(Protocol):
         st.freelist.rebuild(st.owned_blocks())
         repair = Op("recovery: used lists made to match their maps", cow=True)
         for f in st.files.values():
-            reach = {b for _, b, _ in f.map.data_entries()} | set(f.map.all_nodes())
+            reach = set(f.map.data_blocks()).union(f.map.all_nodes())  # (data_entries' blocks, at list speed)
             stray, missing = f.ul.owned() - reach, reach - f.ul.owned()
             if stray:
                 repair.released[f.fid] = sorted(stray)
