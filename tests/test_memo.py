@@ -126,7 +126,8 @@ def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, pro
     monkeypatch.setitem(memo._state, "on", False)
     from blkjournal.crash import states
 
-    monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: object())  # never hits
+    monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: (object(),))  # never hits
+    # (a choice naming a persisted write: every varying block is assembled from its sectors)
     monkeypatch.setattr(states.CrashSpace, "forced_block",  # assembled afresh from the state's sectors
                         lambda self, b, point: self.state_from_combo(point, (), keyed=False).overlay().read(b))
     from blkjournal.crash.explore import Tracer
@@ -319,6 +320,39 @@ def test_forced_blocks_are_each_crash_points_own(tmp_path):
             assert space.forced_block(b, pi) == ov.read(b), (pi, b)
         changed += pi > 0
     assert changed and len(space._forced_blocks) > len(blocks)  # blocks did change content between points
+
+
+def test_a_varying_block_is_its_forced_content_only_while_no_write_over_it_persisted(tmp_path):
+    """The tracer takes a varying block whose free writes all stayed unpersisted from
+    CrashSpace.forced_block (the object later segments share): a state in which one of them
+    persisted must read that write's content, as the overlay assembles it."""
+    from blkjournal.crash.explore import Tracer, record
+    from blkjournal.crash.logwrites import read_log
+    from blkjournal.crash.recorder import read_sidecar, sidecar_path
+    from blkjournal.crash.states import CrashSpace
+    from blkjournal.crash.workload import random_workload
+
+    log = str(tmp_path / "j.log")
+    record(str(tmp_path / "img"), log, "journal", "flush", random_workload(1, 30), size=2 << 20)
+    space = CrashSpace(read_log(log), read_sidecar(sidecar_path(log)))
+    per, seen = 8, {"forced": 0, "persisted": 0}
+    for pi in range(len(space.points)):
+        free = space.free_writes(pi)
+        varying = {s // per for w in free for s in range(w.s0, w.s0 + w.n)}
+        vcache: dict = {}
+        for combo in [()] + [((pos, 1),) for pos in range(len(free))]:
+            ov = space.state_from_combo(pi, combo, keyed=False).overlay()
+            tr = Tracer(ov, {}, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, per),
+                        forced=lambda b, pi=pi: space.forced_block(b, pi))
+            for b in sorted(varying):
+                got = tr.read(b)
+                assert got == ov.read(b), (pi, combo, b)
+                if not any(ov.writes.block_choice(b, per)):
+                    assert got is space.forced_block(b, pi)
+                    seen["forced"] += 1
+                else:
+                    seen["persisted"] += 1
+    assert seen["forced"] and seen["persisted"]
 
 
 def test_a_files_load_from_the_memo_is_a_fresh_copy(tmp_path):
