@@ -486,7 +486,7 @@ def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_thresho
         for mine, at, other in cases:
             dev = Overlay(None, nblocks=16)
             dev.write(7, blk(mine, mine))  # (second byte: odd for 1, even for 6 and 9)
-            t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: m, versions=lambda b, rep, o=other: [blk(o, o)],
+            t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: (m,), versions=lambda b, rep, o=other: [blk(o, o)],
                        verdicts=verdicts, forced=forced, probes=probes)
             pred = AtLeast(_first_byte, at, valid)
             got = t.find(0, 16, pred, key=("first", valid and valid.__name__, at))
