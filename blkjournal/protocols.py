@@ -819,15 +819,6 @@ class OrderedProtocol(Protocol):
             self.sync()
 
     # ---------------------------------------------------------------- recovery
-    def choose_origin(self, fid: int, e: ObjEntry, read):
-        """The newest valid origin slot that belongs to this file (birth matches), or None.
-
-        A slot failing its crc with every sector passing its own is what a torn origin write
-        leaves: the other slot is the file.  A slot that cannot be read, holds another block's
-        write, or is damaged (a sector failing its own crc) while it may have held the newest
-        origin would roll the file back unnoticed, so the file is refused (originslots.py)."""
-        best, _, self.valid[fid] = choose(fid, e, read)
-        return best
 
     def lost_commit(self) -> list[str]:
         """A problem if a bitmap block says a newer commit was durable than any origin or object
@@ -876,7 +867,7 @@ class OrderedProtocol(Protocol):
         allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
         self.valid: dict[int, list] = {}
-        problems = st.load(origin_choice=self.choose_origin)
+        problems = st.load(origin_choice=choose_origin, on_choice=self.valid.__setitem__)
         lost, named = self.lost_origins()
         problems += lost + self.lost_commit()
         self.durable_gens = self._durable_now()
@@ -905,7 +896,7 @@ class OrderedProtocol(Protocol):
         st.freelist.rebuild(st.owned_blocks())
         repair = Op("recovery: used lists made to match their maps", cow=True)
         for f in st.files.values():
-            reach = {b for _, b, _ in f.map.data_entries()} | set(f.map.all_nodes())
+            reach = set(f.map.data_blocks()).union(f.map.all_nodes())  # (data_entries' blocks, at list speed)
             stray, missing = f.ul.owned() - reach, reach - f.ul.owned()
             if stray:
                 repair.released[f.fid] = sorted(stray)
@@ -928,6 +919,20 @@ class OrderedProtocol(Protocol):
                               fua=self.fua and self.barriers)
             self.barrier("recovery")
         return problems
+
+
+def choose_origin(fid: int, e: ObjEntry, read) -> tuple:
+    """(the newest valid origin slot that belongs to this file (birth matches) or None, every
+    valid origin of the file): what recovery loads, and the evidence it keeps (`valid`).
+
+    A slot failing its crc with every sector passing its own is what a torn origin write
+    leaves: the other slot is the file.  A slot that cannot be read, holds another block's
+    write, or is damaged (a sector failing its own crc) while it may have held the newest
+    origin would roll the file back unnoticed, so the file is refused (originslots.py).
+    A function of its arguments and what it reads alone: the store's memoised file loads
+    name it in their key (Store._load_file_replayed)."""
+    best, _, valid = choose(fid, e, read)
+    return best, tuple(valid)
 
 
 @dataclass(frozen=True)

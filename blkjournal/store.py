@@ -162,6 +162,8 @@ def _crc_error(f: FileState, b: int, idx: int) -> CorruptError:
 _BIRTH = attrgetter("birth")
 
 
+_NO_NOTE = object()  # a file load that made no origin choice (an origin slot outside the data area raises first)
+
 class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
@@ -234,48 +236,23 @@ class Store:
         s = cls(dev, sb)
         return s, s.protocol.recover(write=False, strict=False)
 
-    def load(self, images: dict[int, bytes] | None = None, *, origin_choice=None) -> list[str]:
+    def load(self, images: dict[int, bytes] | None = None, *, origin_choice=None, on_choice=None) -> list[str]:
         """(Re)build the in-memory store from disk, preferring `images` (replayed metadata).
 
-        Returns the problems that stop a file from loading (those files are left out); the
-        ordered protocol passes `origin_choice` to pick between origin slots.
+        Returns the problems that stop a file from loading (those files are left out).  The
+        ordered protocol passes `origin_choice(fid, entry, read) -> (chosen, note)` to pick
+        between origin slots, a function of its arguments and what it reads alone (a module
+        function: it names the choice in the memo's key), and `on_choice(fid, note)` to hear
+        each file's note (its valid origins) as the choice is made.
         """
         images = images or {}
         read = lambda b: images[b] if b in images else self.dev.read(b)  # noqa: E731
         if origin_choice is not None:
-            return self._load(read, origin_choice)
-        # The explorer loads the same metadata in state after state: a former load that read the
-        # same contents answers (memo.replayed; the same reads are made).  Nothing else of the
-        # store's state enters a load but what the key names.
-        key = (self.sb, self.protocol.trusts_bitmap, self.protocol.tears_objmap)
-        return memo.replayed("store.load", key, read, self._load_snapshot, self._restore_load)
-
-    def _load_snapshot(self, read) -> tuple[list[str], tuple]:
-        faults = dict(self._faults)
-        problems = self._load(read)
-        fl = self.freelist
-        snap = (tuple(problems), tuple(self.entries), {b: self.objmap_gens[b] for b in self._objmap_blocks()},
-                {b: self.objmap_seen[b] for b in self._objmap_blocks()}, frozenset(self.objmap_torn),
-                {fid: f.clone() for fid, f in self.files.items()}, dict(self.names), self.births, dict(self.damaged),
-                self.txid, {k: v for k, v in self._faults.items() if k not in faults},
-                (bytes(fl.bits), dict(fl.gens), fl.nfree) if self.protocol.trusts_bitmap else None)
-        return problems, snap
-
-    def _restore_load(self, snap: tuple) -> list[str]:
-        problems, entries, gens, seen, torn, files, names, births, damaged, txid, faults, bitmap = snap
-        self.entries = list(entries)
-        self.objmap_gens.update(gens)
-        self.objmap_seen.update(seen)
-        self.objmap_torn = set(torn)
-        self.files = {fid: f.clone() for fid, f in files.items()}
-        self.names, self.births, self.damaged, self.txid = dict(names), births, dict(damaged), txid
-        self._faults.update(faults)
-        if bitmap is not None:
-            fl = self.freelist
-            fl.bits, fl.nfree = bytearray(bitmap[0]), bitmap[2]
-            fl.gens.update(bitmap[1])
-            fl.forget_hints()
-        return list(problems)
+            return self._load(read, (origin_choice, on_choice))
+        # Not memoised whole: the explorer's states differ in the object map blocks the replay
+        # patches (their generations) nearly every time, so a whole-store trie answered 8 loads of
+        # 189 and cost a snapshot of the store at every other; each file's load is (below).
+        return self._load(read)
 
     def _objmap_blocks(self) -> range:
         return range(self.sb.objmap_start, self.sb.objmap_start + self.sb.objmap_blocks)
@@ -304,8 +281,7 @@ class Store:
         for fid in in_use_ids(entries):
             e = entries[fid]
             try:
-                f = self.load_file(fid, e, read, origin_choice) if origin_choice is not None else \
-                    self._load_file_replayed(fid, e, read)
+                f = self._load_file_replayed(fid, e, read, origin_choice)
             except CorruptError as err:
                 problems.append(f"file {fid} ({e.name!r}): {err}")
                 self.damaged[e.name] = problems[-1]
@@ -329,17 +305,41 @@ class Store:
         """The error for a problem load() returned, of the class that named its fault."""
         return self._faults.get(text, CorruptError)(text)
 
-    def _load_file_replayed(self, fid: int, e: ObjEntry, read) -> FileState | None:
+    def _load_file_replayed(self, fid: int, e: ObjEntry, read, choice=None) -> FileState | None:
         """load_file(fid, e, read), answered from a former load of the file that read the same
         contents (memo.replayed): a crash state whose metadata differs from a former one's in
         one file -- the explorer's usual case -- loads that file alone.  A file's load is a
-        function of the superblock, its entry and what it reads; a load that raised is not kept."""
-        def compute(read):
-            f = self.load_file(fid, e, read)
-            return f, (f.clone() if f is not None else None)
+        function of the superblock, its entry, the origin choice (`choice`: (origin_choice,
+        on_choice) of load(), or None) and what it reads; a load that raised is not kept.  The
+        choice's note is handed to `on_choice` as the choice is made, and again on a hit."""
+        if choice is None:
+            def compute(read):
+                f = self.load_file(fid, e, read)
+                return f, (f.clone() if f is not None else None)
 
-        return memo.replayed("store.load_file", (self.sb, fid, e), read, compute,
-                             lambda f: f.clone() if f is not None else None)
+            return memo.replayed("store.load_file", (self.sb, fid, e, None), read, compute,
+                                 lambda f: f.clone() if f is not None else None)
+        chooser, on_choice = choice
+        notes = []
+
+        def choose(fid, e, read):
+            chosen, note = chooser(fid, e, read)
+            notes.append(note)
+            if on_choice is not None:
+                on_choice(fid, note)
+            return chosen
+
+        def compute(read):
+            f = self.load_file(fid, e, read, choose)
+            return f, (f.clone() if f is not None else None, notes[0] if notes else _NO_NOTE)
+
+        def restore(snap):
+            f, note = snap
+            if note is not _NO_NOTE and on_choice is not None:
+                on_choice(fid, note)
+            return f.clone() if f is not None else None
+
+        return memo.replayed("store.load_file", (self.sb, fid, e, chooser), read, compute, restore)
 
     def load_file(self, fid: int, e: ObjEntry, read, origin_choice=None) -> FileState | None:
         for b in (e.origin_a, e.origin_b):

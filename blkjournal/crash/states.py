@@ -592,7 +592,15 @@ class CrashSpace:
         self._hist_win: dict[int, list[tuple[int, int, int]]] = {}
         for w in self.writes:
             w.dead = -1  # becomes the max over its sectors of "first point a later write there is forced"
+        writes, hist_fp, hist_win = self.writes, self._hist_fp, self._hist_win
         for s, lst in touch.items():
+            if len(lst) == 1:  # one write ever touched s (most sectors): the loops below, for one
+                fp, i = lst[0]
+                w = writes[i]
+                w.dead = max(w.dead, NEVER)
+                if fp != NEVER:
+                    hist_fp[s], hist_win[s] = [fp], [(w.seq, i, s - w.s0)]
+                continue
             later = NEVER  # suffix minimum of forced points over later writes to s
             for fp, i in reversed(lst):
                 w = self.writes[i]
