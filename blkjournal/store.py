@@ -188,6 +188,9 @@ class Store:
         self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
         self.op_count = 0
+        # why the store stopped (an operation failed part-way, or a write it left in flight
+        # failed): its memory is then ahead of the disk, and every later call is refused
+        self.stopped: str | None = None
 
     # ------------------------------------------------------------------ open / mkfs
     @classmethod
@@ -458,6 +461,7 @@ class Store:
                 for f in sorted(self.files.values(), key=lambda f: f.name)]
 
     def read(self, name: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
+        self._settle()
         f = self.lookup(name)
         return self.read_file(f, offset, length, verify=verify)
 
@@ -491,6 +495,7 @@ class Store:
         reading a file never holds more than one chunk: a sparse file of terabytes streams zeros.
         Holes cost nothing: one walk of the map's mapped entries in the range feeds every chunk,
         and a short read of a large file walks only the subtrees that cover it."""
+        self._settle()
         end = f.size if length is None else min(f.size, offset + length)
         if offset >= end:
             return
@@ -551,10 +556,47 @@ class Store:
     def _commit(self, op: Op) -> None:
         try:
             self.protocol.commit(op)
-        except BaseException:
+        except BaseException as e:
+            self._stop(e)
             self.protocol.settle_early()  # no data write of a failed operation left running
             raise
         self.op_count += 1
+        if self.dev.pending_error() is not None:  # a write this op (or one before) left in flight failed
+            self._settle()
+
+    # ------------------------------------------------------------------ stopping after a failure
+    def _ready(self) -> None:
+        """Before an operation: refused once the store has stopped; a write an earlier call left
+        in flight that has failed since is reported here (and stops the store)."""
+        self._refuse_if_stopped()
+        if self.dev.pending_error() is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the writes earlier calls left in flight (protocols.JournalProtocol.commit
+        returns before a streaming write's data and transaction complete); one that failed is
+        raised here, and stops the store: the operation it belongs to has returned, its changes
+        are in memory, and the disk may never hold them."""
+        self._refuse_if_stopped()
+        try:
+            self.dev.wait()
+        except BaseException as e:
+            self._stop(e)
+            raise
+
+    def _refuse_if_stopped(self) -> None:
+        if self.stopped is not None:
+            raise BlkError(f"the store stopped after an operation failed part-way ({self.stopped}): reopen it; "
+                           f"recovery keeps what is durable")
+
+    def _stop(self, e: BaseException) -> None:
+        """An operation failed after it began to change the in-memory state, or a write or flush
+        failed: from here on memory may be ahead of the disk (a transaction in memory that never
+        reached it, a sync that did not flush).  Like jbd2's abort, the store refuses every later
+        call -- going on would commit after a hole in the log, which replay never passes, or
+        report as durable what is not.  Reopening recovers what the disk holds."""
+        if self.stopped is None:
+            self.stopped = f"{type(e).__name__}: {e}"
 
     def _reserve(self, n: int, f: FileState | None = None) -> None:
         """Refuse an operation before it changes anything when it may need more than the free
@@ -586,12 +628,19 @@ class Store:
         return n + nodes + (n + nodes) // UL_SLOTS + 2
 
     def create(self, name: str) -> None:
+        self._ready()
         op = self._begin(f"create {name}")
         self._reserve(3)
-        self._create(op, name)
-        self._commit(op)
+        fid = self._new_id(name)
+        try:
+            self._create(op, name, fid)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
-    def _create(self, op: Op, name: str) -> FileState:
+    def _new_id(self, name: str) -> int:
+        """The object map entry a new file `name` takes; refused (nothing changed) if it cannot be made."""
         nm = name.encode()
         if not nm or len(nm) > MAX_NAME or "/" in name or "\0" in name:
             raise BlkError(f"bad file name {name!r} (1..{MAX_NAME} bytes, no '/' or NUL)")
@@ -600,6 +649,9 @@ class Store:
         fid = next((i for i, e in enumerate(self.entries) if not e.in_use and i not in self.files), None)
         if fid is None:
             raise NoSpaceError(f"object map full ({self.sb.max_files} files)")
+        return fid
+
+    def _create(self, op: Op, name: str, fid: int) -> FileState:
         nslots = 2 if self.protocol.origin_slots == 2 else 1
         blocks = self.freelist.alloc(nslots + 1)
         ul_head = blocks[-1]
@@ -622,37 +674,58 @@ class Store:
 
     def put(self, name: str, data: bytes) -> None:
         """Create or replace a whole file, as one atomic operation."""
+        self._ready()
         op = self._begin(f"put {name}")
         old = self.files[self.names[name]] if name in self.names else None
         self._reserve((0 if old else 3) + self._write_need(old.map.height if old else 0, 0, len(data)), old)
-        if name in self.names:
-            f = self.lookup(name)
-            self._truncate(op, f, 0)
-        else:
-            f = self._create(op, name)
-        self._write(op, f, 0, data)
-        self._commit(op)
+        fid = None if old else self._new_id(name)
+        try:
+            if old:
+                f = old
+                self._truncate(op, f, 0)
+            else:
+                f = self._create(op, name, fid)
+            self._write(op, f, 0, data)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def write(self, name: str, offset: int, data: bytes) -> None:
+        """Write `data` at `offset`.  A large write may return with its writes still in flight
+        (protocols.JournalProtocol.issue_data_early): the next call waits for them or reports
+        their failure."""
+        self._ready()
         op = self._begin(f"write {name} @{offset}+{len(data)}")
         f = self.lookup(name)
-        if offset >= 0:
-            self._reserve(self._write_need(f.map.height, offset, len(data)), f)
-        self._write(op, f, offset, data)
-        self._commit(op)
+        if offset < 0:
+            raise BlkError("offset must not be negative")
+        self._reserve(self._write_need(f.map.height, offset, len(data)), f)
+        try:
+            self._write(op, f, offset, data)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def truncate(self, name: str, size: int) -> None:
         if size < 0:
             raise BlkError("size must not be negative")
+        self._ready()
         op = self._begin(f"truncate {name} {size}")
         f = self.lookup(name)
         if size < f.size:  # a partial last block is rewritten; copy-on-write copies the nodes at the cut
             n = (1 if size % BLOCK_SIZE else 0) + (2 * f.map.height if self.protocol.cow else 0)
             self._reserve(n + 1 if n else 0, f)  # (+1: a used-list chain block for their entries)
-        self._truncate(op, f, size)
-        self._commit(op)
+        try:
+            self._truncate(op, f, size)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def remove(self, name: str) -> None:
+        self._ready()
         op = self._begin(f"rm {name}")
         f = self.lookup(name)
         everything = [b for _, b, _ in f.map.data_entries()] + f.map.all_nodes() + sorted(f.structure_blocks())
@@ -665,7 +738,15 @@ class Store:
         self._commit(op)
 
     def sync(self) -> None:
-        self.protocol.sync()
+        """Everything done so far is durable when this returns.  A failed flush (or a write still
+        in flight that failed) stops the store: a second sync must not report as durable what
+        the first could not make so."""
+        self._settle()
+        try:
+            self.protocol.sync()
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     @staticmethod
     def site_names(protocol: str, barrier: str) -> tuple[str, ...]:
@@ -673,7 +754,13 @@ class Store:
         return SITES(protocol, barrier)
 
     def close(self) -> None:
-        self.protocol.close()
+        """A clean shutdown; refused (nothing written) when the store has stopped."""
+        self._settle()
+        try:
+            self.protocol.close()
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
         """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to
