@@ -37,6 +37,7 @@ BLKGETSIZE64 = 0x80081272
 BLKDISCARD = 0x1277
 SWITCH_INTERVAL = 0.0001  # seconds: the interpreter's switch interval while background writes are in flight
 ZERO_COPY_MIN = 16 * BLOCK_SIZE  # from this size a write from page-aligned memory is not copied first
+STAGE_BYTES = 8 << 20  # the staging ring: what staged background writes hold in flight at most (writev_background)
 
 
 @dataclass
@@ -117,15 +118,25 @@ class BlockDevice:
         self.write(block, data, fua=fua, role=role)
 
     def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = "",
-                          start: bool = False):
+                          start: bool = False, stage: bool = False):
         """writev(), but it may return before the write completes: requests still go to the
         device one at a time, in the order they were issued, each after the one before has
         completed -- exactly the request stream synchronous calls make -- and every other call
         on the device waits first for what is in flight.  The caller keeps `bufs` unchanged
-        until wait() says the write is done.  Returns a handle for wait(), or None when the
-        write is done already (this default: synchronous).  `start`: return only once this
-        write has been issued (the ones before it completed), not merely queued."""
+        until wait() says the write is done -- unless `stage`: then the caller may change or
+        reuse `bufs` as soon as this returns.  Pieces that are `bytes` (or views of bytes) cannot
+        change and stay in flight as they are; any other memory is copied first into memory the
+        device owns.  Staged writes hold at most STAGE_BYTES in flight: one waits first for the
+        oldest while there is no room.  Returns a handle for wait(), or None when the write is
+        done already (this default: synchronous).  `start`: return only once this write has
+        been issued (the ones before it completed), not merely queued."""
         self.writev(block, bufs, fua=fua, role=role)
+        return None
+
+    def pending_error(self) -> BaseException | None:
+        """The error of a background write that has failed and that no wait() has raised yet,
+        without waiting for anything (this default: none).  A caller that lets writes run on
+        after it returns asks this at its next call, so the failure is reported there."""
         return None
 
     def wait(self, handle=None) -> None:
@@ -259,6 +270,10 @@ class Device(BlockDevice):
         self._inflight: deque = deque()  # futures of background writes, oldest first
         self._switch = 0.0  # the interpreter's switch interval before the first write in flight
         self._failed: BaseException | None = None  # the background write that failed, until wait() raises it
+        self._ring: AlignedBuffer | None = None  # staged writes' copies (writev_background(stage=True))
+        self._ring_view: memoryview | None = None
+        self._ring_head = 0  # where the newest staged copy ends
+        self._staged: deque = deque()  # (request, start, end) of staged writes in flight, oldest first
 
     def read(self, block: int, count: int = 1) -> bytes:
         if self._inflight:
@@ -300,7 +315,7 @@ class Device(BlockDevice):
         self._pwrite(block, bufs, fua)
 
     def writev_background(self, block: int, bufs: list, *, fua: bool = False, role: str = "",
-                          start: bool = False):
+                          start: bool = False, stage: bool = False):
         """One worker thread issues the writes, in the order given (pwritev lets go of the GIL, so
         the caller computes meanwhile); the request stream is the synchronous one (see
         BlockDevice.writev_background).  A subclass that overrides write() gets them
@@ -310,14 +325,31 @@ class Device(BlockDevice):
         `start` is for a caller about to compute while the write runs: the worker needs a CPU for
         a moment to issue each write, and on a machine whose other CPU is busy the scheduler let
         the caller run out its time slice first (about 0.7 ms here, most of a 1 MiB write).  A
-        caller that blocks until the write is issued leaves the worker its CPU at once."""
+        caller that blocks until the write is issued leaves the worker its CPU at once.
+
+        `stage`: each staged write takes a span of the staging ring, whose size bounds what they
+        hold in flight.  Memory that may change (a bytearray, an mmap, a view of one) is copied
+        here, by the caller, into that span -- page-aligned memory of the device's own, which the
+        worker writes from as it is.  Immutable bytes are not copied here: the worker copies them
+        into its aligned buffer as for any write, and the caller computes on meanwhile."""
         if type(self).write is not Device.write:
-            return super().writev_background(block, bufs, fua=fua, role=role)
+            return super().writev_background(block, bufs, fua=fua, role=role, start=start, stage=stage)
         n = self._check_write(block, bufs)
         if self._worker is None or self._worker_pid != os.getpid():  # none yet, or forked
             self._worker, self._worker_pid = _Writer(self), os.getpid()
             self._worker_buf = AlignedBuffer()
             self._inflight.clear()
+            self._staged.clear()
+        if stage:
+            at = self._stage_room(n)
+            copy = not all(type(getattr(b, "obj", b)) is bytes for b in bufs)  # (a memoryview's obj: what it views)
+            if copy:
+                view = self._ring_view[at:at + n]
+                o = 0
+                for b in bufs:
+                    view[o:o + len(b)] = b
+                    o += len(b)
+                bufs = (view,)
         if not self._inflight:
             # The worker needs the interpreter for a moment to start each write: at the default
             # 5 ms switch interval it would wait for it while this thread computes, and start
@@ -326,6 +358,10 @@ class Device(BlockDevice):
             sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL))
         req = _Request(block, list(bufs), fua, n, start)
         self._inflight.append(req)
+        if stage:
+            req.direct = copy
+            self._staged.append((req, at, at + n))
+            self._ring_head = at + n
         self._worker.put(req)
         self._count(n, fua)  # counted as issued, here: the counters are exact whenever the caller looks
         if start:
@@ -337,6 +373,35 @@ class Device(BlockDevice):
         # interval.
         return req
 
+    def _stage_room(self, n: int) -> int:
+        """Where in the staging ring n bytes go: after the newest staged copy, or at the ring's
+        start when they do not fit before its end; waits for the oldest staged writes (raising a
+        failure) while the space they hold is needed.  Spans are taken and given back in the
+        order the writes were queued, which is the order they complete in."""
+        if n > STAGE_BYTES:
+            raise ValueError(f"a staged write of {n} bytes exceeds the staging ring ({STAGE_BYTES} bytes)")
+        if self._ring is None:
+            self._ring = AlignedBuffer(STAGE_BYTES)
+            self._ring_view = self._ring.view(STAGE_BYTES)
+        staged = self._staged
+        while True:
+            while staged and not staged[0][0].done.locked():  # completed: its span is free again
+                staged.popleft()
+            if not staged:
+                return 0
+            tail, head = staged[0][1], self._ring_head
+            if head > tail:  # in use: [tail, head); free: [head, end) and [0, tail)
+                if STAGE_BYTES - head >= n:
+                    return head
+                if tail >= n:
+                    return 0
+            elif tail - head >= n:  # wrapped: in use from tail to the end and from 0 to head
+                return head
+            self.wait(staged[0][0])
+
+    def pending_error(self) -> BaseException | None:
+        return self._failed if self._worker_pid == os.getpid() else None
+
     def queued(self) -> int:
         return len(self._worker.pending) if self._worker is not None and self._worker_pid == os.getpid() else 0
 
@@ -347,8 +412,9 @@ class Device(BlockDevice):
             req.error = BlkError(f"{self.path}: write at block {req.block} not issued: an earlier write failed")
             return
         try:
-            self._pwrite(req.block, req.bufs, req.fua, self._worker_buf, req.n, count=False)
+            self._pwrite(req.block, req.bufs, req.fua, self._worker_buf, req.n, count=False, direct=req.direct)
         except BaseException as e:
+            e.__traceback__ = None  # (its frames hold the buffers: a staged copy's span, the worker's buffer)
             self._failed = req.error = e
 
     def wait(self, handle=None) -> None:
@@ -356,6 +422,7 @@ class Device(BlockDevice):
             # A forked child: the writes in flight are the parent's, issued by a thread the
             # child does not have; waiting for them would hang, and they are not the child's.
             self._inflight.clear()
+            self._staged.clear()
             self._worker = None
         try:
             while self._inflight:
@@ -373,6 +440,7 @@ class Device(BlockDevice):
                     c.bytes_written -= req.n
                     c.fua_writes -= req.fua
             self._inflight.clear()
+            self._staged.clear()
             self._failed = None
             raise
         finally:
@@ -388,10 +456,13 @@ class Device(BlockDevice):
         return n
 
     def _pwrite(self, block: int, bufs, fua: bool, buf: AlignedBuffer | None = None, n: int | None = None, *,
-                count: bool = True) -> None:
+                count: bool = True, direct: bool = False) -> None:
+        """`direct`: bufs are page-aligned memory of the device's own (a staged copy), written as they are."""
         if n is None:
             n = self._check_write(block, bufs)
-        if n >= ZERO_COPY_MIN and all(map(_aligned, bufs)):
+        if direct:
+            iov = bufs
+        elif n >= ZERO_COPY_MIN and all(map(_aligned, bufs)):
             iov = bufs  # the caller's own page-aligned memory (an mmap, say): O_DIRECT from it, no copy
         else:
             view = (buf or self._buf).view(n)
@@ -400,7 +471,11 @@ class Device(BlockDevice):
                 view[o:o + len(b)] = b
                 o += len(b)
             iov = [view]
-        done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        try:
+            done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
+        finally:  # (a failed write's error, kept until raised, must not keep the buffer exported)
+            if iov is not bufs:
+                iov[0].release()
         if done != n:
             raise BlkError(f"{self.path}: short write at block {block} ({done} of {n} bytes)")
         if count:
@@ -438,6 +513,11 @@ class Device(BlockDevice):
                         self._worker.stop()
                     self._worker = None
                     self._worker_buf.close()
+                if self._ring is not None:
+                    self._staged.clear()
+                    self._ring_view.release()
+                    self._ring.close()
+                    self._ring = self._ring_view = None
                 os.close(self.fd)
                 self.fd = None
                 self._buf.close()
@@ -451,10 +531,11 @@ class _Request:
     issues two of these per MiB, and a Future (its condition, the executor's locks) cost the
     caller as much Python as the rest of the submission."""
 
-    __slots__ = ("block", "bufs", "fua", "n", "done", "started", "error", "refused")
+    __slots__ = ("block", "bufs", "fua", "n", "done", "started", "error", "refused", "direct")
 
     def __init__(self, block: int, bufs: list, fua: bool, n: int, start: bool = False) -> None:
         self.block, self.bufs, self.fua, self.n, self.error, self.refused = block, bufs, fua, n, None, False
+        self.direct = False  # bufs are a staged copy (Device._pwrite's `direct`)
         self.done = _thread.allocate_lock()
         self.done.acquire()
         self.started = None  # with `start`: a lock held until the worker takes the request up
@@ -513,6 +594,7 @@ class _Writer:
             try:
                 issue(req)
             finally:
+                req.bufs = None  # written: the caller's memory (or the staged copy) is not held a moment longer
                 req.done.release()
 
     def stop(self) -> None:

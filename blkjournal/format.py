@@ -435,9 +435,9 @@ def read_objmap(raw: bytes, block: int, first_fid: int, *, torn_ok: bool) -> lis
             if struct.unpack_from("<I", raw, (s + 1) * SECTOR - 4)[0] != _sector_crc(raw, block, s):
                 raise CorruptError(f"block {block}: object map checksum mismatch (sector {s})") from None
     out = []
-    for k in range(OBJ_PER_BLOCK):
-        ent = raw[_entry_offset(k):_entry_offset(k) + OBJ.size]
-        out.append(ObjEntry() if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
+    for k, off in enumerate(_ENTRY_OFFSETS):
+        ent = raw[off:off + OBJ.size]
+        out.append(_UNUSED if ent == _EMPTY_ENTRY else ObjEntry.unpack(ent, first_fid + k))
     return out
 
 
@@ -503,6 +503,9 @@ class ObjEntry:
             return cls(a, b, birth, nm[:n].decode(), ogen, ocrc)
         except UnicodeDecodeError:
             raise CorruptError(f"object map entry {where}: name is not UTF-8") from None
+
+
+_UNUSED = ObjEntry()  # an entry never used, as read_objmap hands it out: one object (entries are frozen)
 
 
 def in_use_ids(entries, first: int = 0):

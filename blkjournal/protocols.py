@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import memo
-from .device import BLOCK_SIZE, AtLeast
+from .device import BLOCK_SIZE, STAGE_BYTES, AtLeast
 from .errors import BlkError, CorruptError, StaleBlockError
 from .claims import gather, hidden_by_tear, judge, stale_stamp
 from .format import (MAGIC, MAX_OBJMAP_SEEN, MAX_SEEN, OBJMAP_ID, T_BITMAP, ObjEntry, block_type, check, crc32c, header,
@@ -29,6 +29,7 @@ from .originslots import blanks, choose
 
 MAX_RUN = 1024  # blocks per device write (4 MiB)
 EARLY_MIN = 64  # data blocks from which a journal write issues its data before its crcs (issue_data_early)
+STREAM_MAX = STAGE_BYTES // 2  # bytes of data up to which such a write returns with its writes in flight
 
 
 @dataclass
@@ -41,6 +42,7 @@ class _Early:
     bound: int
     reclaim: object
     last: object = None
+    staged: bool = False  # its data was staged (writev_background's stage): the op may return with it in flight
 
 
 def _no_reclaim() -> None:
@@ -88,16 +90,18 @@ class Protocol:
         return self.SITES_FUA if self.fua else self.SITES_FLUSH
 
     def write_blocks(self, blocks: dict[int, bytes], roles: dict, *, fua: bool = False, why: str = "",
-                     background: bool = False):
+                     background: bool = False, stage: bool = False):
         """Write blocks in ascending order, one device write per contiguous run of at most MAX_RUN
         blocks; `why` names the op.  A value may hold several consecutive blocks (an operation's
         data: a view into the caller's buffer); the pieces of a run go to the device as a list
         (`writev`), so the only copy is the device's own into its aligned buffer (none from
         page-aligned memory).  `background`: the same requests through writev_background;
-        returns the last one's handle (None: all done)."""
+        returns the last one's handle (None: all done); `stage`: as copies the device owns
+        (writev_background's stage), and the first is not waited for to start."""
         if background:
             def write(b, bufs, *, fua, role):  # the first is issued before this returns (writev_background's start)
-                return self.dev.writev_background(b, bufs, fua=fua, role=role, start=last is None)
+                return self.dev.writev_background(b, bufs, fua=fua, role=role, start=last is None and not stage,
+                                                  stage=stage)
         else:
             write = self.dev.writev
         last = None
@@ -138,8 +142,9 @@ class Protocol:
         """Called by a write once its data pieces are laid out (op.data final), before their
         crcs and map entries: issue the data writes now if they are exactly the requests, in
         exactly the place in the request stream, that commit would issue.  Returns True when a
-        device write is then in flight in another thread (the crcs should let go of the GIL).
-        This protocol never does (ordered writes its used lists first)."""
+        device write is then in flight in another thread and the operation will wait for it (the
+        crcs should let go of the GIL, so the thread issues the next write at once).  This
+        protocol never does (ordered writes its used lists first)."""
         return False
 
     def settle_early(self) -> None:
@@ -276,8 +281,17 @@ class JournalProtocol(Protocol):
         the device in between: allocation cannot checkpoint (the operation reserved its blocks;
         reclaim is off until commit), and nothing in between reads or writes.  On a real Device
         the writes run in a worker thread (pwritev lets go of the GIL); on any other device they
-        are issued here, synchronously, in the same order."""
-        nd = sum(len(v) for v in op.data.values()) // BLOCK_SIZE
+        are issued here, synchronously, in the same order.
+
+        A write of at most STREAM_MAX bytes under flush goes further: its data is staged (bytes
+        left in flight as they are, any other memory copied into memory the device owns, so the
+        caller may reuse its buffer as soon as the write returns: Device.writev_background's
+        `stage`) and the write returns with its data and transaction still in flight -- the
+        caller computes its next write while the device writes this one (commit).  The device's
+        staging ring bounds what is in flight; whatever reads, flushes or writes next on the
+        device waits for it first, and its failure is reported by the next call (store.py)."""
+        nbytes = sum(len(v) for v in op.data.values())
+        nd = nbytes // BLOCK_SIZE
         if nd < EARLY_MIN or self._early is not None:
             return False
         st = self.store
@@ -291,17 +305,22 @@ class JournalProtocol(Protocol):
             return False
         blocks = dict(op.data)
         fl = self.store.freelist
-        self._early = early = _Early(op, blocks, bound, fl.reclaim)
+        stage = not self.fua and nbytes <= STREAM_MAX
+        self._early = early = _Early(op, blocks, bound, fl.reclaim, staged=stage)
         fl.reclaim = _no_reclaim
         early.last = self.write_blocks(blocks, op.roles, fua=self.fua and self.on("FUA data"), why=op.name,
-                                       background=True)
-        return early.last is not None
+                                       background=True, stage=stage)
+        # (staged: nothing waits for this data; the worker's next write, when it is the next
+        # operation's, is a moment late rather than every crc paying for letting go of the GIL)
+        return early.last is not None and not stage
 
-    def settle_early(self) -> None:
+    def settle_early(self, wait: bool = True) -> None:
+        """The data issued early is the commit's (or the op failed): reclaim is on again, and
+        unless the data was staged and `wait` is False, it has completed."""
         early, self._early = self._early, None
         if early is not None:
             self.store.freelist.reclaim = early.reclaim
-            if early.last is not None:
+            if early.last is not None and (wait or not early.staged):
                 self.dev.wait(early.last)
 
     def mkfs_blocks(self) -> dict[int, bytes]:
@@ -529,16 +548,19 @@ class JournalProtocol(Protocol):
         at, role = self.journal.area + pos, f"journal txn {self.journal.next_seq} [{op.name}]"
         if early is not None and not self.fua:
             # A streaming write's transaction is queued behind its data, encoded while they were
-            # being written, and the caller waits until the worker takes it up -- the moment the
-            # data completes, with no hop through this thread in between: the worker, woken by
-            # the data's completion, issues the transaction itself.  (Waiting for the data here
-            # and queueing the transaction after cost three thread wake-ups in a row between
-            # the two requests: the worker's, this thread's, then the worker's again.)  It then
-            # completes while the caller computes its next write; the device issues whatever
-            # comes next only after it (writev_background).  A FUA transaction (durable when it
-            # returns: journal.durable) stays synchronous, after its data.
-            self.dev.writev_background(at, [b"".join(txn)], role=role, start=True)
-            self.settle_early()
+            # being written: the worker, woken by the data's completion, issues it itself, with
+            # no hop through this thread in between.  Staged data (the caller's buffer is free
+            # already) is not waited for: the write returns with both in flight and the caller
+            # computes its next write meanwhile; the device issues whatever comes next only
+            # after them (writev_background).  Data that is the caller's own memory (a write
+            # larger than STREAM_MAX) is waited for: the caller waits until the worker takes the
+            # transaction up -- the moment the data completes.  (Waiting for the data and
+            # queueing the transaction after cost three thread wake-ups in a row between the two
+            # requests: the worker's, this thread's, then the worker's again.)  A FUA
+            # transaction (durable when it returns: journal.durable) stays synchronous, after
+            # its data.
+            self.dev.writev_background(at, [b"".join(txn)], role=role, start=not early.staged)
+            self.settle_early(wait=False)
         else:  # (its blocks as one request: a Device copies them straight into its aligned buffer)
             self.settle_early()
             self.dev.writev(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
@@ -797,15 +819,6 @@ class OrderedProtocol(Protocol):
             self.sync()
 
     # ---------------------------------------------------------------- recovery
-    def choose_origin(self, fid: int, e: ObjEntry, read):
-        """The newest valid origin slot that belongs to this file (birth matches), or None.
-
-        A slot failing its crc with every sector passing its own is what a torn origin write
-        leaves: the other slot is the file.  A slot that cannot be read, holds another block's
-        write, or is damaged (a sector failing its own crc) while it may have held the newest
-        origin would roll the file back unnoticed, so the file is refused (originslots.py)."""
-        best, _, self.valid[fid] = choose(fid, e, read)
-        return best
 
     def lost_commit(self) -> list[str]:
         """A problem if a bitmap block says a newer commit was durable than any origin or object
@@ -854,7 +867,7 @@ class OrderedProtocol(Protocol):
         allocated; a used list that does not match its map repaired like any operation."""
         st = self.store
         self.valid: dict[int, list] = {}
-        problems = st.load(origin_choice=self.choose_origin)
+        problems = st.load(origin_choice=choose_origin, on_choice=self.valid.__setitem__)
         lost, named = self.lost_origins()
         problems += lost + self.lost_commit()
         self.durable_gens = self._durable_now()
@@ -883,7 +896,7 @@ class OrderedProtocol(Protocol):
         st.freelist.rebuild(st.owned_blocks())
         repair = Op("recovery: used lists made to match their maps", cow=True)
         for f in st.files.values():
-            reach = {b for _, b, _ in f.map.data_entries()} | set(f.map.all_nodes())
+            reach = set(f.map.data_blocks()).union(f.map.all_nodes())  # (data_entries' blocks, at list speed)
             stray, missing = f.ul.owned() - reach, reach - f.ul.owned()
             if stray:
                 repair.released[f.fid] = sorted(stray)
@@ -906,6 +919,20 @@ class OrderedProtocol(Protocol):
                               fua=self.fua and self.barriers)
             self.barrier("recovery")
         return problems
+
+
+def choose_origin(fid: int, e: ObjEntry, read) -> tuple:
+    """(the newest valid origin slot that belongs to this file (birth matches) or None, every
+    valid origin of the file): what recovery loads, and the evidence it keeps (`valid`).
+
+    A slot failing its crc with every sector passing its own is what a torn origin write
+    leaves: the other slot is the file.  A slot that cannot be read, holds another block's
+    write, or is damaged (a sector failing its own crc) while it may have held the newest
+    origin would roll the file back unnoticed, so the file is refused (originslots.py).
+    A function of its arguments and what it reads alone: the store's memoised file loads
+    name it in their key (Store._load_file_replayed)."""
+    best, _, valid = choose(fid, e, read)
+    return best, tuple(valid)
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,8 @@ def _crc_error(f: FileState, b: int, idx: int) -> CorruptError:
 _BIRTH = attrgetter("birth")
 
 
+_NO_NOTE = object()  # a file load that made no origin choice (an origin slot outside the data area raises first)
+
 class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
@@ -186,6 +188,9 @@ class Store:
         self._faults: dict[str, type] = {}  # problem text -> the CorruptError class that named it
         self.protocol = make_protocol(self)
         self.op_count = 0
+        # why the store stopped (an operation failed part-way, or a write it left in flight
+        # failed): its memory is then ahead of the disk, and every later call is refused
+        self.stopped: str | None = None
 
     # ------------------------------------------------------------------ open / mkfs
     @classmethod
@@ -231,48 +236,23 @@ class Store:
         s = cls(dev, sb)
         return s, s.protocol.recover(write=False, strict=False)
 
-    def load(self, images: dict[int, bytes] | None = None, *, origin_choice=None) -> list[str]:
+    def load(self, images: dict[int, bytes] | None = None, *, origin_choice=None, on_choice=None) -> list[str]:
         """(Re)build the in-memory store from disk, preferring `images` (replayed metadata).
 
-        Returns the problems that stop a file from loading (those files are left out); the
-        ordered protocol passes `origin_choice` to pick between origin slots.
+        Returns the problems that stop a file from loading (those files are left out).  The
+        ordered protocol passes `origin_choice(fid, entry, read) -> (chosen, note)` to pick
+        between origin slots, a function of its arguments and what it reads alone (a module
+        function: it names the choice in the memo's key), and `on_choice(fid, note)` to hear
+        each file's note (its valid origins) as the choice is made.
         """
         images = images or {}
         read = lambda b: images[b] if b in images else self.dev.read(b)  # noqa: E731
         if origin_choice is not None:
-            return self._load(read, origin_choice)
-        # The explorer loads the same metadata in state after state: a former load that read the
-        # same contents answers (memo.replayed; the same reads are made).  Nothing else of the
-        # store's state enters a load but what the key names.
-        key = (self.sb, self.protocol.trusts_bitmap, self.protocol.tears_objmap)
-        return memo.replayed("store.load", key, read, self._load_snapshot, self._restore_load)
-
-    def _load_snapshot(self, read) -> tuple[list[str], tuple]:
-        faults = dict(self._faults)
-        problems = self._load(read)
-        fl = self.freelist
-        snap = (tuple(problems), tuple(self.entries), {b: self.objmap_gens[b] for b in self._objmap_blocks()},
-                {b: self.objmap_seen[b] for b in self._objmap_blocks()}, frozenset(self.objmap_torn),
-                {fid: f.clone() for fid, f in self.files.items()}, dict(self.names), self.births, dict(self.damaged),
-                self.txid, {k: v for k, v in self._faults.items() if k not in faults},
-                (bytes(fl.bits), dict(fl.gens), fl.nfree) if self.protocol.trusts_bitmap else None)
-        return problems, snap
-
-    def _restore_load(self, snap: tuple) -> list[str]:
-        problems, entries, gens, seen, torn, files, names, births, damaged, txid, faults, bitmap = snap
-        self.entries = list(entries)
-        self.objmap_gens.update(gens)
-        self.objmap_seen.update(seen)
-        self.objmap_torn = set(torn)
-        self.files = {fid: f.clone() for fid, f in files.items()}
-        self.names, self.births, self.damaged, self.txid = dict(names), births, dict(damaged), txid
-        self._faults.update(faults)
-        if bitmap is not None:
-            fl = self.freelist
-            fl.bits, fl.nfree = bytearray(bitmap[0]), bitmap[2]
-            fl.gens.update(bitmap[1])
-            fl.forget_hints()
-        return list(problems)
+            return self._load(read, (origin_choice, on_choice))
+        # Not memoised whole: the explorer's states differ in the object map blocks the replay
+        # patches (their generations) nearly every time, so a whole-store trie answered 8 loads of
+        # 189 and cost a snapshot of the store at every other; each file's load is (below).
+        return self._load(read)
 
     def _objmap_blocks(self) -> range:
         return range(self.sb.objmap_start, self.sb.objmap_start + self.sb.objmap_blocks)
@@ -301,8 +281,7 @@ class Store:
         for fid in in_use_ids(entries):
             e = entries[fid]
             try:
-                f = self.load_file(fid, e, read, origin_choice) if origin_choice is not None else \
-                    self._load_file_replayed(fid, e, read)
+                f = self._load_file_replayed(fid, e, read, origin_choice)
             except CorruptError as err:
                 problems.append(f"file {fid} ({e.name!r}): {err}")
                 self.damaged[e.name] = problems[-1]
@@ -326,17 +305,41 @@ class Store:
         """The error for a problem load() returned, of the class that named its fault."""
         return self._faults.get(text, CorruptError)(text)
 
-    def _load_file_replayed(self, fid: int, e: ObjEntry, read) -> FileState | None:
+    def _load_file_replayed(self, fid: int, e: ObjEntry, read, choice=None) -> FileState | None:
         """load_file(fid, e, read), answered from a former load of the file that read the same
         contents (memo.replayed): a crash state whose metadata differs from a former one's in
         one file -- the explorer's usual case -- loads that file alone.  A file's load is a
-        function of the superblock, its entry and what it reads; a load that raised is not kept."""
-        def compute(read):
-            f = self.load_file(fid, e, read)
-            return f, (f.clone() if f is not None else None)
+        function of the superblock, its entry, the origin choice (`choice`: (origin_choice,
+        on_choice) of load(), or None) and what it reads; a load that raised is not kept.  The
+        choice's note is handed to `on_choice` as the choice is made, and again on a hit."""
+        if choice is None:
+            def compute(read):
+                f = self.load_file(fid, e, read)
+                return f, (f.clone() if f is not None else None)
 
-        return memo.replayed("store.load_file", (self.sb, fid, e), read, compute,
-                             lambda f: f.clone() if f is not None else None)
+            return memo.replayed("store.load_file", (self.sb, fid, e, None), read, compute,
+                                 lambda f: f.clone() if f is not None else None)
+        chooser, on_choice = choice
+        notes = []
+
+        def choose(fid, e, read):
+            chosen, note = chooser(fid, e, read)
+            notes.append(note)
+            if on_choice is not None:
+                on_choice(fid, note)
+            return chosen
+
+        def compute(read):
+            f = self.load_file(fid, e, read, choose)
+            return f, (f.clone() if f is not None else None, notes[0] if notes else _NO_NOTE)
+
+        def restore(snap):
+            f, note = snap
+            if note is not _NO_NOTE and on_choice is not None:
+                on_choice(fid, note)
+            return f.clone() if f is not None else None
+
+        return memo.replayed("store.load_file", (self.sb, fid, e, chooser), read, compute, restore)
 
     def load_file(self, fid: int, e: ObjEntry, read, origin_choice=None) -> FileState | None:
         for b in (e.origin_a, e.origin_b):
@@ -458,6 +461,7 @@ class Store:
                 for f in sorted(self.files.values(), key=lambda f: f.name)]
 
     def read(self, name: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
+        self._settle()
         f = self.lookup(name)
         return self.read_file(f, offset, length, verify=verify)
 
@@ -491,6 +495,7 @@ class Store:
         reading a file never holds more than one chunk: a sparse file of terabytes streams zeros.
         Holes cost nothing: one walk of the map's mapped entries in the range feeds every chunk,
         and a short read of a large file walks only the subtrees that cover it."""
+        self._settle()
         end = f.size if length is None else min(f.size, offset + length)
         if offset >= end:
             return
@@ -551,10 +556,47 @@ class Store:
     def _commit(self, op: Op) -> None:
         try:
             self.protocol.commit(op)
-        except BaseException:
+        except BaseException as e:
+            self._stop(e)
             self.protocol.settle_early()  # no data write of a failed operation left running
             raise
         self.op_count += 1
+        if self.dev.pending_error() is not None:  # a write this op (or one before) left in flight failed
+            self._settle()
+
+    # ------------------------------------------------------------------ stopping after a failure
+    def _ready(self) -> None:
+        """Before an operation: refused once the store has stopped; a write an earlier call left
+        in flight that has failed since is reported here (and stops the store)."""
+        self._refuse_if_stopped()
+        if self.dev.pending_error() is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the writes earlier calls left in flight (protocols.JournalProtocol.commit
+        returns before a streaming write's data and transaction complete); one that failed is
+        raised here, and stops the store: the operation it belongs to has returned, its changes
+        are in memory, and the disk may never hold them."""
+        self._refuse_if_stopped()
+        try:
+            self.dev.wait()
+        except BaseException as e:
+            self._stop(e)
+            raise
+
+    def _refuse_if_stopped(self) -> None:
+        if self.stopped is not None:
+            raise BlkError(f"the store stopped after an operation failed part-way ({self.stopped}): reopen it; "
+                           f"recovery keeps what is durable")
+
+    def _stop(self, e: BaseException) -> None:
+        """An operation failed after it began to change the in-memory state, or a write or flush
+        failed: from here on memory may be ahead of the disk (a transaction in memory that never
+        reached it, a sync that did not flush).  Like jbd2's abort, the store refuses every later
+        call -- going on would commit after a hole in the log, which replay never passes, or
+        report as durable what is not.  Reopening recovers what the disk holds."""
+        if self.stopped is None:
+            self.stopped = f"{type(e).__name__}: {e}"
 
     def _reserve(self, n: int, f: FileState | None = None) -> None:
         """Refuse an operation before it changes anything when it may need more than the free
@@ -586,12 +628,19 @@ class Store:
         return n + nodes + (n + nodes) // UL_SLOTS + 2
 
     def create(self, name: str) -> None:
+        self._ready()
         op = self._begin(f"create {name}")
         self._reserve(3)
-        self._create(op, name)
-        self._commit(op)
+        fid = self._new_id(name)
+        try:
+            self._create(op, name, fid)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
-    def _create(self, op: Op, name: str) -> FileState:
+    def _new_id(self, name: str) -> int:
+        """The object map entry a new file `name` takes; refused (nothing changed) if it cannot be made."""
         nm = name.encode()
         if not nm or len(nm) > MAX_NAME or "/" in name or "\0" in name:
             raise BlkError(f"bad file name {name!r} (1..{MAX_NAME} bytes, no '/' or NUL)")
@@ -600,6 +649,9 @@ class Store:
         fid = next((i for i, e in enumerate(self.entries) if not e.in_use and i not in self.files), None)
         if fid is None:
             raise NoSpaceError(f"object map full ({self.sb.max_files} files)")
+        return fid
+
+    def _create(self, op: Op, name: str, fid: int) -> FileState:
         nslots = 2 if self.protocol.origin_slots == 2 else 1
         blocks = self.freelist.alloc(nslots + 1)
         ul_head = blocks[-1]
@@ -622,37 +674,58 @@ class Store:
 
     def put(self, name: str, data: bytes) -> None:
         """Create or replace a whole file, as one atomic operation."""
+        self._ready()
         op = self._begin(f"put {name}")
         old = self.files[self.names[name]] if name in self.names else None
         self._reserve((0 if old else 3) + self._write_need(old.map.height if old else 0, 0, len(data)), old)
-        if name in self.names:
-            f = self.lookup(name)
-            self._truncate(op, f, 0)
-        else:
-            f = self._create(op, name)
-        self._write(op, f, 0, data)
-        self._commit(op)
+        fid = None if old else self._new_id(name)
+        try:
+            if old:
+                f = old
+                self._truncate(op, f, 0)
+            else:
+                f = self._create(op, name, fid)
+            self._write(op, f, 0, data)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def write(self, name: str, offset: int, data: bytes) -> None:
+        """Write `data` at `offset`.  A large write may return with its writes still in flight
+        (protocols.JournalProtocol.issue_data_early): the next call waits for them or reports
+        their failure."""
+        self._ready()
         op = self._begin(f"write {name} @{offset}+{len(data)}")
         f = self.lookup(name)
-        if offset >= 0:
-            self._reserve(self._write_need(f.map.height, offset, len(data)), f)
-        self._write(op, f, offset, data)
-        self._commit(op)
+        if offset < 0:
+            raise BlkError("offset must not be negative")
+        self._reserve(self._write_need(f.map.height, offset, len(data)), f)
+        try:
+            self._write(op, f, offset, data)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def truncate(self, name: str, size: int) -> None:
         if size < 0:
             raise BlkError("size must not be negative")
+        self._ready()
         op = self._begin(f"truncate {name} {size}")
         f = self.lookup(name)
         if size < f.size:  # a partial last block is rewritten; copy-on-write copies the nodes at the cut
             n = (1 if size % BLOCK_SIZE else 0) + (2 * f.map.height if self.protocol.cow else 0)
             self._reserve(n + 1 if n else 0, f)  # (+1: a used-list chain block for their entries)
-        self._truncate(op, f, size)
-        self._commit(op)
+        try:
+            self._truncate(op, f, size)
+            self._commit(op)
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def remove(self, name: str) -> None:
+        self._ready()
         op = self._begin(f"rm {name}")
         f = self.lookup(name)
         everything = [b for _, b, _ in f.map.data_entries()] + f.map.all_nodes() + sorted(f.structure_blocks())
@@ -665,7 +738,15 @@ class Store:
         self._commit(op)
 
     def sync(self) -> None:
-        self.protocol.sync()
+        """Everything done so far is durable when this returns.  A failed flush (or a write still
+        in flight that failed) stops the store: a second sync must not report as durable what
+        the first could not make so."""
+        self._settle()
+        try:
+            self.protocol.sync()
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     @staticmethod
     def site_names(protocol: str, barrier: str) -> tuple[str, ...]:
@@ -673,7 +754,13 @@ class Store:
         return SITES(protocol, barrier)
 
     def close(self) -> None:
-        self.protocol.close()
+        """A clean shutdown; refused (nothing written) when the store has stopped."""
+        self._settle()
+        try:
+            self.protocol.close()
+        except BaseException as e:
+            self._stop(e)
+            raise
 
     def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
         """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to

@@ -126,7 +126,8 @@ def test_explorer_results_do_not_depend_on_the_caches(tmp_path, monkeypatch, pro
     monkeypatch.setitem(memo._state, "on", False)
     from blkjournal.crash import states
 
-    monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: object())  # never hits
+    monkeypatch.setattr(states.StateWrites, "block_choice", lambda self, b, per: (object(),))  # never hits
+    # (a choice naming a persisted write: every varying block is assembled from its sectors)
     monkeypatch.setattr(states.CrashSpace, "forced_block",  # assembled afresh from the state's sectors
                         lambda self, b, point: self.state_from_combo(point, (), keyed=False).overlay().read(b))
     from blkjournal.crash.explore import Tracer
@@ -321,6 +322,39 @@ def test_forced_blocks_are_each_crash_points_own(tmp_path):
     assert changed and len(space._forced_blocks) > len(blocks)  # blocks did change content between points
 
 
+def test_a_varying_block_is_its_forced_content_only_while_no_write_over_it_persisted(tmp_path):
+    """The tracer takes a varying block whose free writes all stayed unpersisted from
+    CrashSpace.forced_block (the object later segments share): a state in which one of them
+    persisted must read that write's content, as the overlay assembles it."""
+    from blkjournal.crash.explore import Tracer, record
+    from blkjournal.crash.logwrites import read_log
+    from blkjournal.crash.recorder import read_sidecar, sidecar_path
+    from blkjournal.crash.states import CrashSpace
+    from blkjournal.crash.workload import random_workload
+
+    log = str(tmp_path / "j.log")
+    record(str(tmp_path / "img"), log, "journal", "flush", random_workload(1, 30), size=2 << 20)
+    space = CrashSpace(read_log(log), read_sidecar(sidecar_path(log)))
+    per, seen = 8, {"forced": 0, "persisted": 0}
+    for pi in range(len(space.points)):
+        free = space.free_writes(pi)
+        varying = {s // per for w in free for s in range(w.s0, w.s0 + w.n)}
+        vcache: dict = {}
+        for combo in [()] + [((pos, 1),) for pos in range(len(free))]:
+            ov = space.state_from_combo(pi, combo, keyed=False).overlay()
+            tr = Tracer(ov, {}, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, per),
+                        forced=lambda b, pi=pi: space.forced_block(b, pi))
+            for b in sorted(varying):
+                got = tr.read(b)
+                assert got == ov.read(b), (pi, combo, b)
+                if not any(ov.writes.block_choice(b, per)):
+                    assert got is space.forced_block(b, pi)
+                    seen["forced"] += 1
+                else:
+                    seen["persisted"] += 1
+    assert seen["forced"] and seen["persisted"]
+
+
 def test_a_files_load_from_the_memo_is_a_fresh_copy(tmp_path):
     """Store.load answers each file from a former load of it (memo.replayed per file) when only
     another file changed: what it hands out must be the store's own copy, not one shared with
@@ -452,7 +486,7 @@ def test_a_ranked_searchs_kept_ranks_follow_the_content_the_rank_and_the_thresho
         for mine, at, other in cases:
             dev = Overlay(None, nblocks=16)
             dev.write(7, blk(mine, mine))  # (second byte: odd for 1, even for 6 and 9)
-            t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: m, versions=lambda b, rep, o=other: [blk(o, o)],
+            t = Tracer(dev, {}, {7}, {}, lambda b, m=mine: (m,), versions=lambda b, rep, o=other: [blk(o, o)],
                        verdicts=verdicts, forced=forced, probes=probes)
             pred = AtLeast(_first_byte, at, valid)
             got = t.find(0, 16, pred, key=("first", valid and valid.__name__, at))
@@ -656,3 +690,50 @@ def test_a_derived_read_splits_a_class_unless_every_content_gives_one_value():
     assert t.read_derived(5, head) == b"\x01" * 2048 and 5 in t.first_read  # contents not listed
     t = Tracer(inner, {}, set(), {}, None)
     assert t.read_derived(5, head) == b"\x01" * 2048  # untouched by free writes: one content
+
+
+def _older_origin(fid, e, read):
+    """An origin choice other than recovery's: the older of two valid slots."""
+    from blkjournal.originslots import choose
+
+    _, _, valid = choose(fid, e, read)
+    if len(valid) < 2:
+        return None, ()
+    o = min(valid, key=lambda o: o.gen)
+    return ((0 if o is valid[0] else 1), o), tuple(valid)
+
+
+def test_an_ordered_files_load_is_keyed_by_its_origin_choice_and_hands_back_its_note(tmp_path, monkeypatch):
+    """Under ordered a file's load picks between its origin slots (`origin_choice`) and notes
+    the valid origins it saw (the evidence recovery judges lost commits by).  Answered from the
+    memo, the note must reach the protocol again, and a load under another choice must not be
+    answered from one under recovery's."""
+    from blkjournal.crash.image import Overlay
+    from blkjournal.format import Superblock
+    from blkjournal.protocols import choose_origin
+    from blkjournal.store import Store
+
+    dev = Overlay(None, nblocks=1024)
+    st = Store.mkfs(dev, "ordered", "flush")
+    st.put("a", b"A" * 9000)
+    st.sync()
+    st.put("a", b"a" * 5000)  # the other origin slot: both hold a valid origin now
+    st.sync()
+    fid = st.names["a"]
+    runs = []
+    real = Store.load_file
+    monkeypatch.setattr(Store, "load_file", lambda self, *a: runs.append(1) or real(self, *a))
+    memo.enable()
+    try:
+        first = Store.open(dev, recover=False)
+        again = Store.open(dev, recover=False)  # every read the same: the file's load is answered
+        assert len(runs) == 1
+        assert again.protocol.valid == first.protocol.valid and len(first.protocol.valid[fid]) == 2
+        assert again.read("a") == b"a" * 5000
+        other = Store(dev, Superblock.unpack(dev.read(0)))
+        notes = {}
+        other.load(origin_choice=_older_origin, on_choice=notes.__setitem__)
+        assert len(runs) == 2 and other.read("a") == b"A" * 9000 and notes == first.protocol.valid
+        assert choose_origin(fid, first.entries[fid], dev.read)[0][1].gen == first.files[fid].gen
+    finally:
+        memo.enable(False)

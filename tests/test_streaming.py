@@ -203,7 +203,7 @@ def test_data_issued_early_is_the_request_stream_commit_issues(tmp_path, monkeyp
         r = issue(self, op, f, need)
         if sum(len(v) for v in op.data.values()) // BLOCK_SIZE >= P.EARLY_MIN:
             taken["early" if self._early is not None else "no-fit"] += 1
-        taken["threaded"] += r
+        taken["threaded"] += r or (self._early is not None and self._early.staged and self._early.last is not None)
         return r
 
     monkeypatch.setattr(P.JournalProtocol, "issue_data_early", counted)
@@ -373,11 +373,18 @@ def test_a_forked_child_does_not_wait_for_the_parents_writes(image):
 
 
 def test_page_aligned_memory_is_written_without_a_copy(image):
-    """O_DIRECT can write from page-aligned memory as it is: 1 MiB and 256 KiB writes from an mmap
-    grow neither of the device's copy buffers; the same bytes from a bytes object are copied."""
+    """O_DIRECT can write from page-aligned memory as it is: a write too large to stage (more
+    than STREAM_MAX, which waits for its data) is written from an mmap with neither of the
+    device's copy buffers grown and no staging ring made; the same bytes from a bytes object are
+    copied by the worker.  A streaming write of at most STREAM_MAX is staged -- copied once, by
+    the caller, into the ring the worker writes from as it is -- whatever its memory."""
     import mmap
 
-    payload = random.Random(2).randbytes(1 << 20)
+    from blkjournal.device import STAGE_BYTES
+    from blkjournal.protocols import STREAM_MAX
+
+    big = STREAM_MAX + (1 << 20)
+    payload = random.Random(2).randbytes(big)
     m = mmap.mmap(-1, len(payload))
     m.write(payload)
     with Device(image, create_size=64 << 20) as dev:
@@ -386,12 +393,18 @@ def test_page_aligned_memory_is_written_without_a_copy(image):
         st = Store.open(dev)
         st.create("f")
         size = len(dev._buf._map)  # (grown by recovery's reads)
-        st.write("f", 0, memoryview(m))  # issued early: from the worker thread
-        st.write("f", 1 << 20, memoryview(m)[:64 * BLOCK_SIZE])
+        st.write("f", 0, memoryview(m))  # issued early: from the worker thread, from the caller's memory
         st.sync()
         assert len(dev._buf._map) == size and len(dev._worker_buf._map) < 64 * BLOCK_SIZE  # (transactions only)
+        assert dev._ring is None
+        st.write("f", big, memoryview(m)[:1 << 20])  # staged: copied into the ring
+        st.write("f", big + (1 << 20), memoryview(m)[:64 * BLOCK_SIZE])
+        st.sync()
+        assert len(dev._buf._map) == size and len(dev._worker_buf._map) < 64 * BLOCK_SIZE
+        assert dev._ring is not None and len(dev._ring._map) == STAGE_BYTES
         assert st.read("f", 0, len(payload)) == payload
+        assert st.read("f", big, 1 << 20) == payload[:1 << 20]
         st.write("f", 0, payload)
         st.sync()
-        assert len(dev._worker_buf._map) >= len(payload)
+        assert len(dev._worker_buf._map) >= 1024 * BLOCK_SIZE  # (copied by the worker, a run at a time)
         st.close()

@@ -390,8 +390,17 @@ class Tracer(BlockDevice):
         key = (b, self.block_choice(b))
         v = self.vcache.get(key)
         if v is None:
-            v = self.vcache[key] = self.inner.read(b)
+            v = self.vcache[key] = self._assemble(b, key[1])
         return v
+
+    def _assemble(self, b: int, choice: tuple) -> bytes:
+        """Varying block b in this state, given the choices of the free writes touching it: with
+        none of them persisted, its forced content (CrashSpace.forced_block: kept across crash
+        points, so later segments and the memo meet the very same object), else assembled by
+        the overlay from its sectors."""
+        if self.forced is not None and not any(choice) and 0 <= b < self.nblocks:
+            return self.forced(b)
+        return self.inner.read(b)
 
     def _load(self, b: int) -> bytes:
         """Block b, not in this state's cache yet: its first read (a written block is cached)."""
@@ -404,7 +413,7 @@ class Tracer(BlockDevice):
             key = (b, self.block_choice(b))
             v = self.vcache.get(key)
             if v is None:
-                v = self.vcache[key] = self.inner.read(b)
+                v = self.vcache[key] = self._assemble(b, key[1])
         else:
             v = self.inner.read(b)
         self.cache[b] = v

@@ -590,9 +590,10 @@ class CrashSpace:
     def _build_history(self) -> None:
         """Per sector: forced holders by crash point (for ForcedView) and each write's dead point.
 
-        Neighbouring sectors nearly always have the same writers (a block's sectors are written
-        together), so a sector whose list of writers equals the previous sector's takes its
-        judgement from it: only the sector offsets of its winners are its own."""
+        Most sectors were only ever touched by one write, whose result is taken directly; and
+        neighbouring sectors nearly always have the same writers (a block's sectors are written
+        together), so a sector whose list of writers equals the previous one's takes its judgement
+        from it: only the sector offsets of its winners are its own."""
         writes = self.writes
         touch: dict[int, list[tuple[int, int]]] = {}  # sector -> [(forced point, write index)] by seq
         for i, w in enumerate(writes):
@@ -607,8 +608,16 @@ class CrashSpace:
         self._hist_win: dict[int, list[tuple[int, int, int]]] = {}
         for w in writes:
             w.dead = -1  # becomes the max over its sectors of "first point a later write there is forced"
+        hist_fp, hist_win = self._hist_fp, self._hist_win
         prev, fps, bests = None, [], []
         for s, lst in touch.items():
+            if len(lst) == 1:  # one write ever touched s (most sectors): the loops below, for one
+                fp, i = lst[0]
+                w = writes[i]
+                w.dead = max(w.dead, NEVER)
+                if fp != NEVER:
+                    hist_fp[s], hist_win[s] = [fp], [(w.seq, i, s - w.s0)]
+                continue
             if lst != prev:
                 prev, later = lst, NEVER  # later: suffix minimum of forced points over later writes to s
                 for fp, i in reversed(lst):
@@ -624,8 +633,8 @@ class CrashSpace:
                     fps.append(fp)
                     bests.append(best)
             if fps:  # (shared by the sectors of one run of equal writers: read only)
-                self._hist_fp[s] = fps
-                self._hist_win[s] = [(seq, i, s - s0) for seq, i, s0 in bests]
+                hist_fp[s] = fps
+                hist_win[s] = [(seq, i, s - s0) for seq, i, s0 in bests]
 
     # queries
     def free_writes(self, point: int) -> list[Write]:
