@@ -51,7 +51,9 @@ def _trace(frame, event, arg):
 
 
 def _wrap(mod, name: str, label: str | None = None, dump_to: str | None = None) -> None:
-    f = getattr(mod, name)
+    f = getattr(mod, name, None)
+    if f is None:  # (an older tree, measured from a copy of this file: e.g. without jobs.reap)
+        return
 
     @functools.wraps(f)
     def timed(*a, **k):
