@@ -50,7 +50,7 @@ def json_object(raw: bytes | str | None) -> dict:
 
 def integer(value, what: str, lo: int = 0, hi: int = U64) -> int:
     """`value` if it is a JSON integer in lo..hi-1; ValueError otherwise (never a float or a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value < hi:
+    if type(value) is not int or not lo <= value < hi:  # (a JSON value: a bool is an int of another type)
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
         raise ValueError(f"{what} {shown} is not an integer in {lo}..{hi - 1}")
     return value

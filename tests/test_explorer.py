@@ -354,3 +354,16 @@ def test_phases_that_overlap_count_once_in_the_seconds():
     ex.merge_phase(res, ex.Result("journal", "flush", 0, 1, spans=[(14.7, 15.5)], seconds=0.8))
     ex.merge_phase(res, ex.Result("journal", "flush", 0, 1, spans=[(15.8, 17.0)], seconds=1.2))
     assert res.seconds == pytest.approx(6.5)  # side by side: 14.5..17.0 once
+
+
+def test_an_operation_to_json_is_its_asdict():
+    """Operation.to_json spells out its fields (a run's identity hashes every op, merge.py): the same
+    dict as dataclasses.asdict, for every kind -- a field added to Operation must be added there."""
+    from dataclasses import asdict
+
+    from blkjournal.crash.workload import NAMED, Operation
+
+    ops = random_workload(5, 200) + NAMED["grow"]() + [Operation("sync")]
+    assert {o.kind for o in ops} >= {"create", "put", "write", "truncate", "delete", "sync"}
+    for o in ops:
+        assert o.to_json() == asdict(o) and list(o.to_json()) == list(asdict(o))

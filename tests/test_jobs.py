@@ -6,7 +6,13 @@ import multiprocessing
 import os
 import time
 
+import multiprocessing.util
+
+import pytest
+
+from blkjournal.crash import jobs
 from blkjournal.crash.jobs import share_out, split, take
+from blkjournal.crash.workload import ModelStates, model_states, random_workload
 
 
 def test_split_cuts_contiguous_ranges_of_equal_cost():
@@ -74,3 +80,48 @@ def test_a_slow_process_sheds_work():
     got = list(share_out(_search(os.getpid(), 0.0, 0.02), [1] * n, 2))  # the worker slowed by other load
     assert sorted(i for i, _ in got) == list(range(n))
     assert sum(p == os.getpid() for _, p in got) > n // 2 + 5  # this process took over much of its half
+
+
+_registered = []
+
+
+def test_a_worker_that_said_done_is_not_waited_for():
+    """share_out hands back the last result without waiting for the worker to exit (its exit ran
+    up to 6 ms: finalizers, the kernel freeing its copy-on-write pages); reap() joins it later."""
+    ctx = multiprocessing.get_context("fork")
+    parent, started, gate = os.getpid(), ctx.Event(), ctx.Event()
+
+    def search(i):
+        if os.getpid() == parent:
+            started.wait(30)  # the worker has begun (and taken its first item)
+        elif not _registered:  # the worker's exit waits for the gate (multiprocessing runs this at exit)
+            _registered.append(multiprocessing.util.Finalize(None, gate.wait, args=(5,), exitpriority=10))
+            started.set()
+        return i
+
+    jobs.reap()  # (the workers of the tests before)
+    got = list(share_out(search, [1] * 8, 2))
+    workers = list(jobs._exiting)
+    try:
+        assert sorted(got) == list(range(8))
+        assert len(workers) == 1 and workers[0].is_alive()  # still in its exit: not joined
+    finally:
+        gate.set()
+        jobs.reap()
+    assert not jobs._exiting and workers[0].exitcode == 0
+
+
+def test_models_are_made_by_the_job_that_judges_them_and_equal_the_list():
+    """explore's models are made on first use (after the fork), in order: a job whose range ends
+    part-way makes only the states up to there, and every state is model_states' own."""
+    ops = random_workload(3, 120)
+    initial = {"f0": b"abc", "f9": bytes(5000)}
+    for init in (None, initial):
+        want = model_states(ops, init)
+        lazy = ModelStates(ops, init)
+        assert len(lazy) == len(want) == len(ops) + 1
+        assert lazy[40] == want[40] and len(lazy._made) == 41  # nothing past what was asked for
+        assert lazy[3] == want[3] and lazy[-1] == want[-1] and lazy[10:15] == want[10:15]
+        assert [lazy[k] for k in range(len(lazy))] == want and list(lazy) == want
+        with pytest.raises(IndexError):
+            lazy[len(want)]

@@ -26,7 +26,7 @@ from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .checkmemo import DERIVED, DISCARD, FIND, READ, WRITE, CheckMemo
 from .clusters import cluster_failures
-from .jobs import share_out
+from .jobs import reap, share_out
 from .merge import run_identity
 from .progress import progress_bar
 from .minimize import explain
@@ -34,8 +34,8 @@ from .multicrash import DEFAULT_STATES, second_phases
 from .logwrites import read_log
 from .recorder import RecordingDevice, read_sidecar, sidecar_path
 from .states import CrashSpace, default_bound, mask_code
-from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, Operation, mark_text,
-                       model_states, parse_mark, random_workload, run)
+from .workload import (IMAGE_SIZE, MKFS_MARK, MODEL_BUDGET, NAMED, RECOVERY_MARK, SEEDED, ModelStates, Operation,
+                       mark_text, parse_mark, random_workload, run)
 from .workfile import load_workload, save_workload
 
 MAX_MIXES = 256  # sector mixes of one searched block judged per class (Tracer.find); more: read it
@@ -475,7 +475,7 @@ def _init_ctx(space, segments, ops, protocol, bound, initial=None) -> None:
     if ops is None:
         _CTX["models"] = None
         return
-    _CTX["models"] = model_states(ops, initial)
+    _CTX["models"] = ModelStates(ops, initial)  # (made by each job as it judges: workload.ModelStates)
     sd, last = [0], 0  # sync_done[d] = model index of the last sync among the first d ops
     for j, op in enumerate(ops):
         if op.kind == "sync":
@@ -823,35 +823,44 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     `bound`: checks per segment (default `states.default_bound(torn)`).
     """
     t0 = time.monotonic()
-    if bound is None:
-        bound = default_bound(torn)
-    log = read_log(log_path)
-    sc = read_sidecar(sidecar_path(log_path)) if os.path.exists(sidecar_path(log_path)) else None
-    w = load_workload(log_path, model_budget=MODEL_BUDGET if ops is None else None)
-    if ops is None and w is not None:
-        ops = w["ops"]
-    protocol = protocol or (w or {}).get("protocol")
-    if protocol is None:
-        raise BlkError(f"{log_path}: no workload file beside the log: give --protocol")
-    barrier = barrier or (w or {}).get("barrier", "?")
-    space = CrashSpace(log, sc, torn=torn, bound=bound, seed=seed, base=base,
-                       nblocks=None if sc is not None or base is not None else (w or {}).get("nblocks"))
-    start = next((p.index for p in space.points if p.last_mark in (MKFS_MARK, RECOVERY_MARK)), None)
-    if start is None:
-        raise BlkError(f"{log_path}: no '{MKFS_MARK}' mark: not a blkjournal crash-test log")
-    points = [p.index for p in space.points if p.index >= start and not _after_end(p)]
-    if ops is not None:
-        _check_marks(space, ops, log_path)
-    i, n = shard
-    if not 0 <= i < n:
-        raise BlkError(f"shard {i}/{n}: want 0 <= i < n")
-    every = segments_of(space, points)
-    segments = every[i::n]
-    res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes),
-                 kernel=(w or {}).get("kernel"))  # a log recorded in the VM names the guest's kernel
-    if ops is None:
-        res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
-    _init_ctx(space, segments, ops, protocol, bound, initial)
+    # The collector runs every GC_YOUNG allocations from here (see below): the set-up's own
+    # allocations (the crash space's lists and tuples) live to the end, and 18-36 collections
+    # walking them took 2-5 ms of its 30-55 (200 ops), which no job shares; now none runs.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, *thresholds[1:])
+    try:
+        if bound is None:
+            bound = default_bound(torn)
+        log = read_log(log_path)
+        sc = read_sidecar(sidecar_path(log_path)) if os.path.exists(sidecar_path(log_path)) else None
+        w = load_workload(log_path, model_budget=MODEL_BUDGET if ops is None else None)
+        if ops is None and w is not None:
+            ops = w["ops"]
+        protocol = protocol or (w or {}).get("protocol")
+        if protocol is None:
+            raise BlkError(f"{log_path}: no workload file beside the log: give --protocol")
+        barrier = barrier or (w or {}).get("barrier", "?")
+        space = CrashSpace(log, sc, torn=torn, bound=bound, seed=seed, base=base,
+                           nblocks=None if sc is not None or base is not None else (w or {}).get("nblocks"))
+        start = next((p.index for p in space.points if p.last_mark in (MKFS_MARK, RECOVERY_MARK)), None)
+        if start is None:
+            raise BlkError(f"{log_path}: no '{MKFS_MARK}' mark: not a blkjournal crash-test log")
+        points = [p.index for p in space.points if p.index >= start and not _after_end(p)]
+        if ops is not None:
+            _check_marks(space, ops, log_path)
+        i, n = shard
+        if not 0 <= i < n:
+            raise BlkError(f"shard {i}/{n}: want 0 <= i < n")
+        every = segments_of(space, points)
+        segments = every[i::n]
+        res = Result(protocol, barrier, seed, len(ops) if ops else 0, notes=list(space.notes),
+                     kernel=(w or {}).get("kernel"))  # a log recorded in the VM names the guest's kernel
+        if ops is None:
+            res.notes.append("no workload file: states checked for recovery and fsck only, not against a model")
+        _init_ctx(space, segments, ops, protocol, bound, initial)
+    except BaseException:
+        gc.set_threshold(*thresholds)
+        raise
     # The crash space and the models are large and live until the end: frozen, the cyclic garbage
     # collector no longer walks them after every few thousand allocations of the checks (a quarter
     # of their time otherwise); forked jobs inherit them frozen, so their pages also stay shared.
@@ -859,8 +868,6 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
     # reference counting: collected every GC_YOUNG allocations instead of every 700, far fewer of
     # them are walked while still alive, and the tries the memo grows are walked less often.
     gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, *thresholds[1:])
     try:
         outs = _run_checks(len(segments), jobs, progress, first_failure)
     finally:
@@ -909,6 +916,7 @@ def explore_log(log_path: str, *, protocol: str | None = None, ops: list[Operati
                                     seed=seed, jobs=jobs, fault_at=fault_at, start=start, points=points[i::n])
     t1 = time.monotonic()
     res.seconds, res.spans = t1 - t0, [(t0, t1)]
+    reap()  # the workers' exits ran beside the report's making
     memo.enable(False)  # its tables go with the run (an exception leaves them, bounded, to the next)
     return res
 

@@ -132,13 +132,14 @@ class SidecarOp:
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
-    def unpack(cls, line: bytes | str | None, where: str) -> SidecarOp:
-        """One record line; CorruptError unless every field has its type and range."""
+    def unpack(cls, line: bytes | str | None, where: str, n: int | None = None) -> SidecarOp:
+        """One record line; CorruptError unless every field has its type and range.  Errors name
+        `where` (with `:n`, a line number, when given: made only for an error)."""
         try:
             d = json_object(line)
             kind = text(d["kind"], "kind", 16)
             if kind not in KINDS:
-                raise CorruptError(f"{where}: unknown operation kind {kind!r}")
+                raise CorruptError(f"{_line(where, n)}: unknown operation kind {kind!r}")
             op = cls(seq=integer(d["seq"], "seq"), kind=kind,
                      sector=optional_integer(d.get("sector"), "sector", 0, MAX_SECTOR),
                      nr_sectors=integer(d.get("nr_sectors", 0), "nr_sectors", 0, MAX_SECTOR),
@@ -147,8 +148,12 @@ class SidecarOp:
                      role=text(d.get("role", ""), "role"), entry=optional_integer(d.get("entry"), "entry"),
                      text=None if d.get("text") is None else text(d["text"], "text"))
         except (ValueError, KeyError, TypeError) as e:
-            raise CorruptError(f"{where}: not a sidecar record ({e.__class__.__name__}: {e})") from None
+            raise CorruptError(f"{_line(where, n)}: not a sidecar record ({e.__class__.__name__}: {e})") from None
         return op
+
+
+def _line(where: str, n: int | None) -> str:
+    return where if n is None else f"{where}:{n}"
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,7 @@ def _parse_sidecar(it, path: str) -> Sidecar:
     for n, line in enumerate(it, start=2):
         if line is not None and not line.strip():
             continue
-        op = SidecarOp.unpack(line, f"{path}:{n}")
+        op = SidecarOp.unpack(line, path, n)
         if op.seq != len(ops):
             raise CorruptError(f"{path}:{n}: operation seq {op.seq} out of order (expected {len(ops)})")
         ops.append(op)

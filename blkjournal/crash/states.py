@@ -242,6 +242,12 @@ def overlap_notes(log: Log) -> list[str]:
     return notes
 
 
+# Does a log entry fit a sidecar operation of this kind?  (Only the kind's own test is made.)
+_ENTRY_FITS = {"write": lambda e: e.has_data and not e.is_fua, "fua": lambda e: e.has_data and e.is_fua,
+               "flush": lambda e: e.is_flush and not e.has_data, "discard": lambda e: e.is_discard,
+               "mark": lambda e: e.is_mark}
+
+
 def ops_from_sidecar(log: Log, sidecar: Sidecar, notes: list[str]) -> list[Op]:
     """Submission order from the sidecar, each operation checked against the log entry it names."""
     if sidecar.sectorsize != log.sectorsize:
@@ -254,8 +260,7 @@ def ops_from_sidecar(log: Log, sidecar: Sidecar, notes: list[str]) -> list[Op]:
                          f"closed?): {len(sidecar.ops) - sop.seq} ignored")
             break
         e = log.entries[sop.entry]
-        ok = {"write": e.has_data and not e.is_fua, "fua": e.has_data and e.is_fua,
-              "flush": e.is_flush and not e.has_data, "discard": e.is_discard, "mark": e.is_mark}[sop.kind]
+        ok = _ENTRY_FITS[sop.kind](e)
         if sop.kind in WRITE_KINDS:
             ok = ok and (sop.sector, sop.nr_sectors) == (e.sector, e.nr_sectors)
         elif sop.kind == "mark":
@@ -583,16 +588,28 @@ class CrashSpace:
                 self._forced_at.setdefault(w.forced, []).append(i)
 
     def _build_history(self) -> None:
-        """Per sector: forced holders by crash point (for ForcedView) and each write's dead point."""
+        """Per sector: forced holders by crash point (for ForcedView) and each write's dead point.
+
+        Most sectors were only ever touched by one write, whose result is taken directly; and
+        neighbouring sectors nearly always have the same writers (a block's sectors are written
+        together), so a sector whose list of writers equals the previous one's takes its judgement
+        from it: only the sector offsets of its winners are its own."""
+        writes = self.writes
         touch: dict[int, list[tuple[int, int]]] = {}  # sector -> [(forced point, write index)] by seq
-        for i, w in enumerate(self.writes):
+        for i, w in enumerate(writes):
+            fi = (w.forced, i)
             for s in range(w.s0, w.s0 + w.n):
-                touch.setdefault(s, []).append((w.forced, i))
+                lst = touch.get(s)
+                if lst is None:
+                    touch[s] = [fi]
+                else:
+                    lst.append(fi)
         self._hist_fp: dict[int, list[int]] = {}
         self._hist_win: dict[int, list[tuple[int, int, int]]] = {}
-        for w in self.writes:
+        for w in writes:
             w.dead = -1  # becomes the max over its sectors of "first point a later write there is forced"
-        writes, hist_fp, hist_win = self.writes, self._hist_fp, self._hist_win
+        hist_fp, hist_win = self._hist_fp, self._hist_win
+        prev, fps, bests = None, [], []
         for s, lst in touch.items():
             if len(lst) == 1:  # one write ever touched s (most sectors): the loops below, for one
                 fp, i = lst[0]
@@ -601,21 +618,23 @@ class CrashSpace:
                 if fp != NEVER:
                     hist_fp[s], hist_win[s] = [fp], [(w.seq, i, s - w.s0)]
                 continue
-            later = NEVER  # suffix minimum of forced points over later writes to s
-            for fp, i in reversed(lst):
-                w = self.writes[i]
-                w.dead = max(w.dead, later)
-                later = min(later, fp)
-            forced = sorted((fp, self.writes[i].seq, i) for fp, i in lst if fp != NEVER)
-            if not forced:
-                continue
-            fps, wins, best = [], [], None
-            for fp, seq, i in forced:
-                if best is None or seq > best[0]:
-                    best = (seq, i, s - self.writes[i].s0)
-                fps.append(fp)
-                wins.append(best)
-            self._hist_fp[s], self._hist_win[s] = fps, wins
+            if lst != prev:
+                prev, later = lst, NEVER  # later: suffix minimum of forced points over later writes to s
+                for fp, i in reversed(lst):
+                    w = writes[i]
+                    if later > w.dead:
+                        w.dead = later
+                    if fp < later:
+                        later = fp
+                fps, bests, best = [], [], None  # bests: (seq, write index, its first sector)
+                for fp, seq, i in sorted((fp, writes[i].seq, i) for fp, i in lst if fp != NEVER):
+                    if best is None or seq > best[0]:
+                        best = (seq, i, writes[i].s0)
+                    fps.append(fp)
+                    bests.append(best)
+            if fps:  # (shared by the sectors of one run of equal writers: read only)
+                hist_fp[s] = fps
+                hist_win[s] = [(seq, i, s - s0) for seq, i, s0 in bests]
 
     # queries
     def free_writes(self, point: int) -> list[Write]:

@@ -10,7 +10,7 @@ knows which operations had completed.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..device import BLOCK_SIZE
 from ..untrusted import integer, text
@@ -47,7 +47,9 @@ class Operation:
         return "sync"
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields as asdict() gives them (all plain values), without its deep copy: a run's
+        identity hashes every op at the end of each exploration."""
+        return {"kind": self.kind, "name": self.name, "offset": self.offset, "size": self.size, "seed": self.seed}
 
     @classmethod
     def from_json(cls, d) -> "Operation":
@@ -290,8 +292,39 @@ def model_cost(ops: list[Operation], initial: dict[str, int] | None = None) -> i
 
 def model_states(ops: list[Operation], initial: dict[str, bytes] | None = None) -> list[dict[str, bytes]]:
     """The logical state before any op (index 0: `initial`, default empty) and after each op (index k+1)."""
+    return list(_model_steps(ops, initial))
+
+
+class ModelStates:
+    """model_states(ops, initial) as a sequence whose states are made when first asked for, in
+    order.  The explorer's jobs each judge their own range of crash points: made in the jobs
+    (after the fork) rather than before it, the models leave the set-up that no job shares, and
+    the first job, whose range ends part-way through the run, makes only the states up to there."""
+
+    def __init__(self, ops: list[Operation], initial: dict[str, bytes] | None = None) -> None:
+        self._steps = _model_steps(ops, initial)
+        self._made: list[dict[str, bytes]] = []
+        self._n = len(ops) + 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self._n))]
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError(k)
+        made = self._made
+        while len(made) <= k:
+            made.append(next(self._steps))
+        return made[k]
+
+
+def _model_steps(ops: list[Operation], initial: dict[str, bytes] | None):
     state: dict[str, bytes] = dict(initial or {})
-    out = [dict(state)]
+    yield dict(state)
     for op in ops:
         if op.kind == "create":
             state[op.name] = b""
@@ -309,8 +342,7 @@ def model_states(ops: list[Operation], initial: dict[str, bytes] | None = None) 
             state[op.name] = cur[:op.size] + bytes(max(0, op.size - len(cur)))
         elif op.kind == "delete":
             del state[op.name]
-        out.append(dict(state))
-    return out
+        yield dict(state)
 
 
 def apply(store, op: Operation) -> None:
