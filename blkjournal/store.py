@@ -164,6 +164,26 @@ _BIRTH = attrgetter("birth")
 
 _NO_NOTE = object()  # a file load that made no origin choice (an origin slot outside the data area raises first)
 
+
+class _StopOnFailure:
+    """`with store._guard:` around the part of a call that changes the in-memory state or
+    writes: a failure there stops the store (Store._stop).  (A class, not a contextmanager
+    generator: every synced append passes through two.)"""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if e is not None:
+            self.store._stop(e)
+        return False
+
+
 class Store:
     """Open with Store.open(dev) or create with Store.mkfs(dev, protocol, barrier)."""
 
@@ -191,6 +211,7 @@ class Store:
         # why the store stopped (an operation failed part-way, or a write it left in flight
         # failed): its memory is then ahead of the disk, and every later call is refused
         self.stopped: str | None = None
+        self._guard = _StopOnFailure(self)
 
     # ------------------------------------------------------------------ open / mkfs
     @classmethod
@@ -578,11 +599,8 @@ class Store:
         raised here, and stops the store: the operation it belongs to has returned, its changes
         are in memory, and the disk may never hold them."""
         self._refuse_if_stopped()
-        try:
+        with self._guard:
             self.dev.wait()
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     def _refuse_if_stopped(self) -> None:
         if self.stopped is not None:
@@ -632,12 +650,9 @@ class Store:
         op = self._begin(f"create {name}")
         self._reserve(3)
         fid = self._new_id(name)
-        try:
+        with self._guard:
             self._create(op, name, fid)
             self._commit(op)
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     def _new_id(self, name: str) -> int:
         """The object map entry a new file `name` takes; refused (nothing changed) if it cannot be made."""
@@ -679,7 +694,7 @@ class Store:
         old = self.files[self.names[name]] if name in self.names else None
         self._reserve((0 if old else 3) + self._write_need(old.map.height if old else 0, 0, len(data)), old)
         fid = None if old else self._new_id(name)
-        try:
+        with self._guard:
             if old:
                 f = old
                 self._truncate(op, f, 0)
@@ -687,9 +702,6 @@ class Store:
                 f = self._create(op, name, fid)
             self._write(op, f, 0, data)
             self._commit(op)
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     def write(self, name: str, offset: int, data: bytes) -> None:
         """Write `data` at `offset`.  A large write may return with its writes still in flight
@@ -701,12 +713,9 @@ class Store:
         if offset < 0:
             raise BlkError("offset must not be negative")
         self._reserve(self._write_need(f.map.height, offset, len(data)), f)
-        try:
+        with self._guard:
             self._write(op, f, offset, data)
             self._commit(op)
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     def truncate(self, name: str, size: int) -> None:
         if size < 0:
@@ -717,12 +726,9 @@ class Store:
         if size < f.size:  # a partial last block is rewritten; copy-on-write copies the nodes at the cut
             n = (1 if size % BLOCK_SIZE else 0) + (2 * f.map.height if self.protocol.cow else 0)
             self._reserve(n + 1 if n else 0, f)  # (+1: a used-list chain block for their entries)
-        try:
+        with self._guard:
             self._truncate(op, f, size)
             self._commit(op)
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     def remove(self, name: str) -> None:
         self._ready()
@@ -742,11 +748,8 @@ class Store:
         in flight that failed) stops the store: a second sync must not report as durable what
         the first could not make so."""
         self._settle()
-        try:
+        with self._guard:
             self.protocol.sync()
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     @staticmethod
     def site_names(protocol: str, barrier: str) -> tuple[str, ...]:
@@ -756,11 +759,8 @@ class Store:
     def close(self) -> None:
         """A clean shutdown; refused (nothing written) when the store has stopped."""
         self._settle()
-        try:
+        with self._guard:
             self.protocol.close()
-        except BaseException as e:
-            self._stop(e)
-            raise
 
     def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
         """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to
