@@ -28,6 +28,7 @@ class Freelist:
         self.hint = 0
         self.nfree = nblocks
         self.held: set[int] = set()  # free on disk, not yet reusable (see hold())
+        self._held_order: tuple | None = None  # (the held set, its blocks in order, blocks held since): _held_sorted()
         self.reclaim = None  # the protocol's way to make held blocks reusable (journal: checkpoint)
         # Delta hints (journal.delta_in): per bitmap block imaged since the bits were last replaced,
         # the 64-byte chunks of its image that changed since image() last packed it; and per block
@@ -123,10 +124,37 @@ class Freelist:
         state may still point at it until that transaction is checkpointed.
         """
         self._set(block, False)
-        self.held.add(block)
+        held = self.held
+        if block not in held:
+            held.add(block)
+            o = self._held_order
+            if o is not None and o[0] is held:
+                o[2].append(block)
+
+    def unhold(self, blocks) -> None:
+        """`blocks` are reusable again (the transactions that freed them are checkpointed)."""
+        self.held.difference_update(blocks)
+        self._held_order = None
 
     def unhold_all(self) -> None:
         self.held.clear()
+        self._held_order = None
+
+    def _held_sorted(self) -> list[int]:
+        """The held blocks in ascending order, kept from allocation to allocation: blocks held
+        since are merged in (a sort of a sorted list with a short unsorted tail is a merge, at C
+        speed).  Sorting the whole set at every allocation cost a synced append 0.85 ms of CPU
+        with 51,504 blocks held (a 200 MiB file removed and not yet checkpointed).  `held` itself
+        stays the set: a list made for another set, or for this one changed behind hold()'s back
+        (its size differs), is made again."""
+        held, o = self.held, self._held_order
+        if o is None or o[0] is not held or len(o[1]) + len(o[2]) != len(held):
+            o = self._held_order = (held, sorted(held), [])
+        elif o[2]:
+            o[1].extend(o[2])
+            o[1].sort()
+            o[2].clear()
+        return o[1]
 
     def rebuild(self, used_blocks) -> None:
         """Make the bitmap say exactly `used_blocks` are in use (recovery); dirty what changed."""
@@ -215,7 +243,7 @@ class Freelist:
             self.reclaim()
         if n > self.nfree - len(self.held):
             raise NoSpaceError(f"out of space: {n} blocks wanted, {self.nfree} free")
-        held = sorted(self.held) if self.held else []
+        held = self._held_sorted() if self.held else []
         runs: list[tuple[int, int]] = []
         need = n
         start = min(self.hint, self.nblocks)

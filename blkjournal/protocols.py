@@ -618,8 +618,7 @@ class JournalProtocol(Protocol):
         self.unflushed = False
         self.unckpt.clear()
         self.store.logged.clear()  # written home: reads go to the device again
-        for b in self.held:
-            self.store.freelist.held.discard(b)
+        self.store.freelist.unhold(self.held)
         self.held.clear()
 
     def flush(self) -> None:

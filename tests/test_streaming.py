@@ -26,6 +26,19 @@ from blkjournal.store import Store
 from devutil import WriteLogDevice
 
 
+def _alloc_both(a: Freelist, r: Freelist, n: int):
+    """(a.alloc(n), r.alloc_runs(n) as blocks): the blocks each hands out, or the class of its refusal."""
+    try:
+        want = a.alloc(n)
+    except Exception as e:  # noqa: BLE001 - the same refusal is the point
+        want = type(e)
+    try:
+        got = [b for lo, c in r.alloc_runs(n) for b in range(lo, lo + c)]
+    except Exception as e:  # noqa: BLE001
+        got = type(e)
+    return want, got
+
+
 def test_alloc_runs_hands_out_what_alloc_does():
     rnd = random.Random(12)
     for _ in range(200):
@@ -38,16 +51,41 @@ def test_alloc_runs_hands_out_what_alloc_does():
         r = copy.deepcopy(a)
         for _ in range(5):
             n = rnd.choice((1, 1, rnd.randrange(1, 80)))  # one block: the fast path of an append
-            try:
-                want = a.alloc(n)
-            except Exception as e:  # noqa: BLE001 - the same refusal is the point
-                want = type(e)
-            try:
-                got = [b for lo, c in r.alloc_runs(n) for b in range(lo, lo + c)]
-            except Exception as e:  # noqa: BLE001
-                got = type(e)
+            want, got = _alloc_both(a, r, n)
             assert got == want
             assert (r.bits, r.hint, r.nfree, r.dirty) == (a.bits, a.hint, a.nfree, a.dirty)
+
+
+def test_alloc_runs_follows_the_held_blocks_as_they_change():
+    """alloc_runs keeps the held blocks in order between allocations (Freelist._held_sorted):
+    blocks held, given back one by one or all at once in between must be what it skips, as
+    the per-block allocator (which asks the set) does."""
+    rnd = random.Random(5)
+    for _ in range(100):
+        nb = rnd.randrange(50, 2000)
+        a = Freelist(nb, 1, 1)
+        for b in rnd.sample(range(nb), rnd.randrange(nb // 2, nb - 10)):
+            a.mark_used(b)
+        a.hint = rnd.randrange(nb)
+        r = copy.deepcopy(a)
+        for _ in range(12):
+            step = rnd.random()
+            used = [b for b in range(nb) if a.used(b)]
+            if step < 0.5 and used:  # an operation releases blocks: held until its checkpoint
+                for b in rnd.sample(used, min(len(used), rnd.randrange(1, 30))):
+                    a.hold(b)
+                    r.hold(b)
+            elif step < 0.7 and a.held:
+                back = rnd.sample(sorted(a.held), rnd.randrange(1, len(a.held) + 1))
+                a.unhold(back)
+                r.unhold(back)
+            elif step < 0.8:
+                a.unhold_all()
+                r.unhold_all()
+            want, got = _alloc_both(a, r, rnd.choice((1, rnd.randrange(1, 40))))
+            assert got == want
+            assert not set(got if isinstance(got, list) else ()) & r.held
+            assert (r.bits, r.hint, r.nfree, r.held) == (a.bits, a.hint, a.nfree, a.held)
 
 
 @pytest.mark.parametrize("protocol", ["journal", "ordered"])

@@ -11,7 +11,7 @@ MUTANT = Mutant(
     "freelist-alloc-ignores-held", __doc__.splitlines()[0],
     "blkjournal.freelist:Freelist.alloc_runs",  # the allocator of data runs (issue 12)
     (("""
-held = sorted(self.held) if self.held else []
+held = self._held_sorted() if self.held else []
 """, """
 held = []
 """),),
