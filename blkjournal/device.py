@@ -344,12 +344,7 @@ class Device(BlockDevice):
             at = self._stage_room(n)
             copy = not all(type(getattr(b, "obj", b)) is bytes for b in bufs)  # (a memoryview's obj: what it views)
             if copy:
-                view = self._ring_view[at:at + n]
-                o = 0
-                for b in bufs:
-                    view[o:o + len(b)] = b
-                    o += len(b)
-                bufs = (view,)
+                bufs = (_gather(self._ring_view[at:at + n], bufs),)
         if not self._inflight:
             # The worker needs the interpreter for a moment to start each write: at the default
             # 5 ms switch interval it would wait for it while this thread computes, and start
@@ -465,12 +460,7 @@ class Device(BlockDevice):
         elif n >= ZERO_COPY_MIN and all(map(_aligned, bufs)):
             iov = bufs  # the caller's own page-aligned memory (an mmap, say): O_DIRECT from it, no copy
         else:
-            view = (buf or self._buf).view(n)
-            o = 0
-            for b in bufs:
-                view[o:o + len(b)] = b
-                o += len(b)
-            iov = [view]
+            iov = [_gather((buf or self._buf).view(n), bufs)]
         try:
             done = os.pwritev(self.fd, iov, block * BLOCK_SIZE, os.RWF_DSYNC if fua else 0)
         finally:  # (a failed write's error, kept until raised, must not keep the buffer exported)
@@ -617,6 +607,15 @@ def _drain() -> None:
         if w.thread.is_alive():
             w.put(None)
             w.thread.join()
+
+
+def _gather(view: memoryview, bufs) -> memoryview:
+    """`bufs` copied one after the other into `view` (exactly their total size); returns it."""
+    o = 0
+    for b in bufs:
+        view[o:o + len(b)] = b
+        o += len(b)
+    return view
 
 
 def _aligned(buf) -> bool:
