@@ -678,7 +678,7 @@ class JournalProtocol(Protocol):
         at = self.journal.area + pos
         txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=at,
                              durable=self.journal.durable, stream=stream)
-        names = r.names[0] if len(r.names) == 1 else f"{len(r.names)} writes: {r.names[0]} .. {r.names[-1]}"
+        names = r.names[0] if len(r.names) == 1 else f"{len(r.names)} ops: {r.names[0]} .. {r.names[-1]}"
         self.dev.writev_background(at, [b"".join(txn)], role=f"journal txn {self.journal.next_seq} [{names}]")
         self.committed(pos, len(txn), commit, r.blocks, r.released, {})
 
