@@ -301,7 +301,8 @@ NAMED = {"append": append_workload, "grow": grow_workload, "unsynced": unsynced_
          "pressure": pressure_workload, "wrap": wrap_workload, "big": big_workload, "relap": relap_workload,
          "stream": stream_workload}
 # image size each named workload wants (the default for the rest is 4 MiB)
-IMAGE_SIZE = {"grow": 8 << 20, "pressure": 1 << 20, "wrap": 2 << 20, "big": 4 << 20, "relap": 2 << 20}
+IMAGE_SIZE = {"grow": 8 << 20, "pressure": 1 << 20, "wrap": 2 << 20, "big": 4 << 20, "relap": 2 << 20,
+              "stream": 4 << 20}
 SEEDED = ("pressure", "wrap", "big", "stream")  # named workloads that take the seed
 
 
