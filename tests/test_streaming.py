@@ -452,3 +452,30 @@ def test_page_aligned_memory_is_written_without_a_copy(image):
         st.sync()
         assert len(dev._worker_buf._map) >= 1024 * BLOCK_SIZE  # (copied by the worker, a run at a time)
         st.close()
+
+
+def test_group_commit_crash_states_are_legal_and_a_lost_data_crc_is_caught(tmp_path):
+    """The `stream` workload's runs of streaming writes join running transactions (its stream has
+    transactions of several writes, and checkpoints), every crash state of it is legal, and the
+    same run with a joining write's data crcs left out of the group (mutant
+    journal-group-omits-joined-data) has illegal ones: the explorer sees the group."""
+    from blkjournal.crash.explore import crashtest
+    from blkjournal.crash.image import Overlay
+    from blkjournal.crash.workload import NAMED, run
+    from tests.mutants import applied, by_name
+
+    class Roles(Overlay):
+        def write(self, block, data, *, fua=False, role=""):
+            roles.append(role)
+            super().write(block, data, fua=fua, role=role)
+
+    roles: list[str] = []
+    run(Store.mkfs(Roles(unit=BLOCK_SIZE, nblocks=1024), "journal", "flush"), NAMED["stream"](0))
+    groups = [r for r in roles if r.startswith("journal txn") and " ops: " in r]
+    assert len(groups) >= 5 and sum(r.startswith("journal superblock") for r in roles) >= 5, roles
+    res, _ = crashtest(str(tmp_path), protocol="journal", barrier="flush", workload="stream", seed=0, jobs=1)
+    assert res.illegal == 0 and res.coverage == 1.0 and res.states_checked > 100
+    with applied(by_name("journal-group-omits-joined-data")):
+        bad, _ = crashtest(str(tmp_path), protocol="journal", barrier="flush", workload="stream", seed=0, jobs=1,
+                           first_failure=True)
+    assert bad.illegal > 0
