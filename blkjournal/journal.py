@@ -31,8 +31,8 @@ from operator import itemgetter
 from . import memo
 from .device import BLOCK_SIZE, AtLeast, BlockDevice
 from .errors import CorruptError, FieldError, MisdirectedError, NoSpaceError, StaleBlockError
-from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
-                     Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
+from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, VERSION, JournalSuper,
+                     Superblock, check, crc32c, frame, damaged_sector, reframe, unframe, weak_detection)
 
 DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
 COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
@@ -58,6 +58,7 @@ _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
 WHOLE_DATA = 0xFFFE  # record offset meaning "these BLOCK_SIZE bytes are a data block, whole" (inline data)
 _ZERO = bytes(BLOCK_SIZE)
+_PAD = bytes(FRAMED_PAYLOAD)  # a transaction block's payload padding
 
 
 def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, bytes]]:
@@ -273,10 +274,14 @@ def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple
     first_room = FRAMED_PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
     commit = crc32c(stream, crc32c(COMMITTED.pack(seq, nblocks, prev, durable)))  # (no copy of the stream)
-    blocks = [frame(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
-                    + stream[:first_room], at, seq)]
+    # each block's header and payload laid out whole (frame()'s, padded: format.reframe takes it as is)
+    blocks = [reframe(b"".join((HEADER.pack(MAGIC, T_TXN, VERSION, 0, at, seq),
+                                DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable),
+                                stream[:first_room], _PAD[:max(0, first_room - len(stream))])), at)]
     for k, i in enumerate(range(first_room, len(stream), FRAMED_PAYLOAD), 1):
-        blocks.append(frame(T_TXN, stream[i:i + FRAMED_PAYLOAD], at + k, seq))
+        piece = stream[i:i + FRAMED_PAYLOAD]
+        blocks.append(reframe(b"".join((HEADER.pack(MAGIC, T_TXN, VERSION, 0, at + k, seq), piece,
+                                        _PAD[:FRAMED_PAYLOAD - len(piece)])), at + k))
     return blocks, commit
 
 

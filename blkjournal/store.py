@@ -23,7 +23,8 @@ from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
-                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
+                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, framed_logical, header,
+                     pack_objmap, reframe, reframe_from,
                      objmap_seen, objmap_torn, in_use_ids, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
@@ -48,8 +49,9 @@ class FileState:
     slot: int  # which origin slot holds the newest origin (0 = a, 1 = b)
     map: BlockMap
     ul: UsedList
-    # (block, payload, image) of the last origin packed: a commit needs the image twice (its crc
-    # for the object map entry, then the block itself), and framing a block costs 9 crcs
+    # (block, payload, image, header and payload as framed) of the last origin packed: a commit
+    # needs the image twice (its crc for the object map entry, then the block itself), and the
+    # next one frames again only the sectors that changed (format.reframe_from)
     _packed: tuple | None = field(default=None, repr=False, compare=False)
     seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
     # (image, the root slots edited since the origin packed before): a delta hint (format.origin_chunks)
@@ -78,12 +80,14 @@ class FileState:
                            m.root_blocks, m.root_crcs, ul_gen, ul_crc, self.seen)
         last = self._packed
         if last is None or last[0] != b or last[1] != p:
-            img = frame(T_ORIGIN, p, b, self.gen)
+            logical = framed_logical(T_ORIGIN, p, b, self.gen)
+            # the sectors the payload left as they were keep their crcs (format.reframe_from)
+            img = reframe(logical, b) if last is None or last[0] != b else reframe_from(logical, b, last[3], last[2])
             rt = m.root_touched
             if last is not None and last[0] == b and rt is not None and last[1][_ROOT_END:] == p[_ROOT_END:]:
                 self.hint = (img, rt)  # the root slots edited since (chunks: format.origin_chunks)
             m.root_touched = set()
-            self._packed = last = (b, p, img)
+            self._packed = last = (b, p, img, logical)
         return last[2]
 
     def clone(self) -> "FileState":
