@@ -219,13 +219,14 @@ def reframe(logical: bytes, block: int) -> bytes:
     if len(logical) != _FULL:
         logical = _padded(logical)
     p0, p1, p2, p3, p4, p5, p6, p7 = _PIECES.unpack(logical)
-    w = memoryview(_WITH_IDS.pack(p0, block, 0, p1, block, 1, p2, block, 2, p3, block, 3, p4, block, 4,
-                                  p5, block, 5, p6, block, 6, p7, block, 7))
-    c1, c2, c3, c4, c5, c6, c7 = map(crc32c, map(w.__getitem__, _ID_SLICES))  # sectors 1..7, with their ids
+    w = _WITH_IDS.pack(p0, block, 0, p1, block, 1, p2, block, 2, p3, block, 3, p4, block, 4,
+                       p5, block, 5, p6, block, 6, p7, block, 7)
+    # sectors 1..7, each with its id (slices of bytes: a crc32c call on a memoryview costs twice as much)
+    c1, c2, c3, c4, c5, c6, c7 = map(crc32c, map(w.__getitem__, _ID_SLICES))
     body = bytearray(_FRAMED.pack(p0, 0, p1, c1, p2, c2, p3, c3, p4, c4, p5, c5, p6, c6, p7, c7))
     _U32.pack_into(body, 8, 0)  # (the block crc field as its crc sees it, whatever the input held)
     _U32.pack_into(body, 8, crc32c(body))  # the block crc: the block with its crc field and sector 0's crc zeroed
-    _U32.pack_into(body, SECTOR_DATA, crc32c(w[SECTOR_DATA:_WITH_ID], crc32c(memoryview(body)[:SECTOR_DATA])))
+    _U32.pack_into(body, SECTOR_DATA, crc32c(w[SECTOR_DATA:_WITH_ID], crc32c(body[:SECTOR_DATA])))
     return bytes(body)
 
 
@@ -246,7 +247,7 @@ def reframe_from(logical: bytes, block: int, prev_logical: bytes, prev: bytes) -
     _U32.pack_into(body, 8, 0)
     _U32.pack_into(body, SECTOR_DATA, 0)  # (sector 0's crc, as the block crc sees it)
     _U32.pack_into(body, 8, crc32c(body))
-    _U32.pack_into(body, SECTOR_DATA, crc32c(_SECTOR_ID.pack(block, 0), crc32c(memoryview(body)[:SECTOR_DATA])))
+    _U32.pack_into(body, SECTOR_DATA, crc32c(_SECTOR_ID.pack(block, 0), crc32c(body[:SECTOR_DATA])))
     return bytes(body)
 
 
@@ -438,8 +439,9 @@ def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int, prev
         sectors = range(BLOCK_SIZE // SECTOR)
         if chunks is not None:
             chunks.update(range(0, BLOCK_SIZE, 64))
-    for s in sectors:
-        _U32.pack_into(body, (s + 1) * SECTOR - 4, _sector_crc(body, block, s))
+    for s in sectors:  # (the crc field is zero: packed so above, as _sector_crc reads it)
+        _U32.pack_into(body, (s + 1) * SECTOR - 4,
+                       crc32c(_SECTOR_ID.pack(block, s), crc32c(body[s * SECTOR:(s + 1) * SECTOR - 4])))
     if chunks is not None:
         chunks.add(0)  # the header: generation, block crc
         chunks.update((s + 1) * SECTOR - 64 for s in sectors)
@@ -608,9 +610,11 @@ class Origin:
         """The origin's payload (what frame() spreads over its sectors) from its fields; the map
         root may be given as the map's own arrays (store.FileState packs a file's origin from
         them on every commit, with no Origin object and no tuples of 128 entries)."""
-        return (cls.FMT.pack(file_id, birth, gen, size, mtime_ns, usedlist, ul_gen, ul_crc, height)
-                + _as_bytes("Q", root_blocks) + _as_bytes("I", root_crcs)
-                + SEEN.pack(len(seen)) + b"".join(SEEN_ENTRY.pack(f, g) for f, g in seen))
+        parts = [cls.FMT.pack(file_id, birth, gen, size, mtime_ns, usedlist, ul_gen, ul_crc, height),
+                 _as_bytes("Q", root_blocks), _as_bytes("I", root_crcs), SEEN.pack(len(seen))]
+        if seen:  # (journal origins name nothing: no generator per commit)
+            parts += [SEEN_ENTRY.pack(f, g) for f, g in seen]
+        return b"".join(parts)  # (one copy: a concatenation copied the growing prefix four times)
 
     @classmethod
     @memo.pure

@@ -241,9 +241,10 @@ def txn_stream(data, records) -> bytes:
     """What a transaction's blocks carry after its descriptor: the DATA records of `data`, then
     each metadata record (REC header, bytes).  Built once per commit: its length places the
     transaction (stream_blocks), and encode() frames the same bytes."""
-    parts = [pack_data(data)]
+    parts = [pack_data(data)] if len(data) else []  # (an inline write orders no data blocks)
+    pack = REC.pack
     for h, off, buf in records:
-        parts += (REC.pack(h, off, len(buf)), buf)
+        parts += (pack(h, off, len(buf)), buf)
     return b"".join(parts)
 
 

@@ -310,7 +310,7 @@ class JournalProtocol(Protocol):
         caller computes its next write while the device writes this one (commit).  The device's
         staging ring bounds what is in flight; whatever reads, flushes or writes next on the
         device waits for it first, and its failure is reported by the next call (store.py)."""
-        nbytes = sum(len(v) for v in op.data.values())
+        nbytes = sum(map(len, op.data.values()))
         nd = nbytes // BLOCK_SIZE
         if nd < EARLY_MIN or self._early is not None:
             return False
@@ -550,8 +550,7 @@ class JournalProtocol(Protocol):
             # which proves them), else by comparing the whole block
             new, old, h = blocks[b], None if b in fresh else images.get(b), hints.get(b)
             recs = delta_in(old, new, sorted(h[1])) if h is not None and h[0] is new and old is not None else None
-            for off, buf in (delta(old, new) if recs is None else recs):
-                records.append((b, off, buf))
+            records += [(b, off, buf) for off, buf in (delta(old, new) if recs is None else recs)]
         inline = self.inline_data(op)
         if inline:  # the data rides in the transaction: no data write, no crc to order
             records += [(b, WHOLE_DATA, v) for b, v in inline.items()]

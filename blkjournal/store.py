@@ -716,9 +716,10 @@ class Store:
         f = self.lookup(name)
         if offset < 0:
             raise BlkError("offset must not be negative")
-        self._reserve(self._write_need(f.map.height, offset, len(data)), f)
+        need = self._write_need(f.map.height, offset, len(data))
+        self._reserve(need, f)
         with self._guard:
-            self._write(op, f, offset, data)
+            self._write(op, f, offset, data, need)
             self._commit(op)
 
     def truncate(self, name: str, size: int) -> None:
@@ -751,8 +752,9 @@ class Store:
         """Everything done so far is durable when this returns.  A failed flush (or a write still
         in flight that failed) stops the store: a second sync must not report as durable what
         the first could not make so."""
-        self._settle()
-        with self._guard:
+        self._refuse_if_stopped()
+        with self._guard:  # (_settle's wait and the sync under one guard: the same stop on a failure)
+            self.dev.wait()
             self.protocol.sync()
 
     @staticmethod
@@ -766,7 +768,7 @@ class Store:
         with self._guard:
             self.protocol.close()
 
-    def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
+    def _write(self, op: Op, f: FileState, offset: int, data: bytes, need: int | None = None) -> None:
         """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to
         the protocol as pieces that are memoryviews into `data` (only a partial first or last
         block is copied, merged with its old bytes), each run entered in the map and the used
@@ -785,8 +787,15 @@ class Store:
             return
         end = offset + len(mv)
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        need = self._write_need(f.map.height, offset, len(mv))
+        if need is None:
+            need = self._write_need(f.map.height, offset, len(mv))
         edit = MapEdit(self, op, f)
+        if end - offset == BLOCK_SIZE and not offset % BLOCK_SIZE:  # one whole block (an append's)
+            self._write_block(op, f, first, mv, need, edit)
+            f.size = max(f.size, end)
+            f.mtime_ns = time.time_ns()
+            op.origins.add(f.fid)
+            return
         plan = []  # (first block, count, first file block, [first block of each piece])
         idx = first
         for b0, count in self.freelist.alloc_runs(last - first + 1):
@@ -827,6 +836,22 @@ class Store:
         f.size = max(f.size, end)
         f.mtime_ns = time.time_ns()
         op.origins.add(f.fid)
+
+    def _write_block(self, op: Op, f: FileState, idx: int, mv: memoryview, need: int, edit: MapEdit) -> None:
+        """_write's steps for one whole block at file block idx, without its planning of runs and
+        pieces: the same block allocated, the same piece (the caller's bytes as one view), the
+        same crc and map and used-list entries."""
+        ((b0, _),) = self.freelist.alloc_runs(1)
+        op.data[b0] = mv
+        op.roles.data_run(b0, 1, f.fid, idx)
+        overlap = self.protocol.issue_data_early(op, f, need) and self.dev.queued() > 0
+        try:
+            op.crcs[b0] = crcs = crc32c_blocks(mv, release_gil=overlap)
+            op.own_run(f, b0, 1)
+            op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
+        except BaseException:
+            self.protocol.settle_early()
+            raise
 
     def _block_content(self, f: FileState, idx: int, op: Op) -> bytes:
         """Current bytes of file block idx (zeros past EOF or in a hole)."""
