@@ -116,12 +116,13 @@ memo.depends_on(weak_detection)
 
 def seal(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
     """A whole metadata block for address `block`, written by generation `gen`, crc filled in."""
-    if len(payload) > PAYLOAD:
+    body = bytearray(HEADER.pack(MAGIC, btype, VERSION, 0, block, gen))
+    body += payload
+    if len(body) > BLOCK_SIZE:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a block")
-    hdr = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen)
-    pad = _ZEROS[:PAYLOAD - len(payload)]
-    crc = crc32c(pad, crc32c(payload, crc32c(hdr)))  # over the block as written, its crc field zero
-    return b"".join((hdr[:8], _U32.pack(crc), hdr[12:], payload, pad))  # one copy of the block
+    body += _ZEROS[:BLOCK_SIZE - len(body)]
+    _U32.pack_into(body, 8, crc32c(body))  # over the block as written, its crc field zero
+    return bytes(body)
 
 
 def header(raw: bytes) -> tuple:
@@ -521,6 +522,16 @@ class ObjEntry:
     def in_use(self) -> bool:
         return self.origin_a != 0
 
+    def expecting(self, origin_gen: int, origin_crc: int) -> "ObjEntry":
+        """This entry naming another origin (generation, crc): what every journal commit of the
+        file puts in its object map.  The fields copied as they are (a frozen dataclass's own
+        __init__ sets each through object.__setattr__: it cost as much as packing the entry)."""
+        e = _new_object(ObjEntry)
+        d = e.__dict__
+        d.update(self.__dict__)
+        d["origin_gen"], d["origin_crc"] = origin_gen, origin_crc
+        return e
+
     def pack(self) -> bytes:
         nm = self.name.encode()
         return OBJ.pack(self.origin_a, self.origin_b, self.birth, self.origin_gen, self.origin_crc, len(nm), nm)
@@ -536,6 +547,7 @@ class ObjEntry:
             raise CorruptError(f"object map entry {where}: name is not UTF-8") from None
 
 
+_new_object = object.__new__
 _UNUSED = ObjEntry()  # an entry never used, as read_objmap hands it out: one object (entries are frozen)
 
 

@@ -98,8 +98,8 @@ class FileState:
     def expect_origin(self) -> bytes:
         """Journal: the object map entry records what its origin now is (gen, crc).  Returns the
         origin's image (the commit writes it)."""
-        e, img = self.entry, self.origin_image()  # (the entry built directly: dataclasses.replace costs more)
-        self.entry = ObjEntry(e.origin_a, e.origin_b, e.birth, e.name, self.gen, crc32c(img))
+        img = self.origin_image()
+        self.entry = self.entry.expecting(self.gen, crc32c(img))
         return img
 
     def structure_blocks(self) -> set[int]:
