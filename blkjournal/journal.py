@@ -99,11 +99,19 @@ _ZERO_CHUNK = bytes(_CHUNK)
 STRICT_HINTS_ENV = "BLKJOURNAL_STRICT_HINTS"  # test-only: a wrong hint raises instead of falling back
 
 
-class HintStats:
-    """How commits took their deltas (tests read it): from a hint, or whole (`delta`)."""
+class _HintStats:
+    """How commits took their deltas (tests read it): from a hint, or whole (`delta`).  One
+    object's slots, not a class's attributes: every metadata block a commit records counts one,
+    and setting an attribute of a class costs ten times as much (it invalidates its type caches)."""
 
-    hinted = 0
-    missed = 0  # a hint that left out a changed chunk: the whole delta was taken instead
+    __slots__ = ("hinted", "missed")
+
+    def __init__(self) -> None:
+        self.hinted = 0
+        self.missed = 0  # a hint that left out a changed chunk: the whole delta was taken instead
+
+
+HintStats = _HintStats()
 
 
 def delta_in(old: bytes, new: bytes, chunks) -> list[tuple[int, bytes]] | None:
