@@ -751,9 +751,11 @@ class Store:
     def sync(self) -> None:
         """Everything done so far is durable when this returns.  A failed flush (or a write still
         in flight that failed) stops the store: a second sync must not report as durable what
-        the first could not make so."""
+        the first could not make so.  (A running transaction is queued behind its data before
+        the wait: the device's worker issues it as the data completes.)"""
         self._refuse_if_stopped()
-        with self._guard:  # (_settle's wait and the sync under one guard: the same stop on a failure)
+        with self._guard:  # (the running transaction, _settle's wait and the sync under one guard: the same stops)
+            self.protocol.commit_running()
             self.dev.wait()
             self.protocol.sync()
 
