@@ -116,12 +116,13 @@ memo.depends_on(weak_detection)
 
 def seal(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
     """A whole metadata block for address `block`, written by generation `gen`, crc filled in."""
-    if len(payload) > PAYLOAD:
+    body = bytearray(HEADER.pack(MAGIC, btype, VERSION, 0, block, gen))
+    body += payload
+    if len(body) > BLOCK_SIZE:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a block")
-    hdr = HEADER.pack(MAGIC, btype, VERSION, 0, block, gen)
-    pad = _ZEROS[:PAYLOAD - len(payload)]
-    crc = crc32c(pad, crc32c(payload, crc32c(hdr)))  # over the block as written, its crc field zero
-    return b"".join((hdr[:8], _U32.pack(crc), hdr[12:], payload, pad))  # one copy of the block
+    body += _ZEROS[:BLOCK_SIZE - len(body)]
+    _U32.pack_into(body, 8, crc32c(body))  # over the block as written, its crc field zero
+    return bytes(body)
 
 
 def header(raw: bytes) -> tuple:
@@ -195,9 +196,15 @@ def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
     write torn at sector boundaries leaves every sector passing its own crc (each old or new) while
     the block crc fails, and bit rot anywhere -- the block crc field included -- makes the sector it
     hits fail its own: recovery can tell an interrupted write from damage (damaged_sector)."""
+    return reframe(framed_logical(btype, payload, block, gen), block)
+
+
+def framed_logical(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
+    """The header and payload frame() spreads over the sectors (zero-padded to a full block's
+    worth: what unframe returns)."""
     if len(payload) > FRAMED_PAYLOAD:
         raise ValueError(f"{TYPE_NAMES[btype]} payload of {len(payload)} bytes does not fit a framed block")
-    return reframe(HEADER.pack(MAGIC, btype, VERSION, 0, block, gen) + payload, block)
+    return b"".join((HEADER.pack(MAGIC, btype, VERSION, 0, block, gen), payload, _NOTHING[:FRAMED_PAYLOAD - len(payload)]))
 
 
 def reframe(logical: bytes, block: int) -> bytes:
@@ -207,33 +214,57 @@ def reframe(logical: bytes, block: int) -> bytes:
     Built by one struct pack of the eight sectors, their pieces cut by one unpack, with sector
     0's crc and the block crc zero -- which makes the block crc one crc32c call over the packed
     block -- and those two filled in after: framing is on the path of every journal commit (the
-    origin, each transaction block), and each Python-level call here costs about as much as a
-    sector's crc."""
+    origin, each transaction block), and each call here costs about as much as a sector's crc.
+    A sector's crc is one crc32c call over its 508 bytes followed by its (block, sector) id,
+    laid out so by one more pack (two calls per sector cost a third of the framing)."""
     if len(logical) != _FULL:
-        logical = bytes(logical[:_FULL]) + _NOTHING[:max(0, _FULL - len(logical))]
-    p = _PIECES.unpack(logical)
-    ids = _sector_ids(block)
-    c = list(map(crc32c, ids[1:], map(crc32c, p[1:])))  # sectors 1..7: their 508 bytes, then their (block, sector) id
-    body = bytearray(_FRAMED.pack(p[0], 0, p[1], c[0], p[2], c[1], p[3], c[2], p[4], c[3], p[5], c[4], p[6], c[5],
-                                  p[7], c[6]))
+        logical = _padded(logical)
+    p0, p1, p2, p3, p4, p5, p6, p7 = _PIECES.unpack(logical)
+    w = _WITH_IDS.pack(p0, block, 0, p1, block, 1, p2, block, 2, p3, block, 3, p4, block, 4,
+                       p5, block, 5, p6, block, 6, p7, block, 7)
+    # sectors 1..7, each with its id (slices of bytes: a crc32c call on a memoryview costs twice as much)
+    c1, c2, c3, c4, c5, c6, c7 = map(crc32c, map(w.__getitem__, _ID_SLICES))
+    body = bytearray(_FRAMED.pack(p0, 0, p1, c1, p2, c2, p3, c3, p4, c4, p5, c5, p6, c6, p7, c7))
     _U32.pack_into(body, 8, 0)  # (the block crc field as its crc sees it, whatever the input held)
     _U32.pack_into(body, 8, crc32c(body))  # the block crc: the block with its crc field and sector 0's crc zeroed
-    _U32.pack_into(body, SECTOR_DATA, crc32c(ids[0], crc32c(memoryview(body)[:SECTOR_DATA])))
+    _U32.pack_into(body, SECTOR_DATA, crc32c(w[SECTOR_DATA:_WITH_ID], crc32c(body[:SECTOR_DATA])))
     return bytes(body)
+
+
+def reframe_from(logical: bytes, block: int, prev_logical: bytes, prev: bytes) -> bytes:
+    """reframe(logical, block), given `prev` = reframe(prev_logical, block) (both logical images a
+    full _FULL bytes): a sector of 1..7 whose 508 bytes are unchanged keeps its crc (it covers
+    only them and the block's address), so only the changed ones are framed again, then the
+    block crc and sector 0.  A journal commit frames its file's origin again with every
+    operation, and an append changes its sector 0 (generation, size, mtime, used-list head) and
+    the one or two holding the root slot it edited."""
+    body = bytearray(prev)
+    for s, o in _SECTOR_SPANS:
+        if not prev_logical.startswith(piece := logical[o:o + SECTOR_DATA], o):
+            at = s * SECTOR
+            body[at:at + SECTOR_DATA] = piece
+            _U32.pack_into(body, at + SECTOR_DATA, crc32c(_SECTOR_ID.pack(block, s), crc32c(piece)))
+    body[:SECTOR_DATA] = logical[:SECTOR_DATA]
+    _U32.pack_into(body, 8, 0)
+    _U32.pack_into(body, SECTOR_DATA, 0)  # (sector 0's crc, as the block crc sees it)
+    _U32.pack_into(body, 8, crc32c(body))
+    _U32.pack_into(body, SECTOR_DATA, crc32c(_SECTOR_ID.pack(block, 0), crc32c(body[:SECTOR_DATA])))
+    return bytes(body)
+
+
+def _padded(logical) -> bytes:
+    """A framed block's header and payload cut or zero-padded to a full _FULL bytes."""
+    return bytes(logical[:_FULL]) + _NOTHING[:max(0, _FULL - len(logical))]
 
 
 _FULL = NSECT * SECTOR_DATA  # a framed block's header and payload
 _NOTHING = bytes(_FULL)
 _PIECES = struct.Struct(f"{SECTOR_DATA}s" * NSECT)  # the header and payload, cut into the sectors' pieces
 _FRAMED = struct.Struct("<" + f"{SECTOR_DATA}sI" * NSECT)  # a framed block: each sector's piece and crc
-_IDS = struct.Struct("<" + "QI" * NSECT)  # every sector's (block number, sector index); NSECT is 8 (below)
-_ID_PIECES = struct.Struct("12s" * NSECT)
-
-
-def _sector_ids(block: int) -> tuple:
-    """What each sector crc of block `block` ends with: (block number, sector index), packed
-    (_SECTOR_ID.pack(block, s) for each s)."""
-    return _ID_PIECES.unpack(_IDS.pack(block, 0, block, 1, block, 2, block, 3, block, 4, block, 5, block, 6, block, 7))
+_WITH_IDS = struct.Struct("<" + f"{SECTOR_DATA}sQI" * NSECT)  # each sector's piece and (block, sector) id; NSECT is 8
+_WITH_ID = SECTOR_DATA + _SECTOR_ID.size
+_ID_SLICES = tuple(slice(s * _WITH_ID, (s + 1) * _WITH_ID) for s in range(1, NSECT))
+_SECTOR_SPANS = tuple((s, s * SECTOR_DATA) for s in range(1, NSECT))  # sector, where its piece starts (logical)
 
 
 def unframe(raw) -> bytes:
@@ -409,8 +440,9 @@ def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int, prev
         sectors = range(BLOCK_SIZE // SECTOR)
         if chunks is not None:
             chunks.update(range(0, BLOCK_SIZE, 64))
-    for s in sectors:
-        _U32.pack_into(body, (s + 1) * SECTOR - 4, _sector_crc(body, block, s))
+    for s in sectors:  # (the crc field is zero: packed so above, as _sector_crc reads it)
+        _U32.pack_into(body, (s + 1) * SECTOR - 4,
+                       crc32c(_SECTOR_ID.pack(block, s), crc32c(body[s * SECTOR:(s + 1) * SECTOR - 4])))
     if chunks is not None:
         chunks.add(0)  # the header: generation, block crc
         chunks.update((s + 1) * SECTOR - 64 for s in sectors)
@@ -490,6 +522,16 @@ class ObjEntry:
     def in_use(self) -> bool:
         return self.origin_a != 0
 
+    def expecting(self, origin_gen: int, origin_crc: int) -> "ObjEntry":
+        """This entry naming another origin (generation, crc): what every journal commit of the
+        file puts in its object map.  The fields copied as they are (a frozen dataclass's own
+        __init__ sets each through object.__setattr__: it cost as much as packing the entry)."""
+        e = _new_object(ObjEntry)
+        d = e.__dict__
+        d.update(self.__dict__)
+        d["origin_gen"], d["origin_crc"] = origin_gen, origin_crc
+        return e
+
     def pack(self) -> bytes:
         nm = self.name.encode()
         return OBJ.pack(self.origin_a, self.origin_b, self.birth, self.origin_gen, self.origin_crc, len(nm), nm)
@@ -505,6 +547,7 @@ class ObjEntry:
             raise CorruptError(f"object map entry {where}: name is not UTF-8") from None
 
 
+_new_object = object.__new__
 _UNUSED = ObjEntry()  # an entry never used, as read_objmap hands it out: one object (entries are frozen)
 
 
@@ -579,9 +622,11 @@ class Origin:
         """The origin's payload (what frame() spreads over its sectors) from its fields; the map
         root may be given as the map's own arrays (store.FileState packs a file's origin from
         them on every commit, with no Origin object and no tuples of 128 entries)."""
-        return (cls.FMT.pack(file_id, birth, gen, size, mtime_ns, usedlist, ul_gen, ul_crc, height)
-                + _as_bytes("Q", root_blocks) + _as_bytes("I", root_crcs)
-                + SEEN.pack(len(seen)) + b"".join(SEEN_ENTRY.pack(f, g) for f, g in seen))
+        parts = [cls.FMT.pack(file_id, birth, gen, size, mtime_ns, usedlist, ul_gen, ul_crc, height),
+                 _as_bytes("Q", root_blocks), _as_bytes("I", root_crcs), SEEN.pack(len(seen))]
+        if seen:  # (journal origins name nothing: no generator per commit)
+            parts += [SEEN_ENTRY.pack(f, g) for f, g in seen]
+        return b"".join(parts)  # (one copy: a concatenation copied the growing prefix four times)
 
     @classmethod
     @memo.pure

@@ -250,7 +250,7 @@ class Freelist:
         if n == 1 and start < self.nblocks and not self.used(start):  # the next block is free (an append)
             i = bisect_left(held, start)
             if i == len(held) or held[i] != start:  # ... and not held: what the search below finds first
-                self._mark_run(start, start + 1)
+                self._set(start, True)  # (_mark_run of one block: the same bit, count, dirty block and chunk)
                 self.hint = start + 1
                 return [(start, 1)]
         pos = start

@@ -31,8 +31,8 @@ from operator import itemgetter
 from . import memo
 from .device import BLOCK_SIZE, AtLeast, BlockDevice
 from .errors import CorruptError, FieldError, MisdirectedError, NoSpaceError, StaleBlockError
-from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, JournalSuper,
-                     Superblock, check, crc32c, frame, damaged_sector, unframe, weak_detection)
+from .format import (FRAMED_PAYLOAD, HDR, HEADER, JSB_CRCS, MAGIC, T_BITMAP, T_OBJMAP, T_TXN, VERSION, JournalSuper,
+                     Superblock, check, crc32c, frame, damaged_sector, reframe, unframe, weak_detection)
 
 DESC = struct.Struct("<QIIIIIQ")  # seq, nblocks, ndata, nrecords, prev (commit of the txn before), commit, durable
 COMMITTED = struct.Struct("<QIIQ")  # what `commit` covers before the stream: seq, nblocks, prev, durable
@@ -58,6 +58,7 @@ _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 ZERO_FILL = 0xFFFF  # record offset meaning "this block starts as zeros" (a freshly allocated block)
 WHOLE_DATA = 0xFFFE  # record offset meaning "these BLOCK_SIZE bytes are a data block, whole" (inline data)
 _ZERO = bytes(BLOCK_SIZE)
+_PAD = bytes(FRAMED_PAYLOAD)  # a transaction block's payload padding
 
 
 def delta(old: bytes | None, new: bytes, chunk: int = 64) -> list[tuple[int, bytes]]:
@@ -98,11 +99,19 @@ _ZERO_CHUNK = bytes(_CHUNK)
 STRICT_HINTS_ENV = "BLKJOURNAL_STRICT_HINTS"  # test-only: a wrong hint raises instead of falling back
 
 
-class HintStats:
-    """How commits took their deltas (tests read it): from a hint, or whole (`delta`)."""
+class _HintStats:
+    """How commits took their deltas (tests read it): from a hint, or whole (`delta`).  One
+    object's slots, not a class's attributes: every metadata block a commit records counts one,
+    and setting an attribute of a class costs ten times as much (it invalidates its type caches)."""
 
-    hinted = 0
-    missed = 0  # a hint that left out a changed chunk: the whole delta was taken instead
+    __slots__ = ("hinted", "missed")
+
+    def __init__(self) -> None:
+        self.hinted = 0
+        self.missed = 0  # a hint that left out a changed chunk: the whole delta was taken instead
+
+
+HintStats = _HintStats()
 
 
 def delta_in(old: bytes, new: bytes, chunks) -> list[tuple[int, bytes]] | None:
@@ -240,9 +249,10 @@ def txn_stream(data, records) -> bytes:
     """What a transaction's blocks carry after its descriptor: the DATA records of `data`, then
     each metadata record (REC header, bytes).  Built once per commit: its length places the
     transaction (stream_blocks), and encode() frames the same bytes."""
-    parts = [pack_data(data)]
+    parts = [pack_data(data)] if len(data) else []  # (an inline write orders no data blocks)
+    pack = REC.pack
     for h, off, buf in records:
-        parts += (REC.pack(h, off, len(buf)), buf)
+        parts += (pack(h, off, len(buf)), buf)
     return b"".join(parts)
 
 
@@ -273,10 +283,14 @@ def encode(seq: int, prev: int, data: list[tuple[int, int]], records: list[tuple
     first_room = FRAMED_PAYLOAD - DESC.size
     nblocks = _nblocks(len(stream))
     commit = crc32c(stream, crc32c(COMMITTED.pack(seq, nblocks, prev, durable)))  # (no copy of the stream)
-    blocks = [frame(T_TXN, DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable)
-                    + stream[:first_room], at, seq)]
+    # each block's header and payload laid out whole (frame()'s, padded: format.reframe takes it as is)
+    blocks = [reframe(b"".join((HEADER.pack(MAGIC, T_TXN, VERSION, 0, at, seq),
+                                DESC.pack(seq, nblocks, len(data), len(records), prev, commit, durable),
+                                stream[:first_room], _PAD[:max(0, first_room - len(stream))])), at)]
     for k, i in enumerate(range(first_room, len(stream), FRAMED_PAYLOAD), 1):
-        blocks.append(frame(T_TXN, stream[i:i + FRAMED_PAYLOAD], at + k, seq))
+        piece = stream[i:i + FRAMED_PAYLOAD]
+        blocks.append(reframe(b"".join((HEADER.pack(MAGIC, T_TXN, VERSION, 0, at + k, seq), piece,
+                                        _PAD[:FRAMED_PAYLOAD - len(piece)])), at + k))
     return blocks, commit
 
 

@@ -203,21 +203,26 @@ class Protocol:
                 continue
             c, n = f.ul.add(blocks, alloc_listblock)
             changed |= c
-            new.update(n)
-            for b in n:
-                op.roles[b] = f"used list of file {fid}"
+            if n:
+                new.update(n)
+                role = f"used list of file {fid}"
+                for b in n:
+                    op.roles[b] = role
         if remove:
             for fid, blocks in op.released.items():
                 f = st.files.get(fid)
                 if f is not None:
                     changed |= f.ul.remove([b for b in blocks if b in f.ul])
-        for fid in op.owned:
-            f = st.files.get(fid)
-            if f:
-                for b in changed:
-                    if b in f.ul.blocks:
-                        op.roles[b] = f"used list of file {fid}"
-        new |= {b for b in changed if b in op.fresh}
+        if changed:
+            for fid in op.owned:
+                f = st.files.get(fid)
+                if f:
+                    role, mine = f"used list of file {fid}", f.ul.blocks
+                    for b in changed:
+                        if b in mine:
+                            op.roles[b] = role
+            if op.fresh:
+                new |= {b for b in changed if b in op.fresh}
         return changed - new, new
 
     def seal(self, op, changed_ul: set, gen: int) -> set:
@@ -233,26 +238,41 @@ class Protocol:
             op.fresh.add(b)
             return b
 
+        roles, images, hints, fresh = op.roles, op.images, op.hints, op.fresh
         for fid in sorted(op.origins.union(op.owned, op.released, op.created)):
             f = st.files.get(fid)
             if f is None:
                 continue
-            mine = {b for b in changed_ul if b in f.ul.blocks} | ({f.ul.head} if fid in op.created else set())
-            w, given_up = f.ul.commit(gen, mine, keep=op.fresh, alloc=alloc if self.cow else None)
-            for b in w:
-                op.roles[b] = f"used list of file {fid}"
-                op.images[b] = f.ul.image(b)
-                _take_hint(op.hints, f.ul.hints, b)
-            written |= w
+            ul = f.ul
+            mine = {b for b in changed_ul if b in ul.blocks} if changed_ul else set()
+            if fid in op.created:
+                mine.add(ul.head)
+            w, given_up = ul.commit(gen, mine, keep=fresh, alloc=alloc if self.cow else None)
+            if w:
+                role, taken = f"used list of file {fid}", ul.hints
+                for b in w:
+                    roles[b] = role
+                    images[b] = ul.image(b)
+                    h = taken.pop(b, None)  # (_take_hint, inline: every commit passes here)
+                    if h is not None:
+                        hints[b] = h
+                written |= w
             if given_up:
                 op.released.setdefault(fid, []).extend(given_up)
-            nodes = f.map.seal({b for b in op.fresh | op.meta if b in f.map.nodes}, gen)
-            op.images.update(nodes)
-            for b in nodes:
-                _take_hint(op.hints, f.map.hints, b)
-                op.roles.setdefault(b, f"map node of file {fid}")
-                if b not in op.fresh:
-                    op.meta.add(b)
+            m = f.map
+            dirty = [b for b in (fresh | op.meta if fresh else op.meta) if b in m.nodes]
+            nodes = m.seal(dirty, gen) if dirty else {}
+            if nodes:
+                images.update(nodes)
+                role, taken = f"map node of file {fid}", m.hints
+                for b in nodes:
+                    h = taken.pop(b, None)
+                    if h is not None:
+                        hints[b] = h
+                    if b not in roles:
+                        roles[b] = role
+                    if b not in fresh:
+                        op.meta.add(b)
             if w or nodes:
                 op.origins.add(fid)
             if fid in op.origins:
@@ -314,7 +334,7 @@ class JournalProtocol(Protocol):
         caller computes its next write while the device writes this one (commit).  The device's
         staging ring bounds what is in flight; whatever reads, flushes or writes next on the
         device waits for it first, and its failure is reported by the next call (store.py)."""
-        nbytes = sum(len(v) for v in op.data.values())
+        nbytes = sum(map(len, op.data.values()))
         nd = nbytes // BLOCK_SIZE
         if nd < EARLY_MIN or self._early is not None:
             return False
@@ -529,7 +549,7 @@ class JournalProtocol(Protocol):
                     f.hint = None
                 st.entries[fid] = f.entry
                 op.objmap.add(st.objmap_home(fid))
-        released = [b for blocks in op.released.values() for b in blocks]
+        released = [b for blocks in op.released.values() for b in blocks] if op.released else []
         for b in released:
             st.freelist.hold(b)
         blocks: dict[int, bytes] = {}
@@ -544,15 +564,22 @@ class JournalProtocol(Protocol):
                     pass  # an origin slot: handled below
         blocks.update(origins)
         hints, fl = op.hints, st.freelist
+        taken = st.objmap_hints
         for b in op.objmap:
             st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
-            _take_hint(hints, st.objmap_hints, b)
-        fl.stamp(gen)
-        for b in fl.dirty:
-            blocks[b] = fl.image(b)
-            _take_hint(hints, fl.hints, b)
-        fl.dirty.clear()
+            h = taken.pop(b, None)  # (_take_hint, inline: every commit passes here)
+            if h is not None:
+                hints[b] = h
+        if fl.dirty:
+            fl.stamp(gen)
+            taken = fl.hints
+            for b in fl.dirty:
+                blocks[b] = fl.image(b)
+                h = taken.pop(b, None)
+                if h is not None:
+                    hints[b] = h
+            fl.dirty.clear()
         if streaming:
             self.join(op, blocks, released)
             self.settle_early(wait=False)

@@ -23,7 +23,8 @@ from .blockmap import BlockMap
 from .device import BLOCK_SIZE, BlockDevice
 from .errors import BlkError, CorruptError, FieldError, NoSpaceError
 from .format import (FANOUT_BITS, MAX_NAME, OBJ_PER_BLOCK, ROOT_SLOTS, UL_SLOTS, MapNode, ObjEntry, Origin,
-                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, frame, header, pack_objmap,
+                     T_ORIGIN, Superblock, UsedListBlock, crc32c, crc32c_blocks, geometry, framed_logical, header,
+                     pack_objmap, reframe, reframe_from,
                      objmap_seen, objmap_torn, in_use_ids, read_objmap, repack_objmap)
 from .freelist import Freelist
 from .op import Op
@@ -48,8 +49,9 @@ class FileState:
     slot: int  # which origin slot holds the newest origin (0 = a, 1 = b)
     map: BlockMap
     ul: UsedList
-    # (block, payload, image) of the last origin packed: a commit needs the image twice (its crc
-    # for the object map entry, then the block itself), and framing a block costs 9 crcs
+    # (block, payload, image, header and payload as framed) of the last origin packed: a commit
+    # needs the image twice (its crc for the object map entry, then the block itself), and the
+    # next one frames again only the sectors that changed (format.reframe_from)
     _packed: tuple | None = field(default=None, repr=False, compare=False)
     seen: tuple = field(default=(), repr=False, compare=False)  # what the next origin names (ordered)
     # (image, the root slots edited since the origin packed before): a delta hint (format.origin_chunks)
@@ -78,12 +80,14 @@ class FileState:
                            m.root_blocks, m.root_crcs, ul_gen, ul_crc, self.seen)
         last = self._packed
         if last is None or last[0] != b or last[1] != p:
-            img = frame(T_ORIGIN, p, b, self.gen)
+            logical = framed_logical(T_ORIGIN, p, b, self.gen)
+            # the sectors the payload left as they were keep their crcs (format.reframe_from)
+            img = reframe(logical, b) if last is None or last[0] != b else reframe_from(logical, b, last[3], last[2])
             rt = m.root_touched
             if last is not None and last[0] == b and rt is not None and last[1][_ROOT_END:] == p[_ROOT_END:]:
                 self.hint = (img, rt)  # the root slots edited since (chunks: format.origin_chunks)
             m.root_touched = set()
-            self._packed = last = (b, p, img)
+            self._packed = last = (b, p, img, logical)
         return last[2]
 
     def clone(self) -> "FileState":
@@ -94,8 +98,8 @@ class FileState:
     def expect_origin(self) -> bytes:
         """Journal: the object map entry records what its origin now is (gen, crc).  Returns the
         origin's image (the commit writes it)."""
-        e, img = self.entry, self.origin_image()  # (the entry built directly: dataclasses.replace costs more)
-        self.entry = ObjEntry(e.origin_a, e.origin_b, e.birth, e.name, self.gen, crc32c(img))
+        img = self.origin_image()
+        self.entry = self.entry.expecting(self.gen, crc32c(img))
         return img
 
     def structure_blocks(self) -> set[int]:
@@ -712,9 +716,10 @@ class Store:
         f = self.lookup(name)
         if offset < 0:
             raise BlkError("offset must not be negative")
-        self._reserve(self._write_need(f.map.height, offset, len(data)), f)
+        need = self._write_need(f.map.height, offset, len(data))
+        self._reserve(need, f)
         with self._guard:
-            self._write(op, f, offset, data)
+            self._write(op, f, offset, data, need)
             self._commit(op)
 
     def truncate(self, name: str, size: int) -> None:
@@ -749,10 +754,9 @@ class Store:
         the first could not make so.  (A running transaction is queued behind its data before
         the wait: the device's worker issues it as the data completes.)"""
         self._refuse_if_stopped()
-        with self._guard:
+        with self._guard:  # (the running transaction, _settle's wait and the sync under one guard: the same stops)
             self.protocol.commit_running()
-        self._settle()
-        with self._guard:
+            self.dev.wait()
             self.protocol.sync()
 
     @staticmethod
@@ -766,7 +770,7 @@ class Store:
         with self._guard:
             self.protocol.close()
 
-    def _write(self, op: Op, f: FileState, offset: int, data: bytes) -> None:
+    def _write(self, op: Op, f: FileState, offset: int, data: bytes, need: int | None = None) -> None:
         """Write `data` at `offset`: fresh blocks as contiguous runs (next-fit), each run handed to
         the protocol as pieces that are memoryviews into `data` (only a partial first or last
         block is copied, merged with its old bytes), each run entered in the map and the used
@@ -785,8 +789,15 @@ class Store:
             return
         end = offset + len(mv)
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        need = self._write_need(f.map.height, offset, len(mv))
+        if need is None:
+            need = self._write_need(f.map.height, offset, len(mv))
         edit = MapEdit(self, op, f)
+        if end - offset == BLOCK_SIZE and not offset % BLOCK_SIZE:  # one whole block (an append's)
+            self._write_block(op, f, first, mv, need, edit)
+            f.size = max(f.size, end)
+            f.mtime_ns = time.time_ns()
+            op.origins.add(f.fid)
+            return
         plan = []  # (first block, count, first file block, [first block of each piece])
         idx = first
         for b0, count in self.freelist.alloc_runs(last - first + 1):
@@ -827,6 +838,22 @@ class Store:
         f.size = max(f.size, end)
         f.mtime_ns = time.time_ns()
         op.origins.add(f.fid)
+
+    def _write_block(self, op: Op, f: FileState, idx: int, mv: memoryview, need: int, edit: MapEdit) -> None:
+        """_write's steps for one whole block at file block idx, without its planning of runs and
+        pieces: the same block allocated, the same piece (the caller's bytes as one view), the
+        same crc and map and used-list entries."""
+        ((b0, _),) = self.freelist.alloc_runs(1)
+        op.data[b0] = mv
+        op.roles.data_run(b0, 1, f.fid, idx)
+        overlap = self.protocol.issue_data_early(op, f, need) and self.dev.queued() > 0
+        try:
+            op.crcs[b0] = crcs = crc32c_blocks(mv, release_gil=overlap)
+            op.own_run(f, b0, 1)
+            op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
+        except BaseException:
+            self.protocol.settle_early()
+            raise
 
     def _block_content(self, f: FileState, idx: int, op: Op) -> bytes:
         """Current bytes of file block idx (zeros past EOF or in a hole)."""

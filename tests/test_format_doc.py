@@ -131,3 +131,26 @@ def test_framing_matches_its_plain_definition():
         F.check(got, F.T_TXN, block, gen=9)
     long = rnd.randbytes(F.BLOCK_SIZE)
     assert F.reframe(long, 5) == _ref_frame(long, 5)
+
+
+def test_reframe_from_a_former_frame_is_a_whole_frame():
+    """A commit frames its file's origin again from the origin it framed before (format.reframe_from:
+    only the sectors whose bytes changed get a new crc); the block must be the one framing it
+    whole gives -- edits in one sector, in several, in none, at sector edges, in the header
+    (sector 0), the crc field and sector 0's crc of the former frame as they were."""
+    rnd = __import__("random").Random(12)
+    for step in range(600):
+        block = rnd.randrange(1 << 40)
+        before = bytearray(rnd.randbytes(F.FRAMED_PAYLOAD))
+        if rnd.random() < 0.5:  # an origin's tail is zeros
+            cut = rnd.randrange(F.FRAMED_PAYLOAD)
+            before[cut:] = bytes(F.FRAMED_PAYLOAD - cut)
+        after = bytearray(before)
+        for _ in range(rnd.choice((0, 1, 1, 2, 3, 8))):
+            at = rnd.choice((rnd.randrange(F.FRAMED_PAYLOAD), F.SECTOR_DATA * rnd.randrange(1, F.NSECT) - F.HDR,
+                             F.SECTOR_DATA * rnd.randrange(1, F.NSECT) - F.HDR - 1))
+            after[at] ^= 1 << rnd.randrange(8)
+        old = F.framed_logical(F.T_ORIGIN, bytes(before), block, rnd.randrange(9))
+        new = F.framed_logical(F.T_ORIGIN, bytes(after), block, rnd.randrange(9))
+        got = F.reframe_from(new, block, old, F.reframe(old, block))
+        assert got == F.frame(F.T_ORIGIN, bytes(after), block, F.header(new)[5]) == _ref_frame(new, block), step
