@@ -416,6 +416,28 @@ class StateWrites(Mapping):
             raise KeyError(s)
         return v
 
+    def block_over(self, b: int, per: int, unit: int, forced: bytes) -> bytes:
+        """Block b in this state (as the overlay reads it), given `forced`, its content with no
+        free write persisted (CrashSpace.forced_block at this point): the sectors a persisted free
+        write wins (get()'s rule) replace forced's, the others are forced's own -- no sector is
+        looked up in the forced view unless a persisted free write over it may win."""
+        by, choice, out = self._writers.by_sector, self.choice, None
+        s0 = b * per
+        for k in range(per):
+            cands = by.get(s0 + k)
+            if not cands:
+                continue
+            for pos, seq, i in cands:
+                code = choice.get(pos)
+                if code and (code == 1 or (code - 1) >> i & 1):
+                    h = self.forced.holder(s0 + k)
+                    if h is None or h[0] < seq:
+                        if out is None:
+                            out = [forced[j * unit:(j + 1) * unit] for j in range(per)]
+                        out[k] = self._writers.free[pos].chunks[i]
+                    break  # (as get(): a newer forced write holds the sector, or this write wins it)
+        return forced if out is None else b"".join(out)
+
     def block_choice(self, b: int, per: int) -> tuple[int, ...]:
         """The choices of the free writes touching block b: with the crash point, they determine
         its content (a cache of state blocks keys on them, explore.Tracer)."""
