@@ -8,6 +8,8 @@ Each test here builds exactly such a case.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from blkjournal import memo
@@ -108,6 +110,36 @@ def test_mutable_results_are_not_kept(on):
     x = grow(b"ab")
     x += b"c"
     assert grow(b"ab") == b"ab" and len(calls) == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+    a: object
+    b: object = 0
+
+
+def test_a_frozen_records_fields_are_judged_in_every_result(on):
+    """Whether a result is kept is judged on its values, in every call: a frozen record (its
+    fields' names remembered per class) holding bytes and numbers is kept, the same class
+    holding a list -- or a tuple holding one -- is not; a tuple of plain values and records is."""
+    calls = []
+
+    @memo.pure
+    def rec(raw: bytes, how: int):
+        calls.append(1)
+        return (_Pair(raw, 1), _Pair(raw, [1]), (_Pair(raw, (1, b"x")), 2), (_Pair(raw, ([1],)),))[how]
+
+    seen = set()
+    for how, kept in ((0, True), (1, False), (2, True), (3, False), (0, True), (1, False)):
+        n = len(calls)
+        rec(b"ab", how)
+        rec(b"ab", how)
+        assert len(calls) - n == ((0 if how in seen else 1) if kept else 2), (how, kept, len(calls) - n)
+        if kept:
+            seen.add(how)
+    x = rec(b"ab", 1)
+    x.b.append(2)
+    assert rec(b"ab", 1).b == [1]
 
 
 @pytest.mark.parametrize("protocol,torn", [("journal", False), ("ordered", True), ("none", False)])
