@@ -769,3 +769,19 @@ def test_an_ordered_files_load_is_keyed_by_its_origin_choice_and_hands_back_its_
         assert choose_origin(fid, first.entries[fid], dev.read)[0][1].gen == first.files[fid].gen
     finally:
         memo.enable(False)
+
+
+def test_a_checks_writes_are_kept_block_by_block():
+    """Tracer.write keeps a check's write block by block (its slices taken at C speed): each
+    written block reads back its own 4 KiB, is never a first read, and a search sees it."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    t = Tracer(Overlay(None, nblocks=16), {}, set(), {}, None)
+    data = b"".join(bytes([k + 1]) * 4096 for k in range(5))
+    t.write(3, data)
+    t.write(9, bytes([7]) * 4096)
+    assert t.written == {3, 4, 5, 6, 7, 9} and t.counters.writes == 2
+    assert [t.read(b)[0] for b in range(3, 8)] == [1, 2, 3, 4, 5] and t.read(4, 2) == data[4096:3 * 4096]
+    assert t.read(9) == bytes([7]) * 4096 and not t.first_read
+    assert t.find(0, 16, lambda raw, b: raw[0] == 4, key="four") == (6, bytes([4]) * 4096)

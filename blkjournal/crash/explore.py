@@ -21,7 +21,7 @@ from fractions import Fraction
 from .. import memo
 from ..device import BLOCK_SIZE, AtLeast, BlockDevice, Device, _check_extent, _check_write_extent
 from ..errors import BlkError
-from ..format import crc32c
+from ..format import _block_slices, crc32c
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .checkmemo import DERIVED, DISCARD, FIND, READ, WRITE, CheckMemo
@@ -445,9 +445,13 @@ class Tracer(BlockDevice):
             _check_write_extent(self, block, n)
         else:
             self._noted(WRITE, (block, data, bool(fua)), _check_write_extent, self, block, n)
-        for i in range(n // BLOCK_SIZE):
-            self.cache[block + i] = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
-            self.written.add(block + i)
+        k = n // BLOCK_SIZE
+        if k == 1:
+            self.cache[block] = data if n == BLOCK_SIZE else data[:BLOCK_SIZE]
+            self.written.add(block)
+        else:  # block by block, the slices taken in C
+            self.cache.update(zip(range(block, block + k), map(data.__getitem__, _block_slices(k))))
+            self.written.update(range(block, block + k))
         c = self.counters
         c.writes += 1
         c.bytes_written += n
