@@ -322,7 +322,7 @@ def crashtest(dev: Optional[str] = typer.Argument(None, help="image file to reco
               ops: int = typer.Option(200, help="operations in the random workload"),
               seed: int = typer.Option(0, help="workload and sampling seed"),
               workload: str = typer.Option("random", help="random | append (seed B's example) | grow | unsynced | "
-                                         "pressure | wrap | big (docs: README)"),
+                                         "pressure | wrap | big | relap | stream (docs: docs/explorer.md)"),
               jobs: int = typer.Option(os.cpu_count() or 1, help="worker processes"),
               bound: Optional[int] = typer.Option(None, help="checks per crash-point segment before giving up "
                                                   "exhaustiveness (default 4096; 65536 with --torn)"),

@@ -30,6 +30,7 @@ from .originslots import blanks, choose
 MAX_RUN = 1024  # blocks per device write (4 MiB)
 EARLY_MIN = 64  # data blocks from which a journal write issues its data before its crcs (issue_data_early)
 STREAM_MAX = STAGE_BYTES // 2  # bytes of data up to which such a write returns with its writes in flight
+GROUP_MAX = 16384  # data blocks (64 MiB) a running transaction orders at most (JournalProtocol.join)
 
 
 @dataclass
@@ -43,6 +44,24 @@ class _Early:
     reclaim: object
     last: object = None
     staged: bool = False  # its data was staged (writev_background's stage): the op may return with it in flight
+
+
+@dataclass
+class _Running:
+    """The running transaction (jbd2's): what the streaming writes that joined it changed, not
+    yet in the log -- each metadata block's image as the last of them left it, the blocks first
+    allocated in it (logged whole), the delta hints of those images, the blocks its operations
+    freed (held), the crc runs of every data block they wrote (all of it in flight already), and
+    the bound on its size that every join was held to (issue_data_early)."""
+
+    names: list
+    blocks: dict
+    fresh: set
+    hints: dict
+    released: list
+    data: list  # (first block, crcs) runs: journal.DataCrcs
+    ndata: int
+    bound: int
 
 
 def _no_reclaim() -> None:
@@ -164,6 +183,10 @@ class Protocol:
         """Wait for data writes issued early (raising the first error): a failed operation
         leaves no request running."""
 
+    def commit_running(self) -> None:
+        """Write what operations left to be committed together (journal: the running transaction
+        of streaming writes); this protocol commits each operation in full."""
+
     def mkfs_blocks(self) -> dict[int, bytes]:
         return {}
 
@@ -282,6 +305,7 @@ class JournalProtocol(Protocol):
         store.freelist.reclaim = self.checkpoint  # held blocks come back at a checkpoint
         store.freelist.hinting = True  # its commits take bitmap deltas from hints (journal.delta_in)
         self._early: _Early | None = None  # data writes issued before the commit (issue_data_early)
+        self.running: _Running | None = None  # streaming writes committed together (join, commit_running)
 
     def issue_data_early(self, op, f, need: int) -> bool:
         """A large write's data goes to the device while its crcs, map entries and transaction
@@ -314,11 +338,18 @@ class JournalProtocol(Protocol):
         nmeta = (len(f.map.nodes) + len(f.ul.blocks) + len(op.fresh) + len(op.meta) + max(0, need - nd) + 2
                  + st.sb.objmap_blocks + len(st.freelist.homes()))
         bound = stream_bound(nd, nmeta)
+        stage = not self.fua and nbytes <= STREAM_MAX
+        r = self.running
+        if r is not None:  # a staged write joins it when the two still fit in the log together (join)
+            group = stream_bound(r.ndata + nd, len(r.blocks) + nmeta)
+            if stage and r.ndata + nd <= GROUP_MAX and self.journal.fits(group):
+                bound = group
+            else:  # committed before this write's data: no checkpoint can then fall between its data and descriptor
+                self.commit_running()
         if not self.journal.fits(bound):
             return False
         blocks = dict(op.data)
         fl = self.store.freelist
-        stage = not self.fua and nbytes <= STREAM_MAX
         self._early = early = _Early(op, blocks, bound, fl.reclaim, staged=stage)
         fl.reclaim = _no_reclaim
         early.last = self.write_blocks(blocks, op.roles, fua=self.fua and self.on("FUA data"), why=op.name,
@@ -490,8 +521,14 @@ class JournalProtocol(Protocol):
                     f"was lost or damaged")
 
     def commit(self, op) -> None:
+        """Log the operation: its metadata images (sealed with the generation of the next
+        transaction), then, for a streaming write, the running transaction (join) -- its data is
+        in flight already -- else one transaction of its own, after the running one."""
         st = self.store
-
+        early = self._early
+        streaming = early is not None and early.staged
+        if not streaming:
+            self.commit_running()
         gen = self.journal.next_seq  # the generation of everything this transaction writes
         changed, new = self.own_and_release(op, remove=True)
         ul = self.seal(op, changed | new, gen)
@@ -529,14 +566,11 @@ class JournalProtocol(Protocol):
             blocks[b] = fl.image(b)
             _take_hint(hints, fl.hints, b)
         fl.dirty.clear()
-        records = []
-        images, fresh = self.images, op.fresh
-        for b in sorted(blocks):
-            # each block's records: from the chunks its packer knows it changed (journal.delta_in,
-            # which proves them), else by comparing the whole block
-            new, old, h = blocks[b], None if b in fresh else images.get(b), hints.get(b)
-            recs = delta_in(old, new, sorted(h[1])) if h is not None and h[0] is new and old is not None else None
-            records += [(b, off, buf) for off, buf in (delta(old, new) if recs is None else recs)]
+        if streaming:
+            self.join(op, blocks, released)
+            self.settle_early(wait=False)
+            return
+        records = self.records(blocks, op.fresh, hints)
         inline = self.inline_data(op)
         if inline:  # the data rides in the transaction: no data write, no crc to order
             records += [(b, WHOLE_DATA, v) for b, v in inline.items()]
@@ -579,7 +613,25 @@ class JournalProtocol(Protocol):
             self.dev.writev(at, txn, fua=self.fua and self.on("FUA transaction"), role=role)
         if self.fua and self.on("FUA transaction") and (self.on("FUA data") or not op.data or inline):
             self.journal.durable = self.journal.next_seq  # completed FUA: durable now
-        self.journal.advance(pos, len(txn), commit)
+        self.committed(pos, len(txn), commit, blocks, released, inline)
+
+    def records(self, blocks: dict, fresh: set, hints: dict) -> list:
+        """The transaction's records of metadata `blocks` (block -> new image): per block, from
+        the chunks its packer knows it changed (journal.delta_in, which proves them), else by
+        comparing the whole block; a block in `fresh` is logged whole (its home holds anything)."""
+        records = []
+        images = self.images
+        for b in sorted(blocks):
+            new, old, h = blocks[b], None if b in fresh else images.get(b), hints.get(b)
+            recs = delta_in(old, new, sorted(h[1])) if h is not None and h[0] is new and old is not None else None
+            records += [(b, off, buf) for off, buf in (delta(old, new) if recs is None else recs)]
+        return records
+
+    def committed(self, pos: int, nblocks: int, commit: int, blocks: dict, released: list, inline: dict) -> None:
+        """A transaction of `nblocks` at `pos` was written: the log moves on, its images are the
+        committed ones (the next deltas' bases, the checkpoint's homes), what it freed is held."""
+        st, images = self.store, self.images
+        self.journal.advance(pos, nblocks, commit)
         self.unflushed = not self.fua
         for b in released:
             images.pop(b, None)
@@ -590,6 +642,58 @@ class JournalProtocol(Protocol):
         self.unckpt.update(inline)
         st.logged.update(inline)
         self.held.extend(released)
+
+    def join(self, op, blocks: dict, released: list) -> None:
+        """A streaming write joins the running transaction (jbd2's handle joining the running
+        transaction), its data in flight already: the images it leaves replace the ones before,
+        its fresh blocks, hints, frees and data crcs are added.  A block a later write of the group
+        frees is not recorded (it is held until the checkpoint; the final state names it nowhere).
+        A block packed again keeps a hint only when both packs left one: the chunks changed since
+        the committed image are those changed since the pack before, and since.  The transaction
+        is written by commit_running, before anything else reaches the log or the device waits
+        for durability; a crash before it is durable loses the whole group, a prefix of the ops."""
+        early, crcs = self._early, op.data_crcs()
+        r = self.running
+        if r is None:
+            self.running = _Running([op.name], blocks, set(op.fresh), dict(op.hints), list(released), list(crcs.runs),
+                                    len(crcs), early.bound)
+            return
+        for b in released:
+            r.blocks.pop(b, None)
+            r.fresh.discard(b)
+            r.hints.pop(b, None)
+        for b in blocks:
+            h, before = op.hints.get(b), r.hints.pop(b, None)
+            if h is not None and (before is not None or b not in r.blocks):
+                r.hints[b] = (h[0], set(h[1]).union(before[1])) if before is not None else h
+        r.blocks.update(blocks)
+        r.fresh |= op.fresh
+        r.names.append(op.name)
+        r.released += released
+        r.data += crcs.runs
+        r.ndata += len(crcs)
+        r.bound = early.bound
+
+    def commit_running(self) -> None:
+        """Write the running transaction to the log (xv6's commit): one transaction ordering the
+        data of every write that joined it, queued behind that data (which is in flight); placed
+        without a checkpoint, since each join was held to a bound that fits (issue_data_early)."""
+        r, self.running = self.running, None
+        if r is None:
+            return
+        data_crcs = DataCrcs(r.data)
+        records = self.records(r.blocks, r.fresh, r.hints)
+        stream = txn_stream(data_crcs, records)
+        n = stream_blocks(stream)
+        pos = self.journal.place(n)
+        if pos is None or n > r.bound:
+            raise BlkError(f"internal: the running transaction of {r.names[0]!r} .. does not fit its bound")
+        at = self.journal.area + pos
+        txn, commit = encode(self.journal.next_seq, self.journal.prev, data_crcs, records, at=at,
+                             durable=self.journal.durable, stream=stream)
+        names = r.names[0] if len(r.names) == 1 else f"{len(r.names)} ops: {r.names[0]} .. {r.names[-1]}"
+        self.dev.writev_background(at, [b"".join(txn)], role=f"journal txn {self.journal.next_seq} [{names}]")
+        self.committed(pos, len(txn), commit, r.blocks, r.released, {})
 
     def inline_data(self, op) -> dict[int, bytes]:
         """The data blocks `op` logs whole in its transaction (block -> bytes, in block order):
@@ -614,7 +718,10 @@ class JournalProtocol(Protocol):
         return out
 
     def checkpoint(self) -> None:
-        """Write committed metadata home, make it durable, then advance the journal tail."""
+        """Write committed metadata home, make it durable, then advance the journal tail (the
+        running transaction first: its data is in flight, and the checkpoint's flushes must not
+        fall between that data and its descriptor)."""
+        self.commit_running()
         if self.unflushed and self.on("checkpoint flush before homes"):
             self.flush()
         roles = _Roles(self.unckpt, lambda b: f"checkpoint of {self.store.role_of(b)}")
@@ -640,6 +747,7 @@ class JournalProtocol(Protocol):
         self.journal.durable = self.journal.next_seq - 1
 
     def sync(self) -> None:
+        self.commit_running()
         if self.unflushed:
             if self.on("sync flush"):
                 self.flush()

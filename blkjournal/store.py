@@ -746,7 +746,11 @@ class Store:
     def sync(self) -> None:
         """Everything done so far is durable when this returns.  A failed flush (or a write still
         in flight that failed) stops the store: a second sync must not report as durable what
-        the first could not make so."""
+        the first could not make so.  (A running transaction is queued behind its data before
+        the wait: the device's worker issues it as the data completes.)"""
+        self._refuse_if_stopped()
+        with self._guard:
+            self.protocol.commit_running()
         self._settle()
         with self._guard:
             self.protocol.sync()

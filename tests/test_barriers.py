@@ -172,3 +172,62 @@ def test_kernel_counts_a_synced_append_the_same(make_loop, barrier):
         got = (after[4] - before[4], after[6] - before[6], after[15] - before[15])
         assert got == ((2, 16, 1) if barrier == "flush" else (2, 16, 2)), got
     dev.close()
+
+
+# 16 writes of 1 MiB + sync on a 64 MiB store (journal of 4,096 blocks): (writes, flushes, fua
+# writes, blocks written).  Under flush the writes join one running transaction (group commit,
+# docs/protocols.md): 16 data writes + 1 transaction of 34 blocks (the 4,096 data crcs, 12 blocks;
+# the 16 new map leaves and 8 new used-list blocks logged whole; origin, object map, bitmap) + the
+# sync's flush.  Under fua every write stays its own: 16 FUA data + 16 FUA transactions of 3 blocks.
+STREAM = {
+    ("flush", None): (17, 1, 0, 4096 + 34),
+    ("fua", None): (32, 0, 32, 4096 + 48),
+    ("flush", 1024): (20, 1, 0, 4096 + 36),  # GROUP_MAX of 4 MiB: 4 running transactions of 4 writes
+    ("flush", 0): (32, 1, 0, 4096 + 48),  # GROUP_MAX 0: a transaction per write, as before group commit
+}
+
+
+def _streaming_writes(s: Store) -> None:
+    for k in range(16):
+        s.write("f", k << 20, bytes([k + 1]) * (1 << 20))
+    s.sync()
+
+
+def _store_with_file(path, barrier: str, *, create_size=None) -> tuple[Device, Store]:
+    dev = _fresh(path, "journal", barrier, create_size=create_size)
+    s = Store.open(dev)
+    s.create("f")
+    s.sync()
+    dev.counters.reset()
+    return dev, s
+
+
+@pytest.mark.parametrize("barrier,group_max", sorted(STREAM, key=str))
+def test_streaming_writes_and_sync(image, monkeypatch, barrier, group_max):
+    import blkjournal.protocols as P
+
+    if group_max is not None:
+        monkeypatch.setattr(P, "GROUP_MAX", group_max)
+    dev, s = _store_with_file(image, barrier, create_size=64 << 20)
+    _streaming_writes(s)
+    _expect(dev.counters, STREAM[barrier, group_max])
+    dev.close()
+    with Device(image) as dev:
+        assert Store.open(dev).read("f") == b"".join(bytes([k + 1]) * (1 << 20) for k in range(16))
+
+
+@pytest.mark.loop
+def test_kernel_counts_streaming_writes_the_same(make_loop):
+    """The group commit as the block layer sees it: 16 data writes of 2,048 sectors and one
+    transaction of 34 blocks, 33,040 sectors in all, and one flush.  (How many requests the block
+    layer makes of a 1 MiB write depends on how its memory's pages lie -- a request holds at most
+    max_segments of them -- so only the store's own request count is exact: 17.)"""
+    loop = make_loop(64 << 20, 4096)
+    dev, s = _store_with_file(loop, "flush")
+    before = _stat(loop)
+    _streaming_writes(s)
+    after = _stat(loop)
+    _expect(dev.counters, STREAM["flush", None])
+    got = (after[6] - before[6], after[15] - before[15])
+    assert got == ((4096 + 34) * 8, 1), got
+    dev.close()

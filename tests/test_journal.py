@@ -174,6 +174,7 @@ def torn(request, tmp_path_factory):
     shutil.copyfile(work, base)  # the image as a crash right now would leave it
     dev.log.clear()
     s.put("c", rnd(3, 300 * BS))
+    s.protocol.commit_running()  # (a streaming put: its transaction is running, the next op would commit it first)
     c_writes = list(dev.log)
     dev.log.clear()
     s.put("d", rnd(4, 10))

@@ -122,6 +122,7 @@ def test_growing_file_seals_only_its_head(image, protocol):
             dev.log.clear()
             before = dict(st.protocol.images) if protocol == "journal" else {}
             st.write("g", i * 300 * BLOCK_SIZE, bytes([i + 1]) * (300 * BLOCK_SIZE))
+            st.sync()  # (journal: the write's running transaction is committed here)
             if protocol == "ordered":  # used-list blocks written (copy-on-write: each to a fresh block)
                 per_op.append(len({b for b, _, role in dev.log if "used list" in role}))
             else:  # used-list blocks the transaction changed
@@ -232,7 +233,9 @@ def test_data_issued_early_is_the_request_stream_commit_issues(tmp_path, monkeyp
     still be in flight when the write returns.  Every request (block, length, FUA flag, bytes) and
     every flush, in the order the device got them, is what the same workload issues with the early
     path off -- on a small log, so that large writes both fit (early) and do not (a checkpoint
-    first, then the data, as before)."""
+    first, then the data, as before).  With the running transaction off (GROUP_MAX 0: every
+    streaming write commits a transaction of its own, the order before group commit); group
+    commit's own stream: test_group_commit_*."""
     from bench.requests import request_log
     import blkjournal.protocols as P
 
@@ -247,6 +250,7 @@ def test_data_issued_early_is_the_request_stream_commit_issues(tmp_path, monkeyp
         return r
 
     monkeypatch.setattr(P.JournalProtocol, "issue_data_early", counted)
+    monkeypatch.setattr(P, "GROUP_MAX", 0)
     early = request_log(str(tmp_path / "a.img"), "journal", barrier, 5, 150)
     monkeypatch.setattr(P, "EARLY_MIN", 1 << 40)
     plain = request_log(str(tmp_path / "b.img"), "journal", barrier, 5, 150)
@@ -329,10 +333,11 @@ def test_a_write_asked_to_start_is_issued_before_writev_background_returns(image
 
 
 def test_a_streaming_writes_transaction_waits_in_the_queue_behind_its_data(image):
-    """A streaming write's transaction is queued behind its data before the caller waits, so the
-    worker, woken by the data's completion, issues it at once: when the data write returns, the
-    transaction is already the next request in the worker's queue (no hop through the caller,
-    whose wake-up would stand between the two requests).  A FUA transaction stays synchronous."""
+    """Streaming writes' running transaction is queued behind their data before the caller waits
+    (here the sync's), so the worker, woken by the last data write's completion, issues it at
+    once: when that write returns, the transaction is already the next request in the worker's
+    queue (no hop through the caller, whose wake-up would stand between the two requests); behind
+    each earlier write waits the next one's data.  A FUA transaction stays synchronous."""
     import time
 
     seen = []
@@ -354,7 +359,8 @@ def test_a_streaming_writes_transaction_waits_in_the_queue_behind_its_data(image
             st.write("f", k << 20, os.urandom(1 << 20))
         st.sync()
     assert len(seen) == 4
-    assert all(len(q) == 1 and area <= q[0] < area + st.sb.journal_blocks for q in seen), seen
+    log = range(area, area + st.sb.journal_blocks)
+    assert all(len(q) == 1 for q in seen) and [q[0] in log for q in seen] == [False, False, False, True], seen
 
 
 def test_writes_queued_on_a_device_never_closed_are_issued_at_exit(tmp_path):
@@ -448,3 +454,30 @@ def test_page_aligned_memory_is_written_without_a_copy(image):
         st.sync()
         assert len(dev._worker_buf._map) >= 1024 * BLOCK_SIZE  # (copied by the worker, a run at a time)
         st.close()
+
+
+def test_group_commit_crash_states_are_legal_and_a_lost_data_crc_is_caught(tmp_path):
+    """The `stream` workload's runs of streaming writes join running transactions (its stream has
+    transactions of several writes, and checkpoints), every crash state of it is legal, and the
+    same run with a joining write's data crcs left out of the group (mutant
+    journal-group-omits-joined-data) has illegal ones: the explorer sees the group."""
+    from blkjournal.crash.explore import crashtest
+    from blkjournal.crash.image import Overlay
+    from blkjournal.crash.workload import NAMED, run
+    from tests.mutants import applied, by_name
+
+    class Roles(Overlay):
+        def write(self, block, data, *, fua=False, role=""):
+            roles.append(role)
+            super().write(block, data, fua=fua, role=role)
+
+    roles: list[str] = []
+    run(Store.mkfs(Roles(unit=BLOCK_SIZE, nblocks=1024), "journal", "flush"), NAMED["stream"](0))
+    groups = [r for r in roles if r.startswith("journal txn") and " ops: " in r]
+    assert len(groups) >= 5 and sum(r.startswith("journal superblock") for r in roles) >= 5, roles
+    res, _ = crashtest(str(tmp_path), protocol="journal", barrier="flush", workload="stream", seed=0, jobs=1)
+    assert res.illegal == 0 and res.coverage == 1.0 and res.states_checked > 100
+    with applied(by_name("journal-group-omits-joined-data")):
+        bad, _ = crashtest(str(tmp_path), protocol="journal", barrier="flush", workload="stream", seed=0, jobs=1,
+                           first_failure=True)
+    assert bad.illegal > 0
