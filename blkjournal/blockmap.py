@@ -338,13 +338,13 @@ class BlockMap:
             span = 1 << (FANOUT_BITS * h)
             lo = max(0, (first - base) // span)
             hi = min(len(blocks), (last - base) // span + 1)
+            if h == 0:  # the mapped slots of a leaf, picked in C (a hole's slot holds 0)
+                sel = blocks[lo:hi]
+                yield from compress(zip(range(base + lo, base + hi), sel, crcs[lo:hi]), sel)
+                return
             for slot in range(lo, hi):
                 b = blocks[slot]
-                if not b:
-                    continue
-                if h == 0:
-                    yield base + slot, b, crcs[slot]
-                else:
+                if b:
                     node = self.nodes[b]
                     yield from walk(node.blocks, node.crcs, h - 1, base + slot * span)
 

@@ -269,6 +269,8 @@ _SECTOR_SPANS = tuple((s, s * SECTOR_DATA) for s in range(1, NSECT))  # sector, 
 
 def unframe(raw) -> bytes:
     """The header and payload of a sector-framed block, the sector crcs taken out."""
+    if len(raw) == BLOCK_SIZE:  # (the sectors' pieces in one unpack)
+        return b"".join(_FRAMED.unpack_from(raw)[0::2])
     return b"".join(bytes(raw[s * SECTOR:s * SECTOR + SECTOR_DATA]) for s in range(NSECT))
 
 
@@ -279,8 +281,12 @@ def damaged_sector(raw, block: int) -> int | None:
     the block crc fails is a torn write (each sector old or new); all failing is no framed block of
     this address (never written here, or overwritten whole).  Origins and journal transactions
     both judge their blocks by this one rule."""
-    bad = [s for s in range(NSECT)
-           if struct.unpack_from("<I", raw, s * SECTOR + SECTOR_DATA)[0] != _framed_crc(raw, block, s)]
+    if len(raw) == BLOCK_SIZE:  # each sector's piece and crc in one unpack; _framed_crc's sum, inline
+        got, ids = _FRAMED.unpack_from(raw), [_SECTOR_ID.pack(block, s) for s in range(NSECT)]
+        bad = [s for s in range(NSECT) if got[2 * s + 1] != crc32c(ids[s], crc32c(got[2 * s]))]
+    else:
+        bad = [s for s in range(NSECT)
+               if struct.unpack_from("<I", raw, s * SECTOR + SECTOR_DATA)[0] != _framed_crc(raw, block, s)]
     return bad[0] if bad and len(bad) < NSECT else None
 
 

@@ -59,6 +59,7 @@ def immutable(cls):
     reused) instead of hashed, field by field, at every call -- an object map block's entries."""
     _immutable.add(cls)
     _QUICK.add(cls)
+    _FLAT.add(cls)
     return cls
 
 
@@ -85,18 +86,31 @@ _RAISE = object()  # marks a memoised refusal: (_RAISE, exception class, args)
 _PLAIN = {type(None), int, float, str, bytes}
 
 
+_FLAT = {type(None), int, float, str, bytes, bool}  # types each of whose instances is keepable by itself:
+# the plain ones and the immutable classes (immutable() adds to it); a tuple of them is judged at C speed
+_frozen_fields: dict = {}  # class -> its fields' names if a frozen dataclass, else None
+
+
 def _keepable(x) -> bool:
-    if x is None or isinstance(x, (int, float, str, bytes)) or type(x) in _immutable:
+    t = type(x)
+    if t in _FLAT or isinstance(x, (int, float, str, bytes)):
         return True
+    if t is tuple:
+        if set(map(type, x)) <= _FLAT:  # e.g. a used-list block's 509 slots, an object map block's entries
+            return True
+        return all(_keepable(v) for v in x)
     if isinstance(x, memoryview):
         return x.readonly and isinstance(x.obj, bytes)
     if isinstance(x, tuple):
-        if set(map(type, x)) <= _PLAIN:  # e.g. a used-list block's 509 slots: judged at C speed
-            return True
         return all(_keepable(v) for v in x)
-    if dataclasses.is_dataclass(x) and type(x).__dataclass_params__.frozen:
-        return all(_keepable(getattr(x, f.name)) for f in dataclasses.fields(x))
-    return False
+    names = _frozen_fields.get(t, False)
+    if names is False:
+        names = _frozen_fields[t] = tuple(f.name for f in dataclasses.fields(x)) \
+            if dataclasses.is_dataclass(x) and t.__dataclass_params__.frozen else None
+    if names is None:
+        return False
+    vals = tuple(getattr(x, n) for n in names)
+    return set(map(type, vals)) <= _FLAT or all(_keepable(v) for v in vals)
 
 
 _B, _L, _I = object(), object(), object()  # key tags: a bytes argument (by length and crc32c), a list
@@ -118,7 +132,7 @@ def _fingerprint(a: bytes) -> tuple:
 _crcs: dict[int, tuple] = {}
 
 
-def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
+def _key(args: tuple, kw: dict, mode) -> tuple[tuple, list]:
     """(key, the bytes arguments to compare on a hit).  Bytes enter the key as (length, crc32c)
     -- several times cheaper than hashing 4 KiB -- and are compared whole on a hit, so two
     contents with one crc are never confused.  TypeError: a mutable buffer (not memoisable)."""
@@ -126,7 +140,8 @@ def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
     for a in args:
         t = type(a)
         if t is bytes:
-            parts.append(_fingerprint(a))
+            got = _crcs.get(id(a))  # (_fingerprint, inline)
+            parts.append(got[1] if got is not None and got[0] is a else _fingerprint(a))
             raws.append(a)
         elif t is list:  # e.g. a transaction's blocks, or an object map block's entries
             kinds = set(map(type, a))
@@ -150,7 +165,7 @@ def _key(args: tuple, kw: dict) -> tuple[tuple, list]:
             parts.append(a)
     if kw:
         parts.append(tuple(kw.items()))  # in the call's order: a call site always names them alike
-    parts.append(_mode_key())
+    parts.append(mode)
     return tuple(parts), raws
 
 
@@ -169,11 +184,12 @@ def pure(fn):
     def memoised(*args, **kw):
         if not _state["on"]:
             return fn(*args, **kw)
+        mode = _mode_key()
         if args and type(args[0]) is bytes:  # the usual call: a block, then plain values
             pins = args[0]
-            quick = (id(pins), args[1:], tuple(kw.items()), _mode_key()) if kw else (id(pins), args[1:], _mode_key())
+            quick = (id(pins), args[1:], tuple(kw.items()), mode) if kw else (id(pins), args[1:], mode)
         else:
-            quick, pins = _quick(args, kw)
+            quick, pins = _quick(args, kw, mode)
         if quick is not None:
             try:
                 got = same.get(quick)
@@ -183,7 +199,7 @@ def pure(fn):
                 ans = got[1]
                 return ans[1] if ans[0] is None else _answer(ans)
         try:
-            key, raws = _key(args, kw)
+            key, raws = _key(args, kw, mode)
             got = table.get(key)
         except TypeError:  # a mutable buffer or an unhashable argument: not memoisable
             return fn(*args, **kw)
@@ -222,7 +238,7 @@ def _answer(ans: tuple):
 _Q = object()  # tags the identity key of a call whose first argument is not bytes
 
 
-def _quick(args: tuple, kw: dict) -> tuple:
+def _quick(args: tuple, kw: dict, mode) -> tuple:
     """(identity key, the objects it names) of a call, or (None, None): bytes arguments, and lists
     of bytes or of immutable objects, by the identity of their objects.  The entry keeps those
     objects alive, so an equal key names the same objects (an id is not reused while they live)."""
@@ -244,7 +260,7 @@ def _quick(args: tuple, kw: dict) -> tuple:
             parts.append(a)
     if kw:
         parts.append(tuple(kw.items()))
-    parts.append(_mode_key())
+    parts.append(mode)
     return tuple(parts), pins
 
 

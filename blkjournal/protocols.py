@@ -83,6 +83,19 @@ def SITES(protocol: str, barrier: str) -> tuple[str, ...]:
     return cls.SITES_FUA if barrier == "fua" else cls.SITES_FLUSH
 
 
+class _Roles:
+    """The role of each of `blocks`, named only when asked (`get`, as run_role asks): a checkpoint
+    writes its homes in a few runs, and each run's text names its first and last block only."""
+
+    __slots__ = ("blocks", "name")
+
+    def __init__(self, blocks, name) -> None:
+        self.blocks, self.name = blocks, name
+
+    def get(self, b: int, default=None):
+        return self.name(b) if b in self.blocks else default
+
+
 def run_role(roles: dict, first: int, last: int, why: str = "") -> str:
     a, b = roles.get(first, f"block {first}"), roles.get(last, f"block {last}")
     text = a if first == last else f"{a} .. {b}"
@@ -738,7 +751,7 @@ class JournalProtocol(Protocol):
         self.commit_running()
         if self.unflushed and self.on("checkpoint flush before homes"):
             self.flush()
-        roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
+        roles = _Roles(self.unckpt, lambda b: f"checkpoint of {self.store.role_of(b)}")
         self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
         if not self.fua and self.on("checkpoint flush after homes"):
             self.flush()

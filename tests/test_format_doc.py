@@ -154,3 +154,27 @@ def test_reframe_from_a_former_frame_is_a_whole_frame():
         new = F.framed_logical(F.T_ORIGIN, bytes(after), block, rnd.randrange(9))
         got = F.reframe_from(new, block, old, F.reframe(old, block))
         assert got == F.frame(F.T_ORIGIN, bytes(after), block, F.header(new)[5]) == _ref_frame(new, block), step
+
+
+def test_a_framed_blocks_damaged_sectors_and_pieces_match_their_plain_definitions():
+    """damaged_sector() and unframe() take a framed block's sectors apart in one unpack (every
+    journal block replay reads asks); they must say what the plain sector-by-sector definition
+    says: the first sector whose own crc fails when some but not all fail, and the sectors'
+    508-byte pieces -- for framed blocks with any set of sectors rotted, at another address, as
+    bytes or as a view."""
+    import struct
+
+    rnd = __import__("random").Random(11)
+    for _ in range(60):
+        block = rnd.randrange(1 << 40)
+        raw = bytearray(F.frame(F.T_TXN, rnd.randbytes(rnd.randrange(F.FRAMED_PAYLOAD)), block, 3))
+        for s in rnd.sample(range(F.NSECT), rnd.randrange(F.NSECT + 1)):
+            raw[s * F.SECTOR + rnd.randrange(F.SECTOR)] ^= 1 << rnd.randrange(8)
+        at = block if rnd.random() < 0.8 else block + 1
+        fails = [s for s in range(F.NSECT) if struct.unpack_from("<I", raw, s * F.SECTOR + F.SECTOR_DATA)[0] !=
+                 _ref_crc(raw[s * F.SECTOR:s * F.SECTOR + F.SECTOR_DATA], [], struct.pack("<QI", at, s))]
+        want = fails[0] if fails and len(fails) < F.NSECT else None
+        pieces = b"".join(raw[s * F.SECTOR:s * F.SECTOR + F.SECTOR_DATA] for s in range(F.NSECT))
+        for form in (bytes(raw), memoryview(bytes(raw))):
+            assert F.damaged_sector(form, at) == want
+            assert F.unframe(form) == pieces

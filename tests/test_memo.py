@@ -8,6 +8,8 @@ Each test here builds exactly such a case.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from blkjournal import memo
@@ -108,6 +110,36 @@ def test_mutable_results_are_not_kept(on):
     x = grow(b"ab")
     x += b"c"
     assert grow(b"ab") == b"ab" and len(calls) == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+    a: object
+    b: object = 0
+
+
+def test_a_frozen_records_fields_are_judged_in_every_result(on):
+    """Whether a result is kept is judged on its values, in every call: a frozen record (its
+    fields' names remembered per class) holding bytes and numbers is kept, the same class
+    holding a list -- or a tuple holding one -- is not; a tuple of plain values and records is."""
+    calls = []
+
+    @memo.pure
+    def rec(raw: bytes, how: int):
+        calls.append(1)
+        return (_Pair(raw, 1), _Pair(raw, [1]), (_Pair(raw, (1, b"x")), 2), (_Pair(raw, ([1],)),))[how]
+
+    seen = set()
+    for how, kept in ((0, True), (1, False), (2, True), (3, False), (0, True), (1, False)):
+        n = len(calls)
+        rec(b"ab", how)
+        rec(b"ab", how)
+        assert len(calls) - n == ((0 if how in seen else 1) if kept else 2), (how, kept, len(calls) - n)
+        if kept:
+            seen.add(how)
+    x = rec(b"ab", 1)
+    x.b.append(2)
+    assert rec(b"ab", 1).b == [1]
 
 
 @pytest.mark.parametrize("protocol,torn", [("journal", False), ("ordered", True), ("none", False)])
@@ -737,3 +769,19 @@ def test_an_ordered_files_load_is_keyed_by_its_origin_choice_and_hands_back_its_
         assert choose_origin(fid, first.entries[fid], dev.read)[0][1].gen == first.files[fid].gen
     finally:
         memo.enable(False)
+
+
+def test_a_checks_writes_are_kept_block_by_block():
+    """Tracer.write keeps a check's write block by block (its slices taken at C speed): each
+    written block reads back its own 4 KiB, is never a first read, and a search sees it."""
+    from blkjournal.crash.explore import Tracer
+    from blkjournal.crash.image import Overlay
+
+    t = Tracer(Overlay(None, nblocks=16), {}, set(), {}, None)
+    data = b"".join(bytes([k + 1]) * 4096 for k in range(5))
+    t.write(3, data)
+    t.write(9, bytes([7]) * 4096)
+    assert t.written == {3, 4, 5, 6, 7, 9} and t.counters.writes == 2
+    assert [t.read(b)[0] for b in range(3, 8)] == [1, 2, 3, 4, 5] and t.read(4, 2) == data[4096:3 * 4096]
+    assert t.read(9) == bytes([7]) * 4096 and not t.first_read
+    assert t.find(0, 16, lambda raw, b: raw[0] == 4, key="four") == (6, bytes([4]) * 4096)

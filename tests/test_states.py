@@ -455,3 +455,30 @@ def test_unkeyed_state_is_the_same_state(tmp_path):
         for blk in range(4):
             got = by_key.setdefault((s.point.index, blk, w.block_choice(blk, per)), ov.read(blk))
             assert got == ov.read(blk), (s.id, blk)
+
+
+def _assert_blocks_over_forced_are_the_overlays(space) -> None:
+    per = B // space.sectorsize
+    for s in space.iter_states():
+        ov = s.overlay()
+        for b in range(NBLOCKS):
+            assert ov.writes.block_over(b, per, space.sectorsize, space.forced_block(b, s.point.index)) == ov.read(b), \
+                (s.id, b)
+
+
+def test_a_block_over_its_forced_content_is_what_the_overlay_reads(tmp_path):
+    """StateWrites.block_over (the explorer's assembly of a block some persisted free write
+    touches, from the block's forced content) reads what the overlay reads, sector by sector:
+    a plain write then a FUA write over the same block -- the FUA one forced and newer, the plain
+    one free and older, which must lose to it -- whole and torn, and 512-byte sectors."""
+    ops = [("w", 1, 2, 3, "old"), ("fua", 2, 1, 4, "new"), ("w", 0, 2, 5, "later"), ("flush",), ("w", 1, 1, 6, "x")]
+    for ss, torn in ((4096, False), (512, False), (4096, True)):
+        _assert_blocks_over_forced_are_the_overlays(load(record(tmp_path, ops, ss=ss, name=f"o{ss}{torn}.log"),
+                                                         torn=torn, bound=1 << 20))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op_strategy, min_size=1, max_size=6), ss=st.sampled_from([512, 4096]))
+def test_blocks_over_forced_contents_are_the_overlays_reads(tmp_path_factory, ops, ss):
+    _assert_blocks_over_forced_are_the_overlays(load(record(tmp_path_factory.mktemp("bo"), ops, ss=ss),
+                                                     torn=ss == 4096, bound=1 << 20))

@@ -165,6 +165,8 @@ def test_entries_in_is_the_range_of_data_entries():
     m.set_run(5, 50000, list(range(700)), e)
     assert m.height == 2
     every = list(m.data_entries())
+    want = {i: (1000 + k, k) for k, i in enumerate(idxs)} | {5 + j: (50000 + j, j) for j in range(700)}
+    assert every == [(i, *want[i]) for i in sorted(want)]  # (data_entries is entries_in's whole range)
     for _ in range(200):
         lo = rnd.randrange(ROOT_SLOTS * FANOUT * 3)
         hi = lo + rnd.choice([0, 1, 5, 300, 70000])

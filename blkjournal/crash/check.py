@@ -10,10 +10,12 @@ gives, since seed A orders one file's objects and never ties two files' origins 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import compress
 
 from ..errors import BlkError
-from ..fsck import fsck
+from ..fsck import fsck, unmarked_flags
 from ..store import Store
 
 GLOBAL, PER_FILE = "global", "per-file"
@@ -70,7 +72,13 @@ def _allocatable_but_owned(st) -> set[int]:
     """
     fl = st.freelist
     bits, n, held = fl.bits, fl.nblocks, fl.held  # (fl.used(b), inline: every owned block is asked)
-    return {b for b in st.owned_blocks() if b < n and not bits[b >> 3] >> (b & 7) & 1 and b not in held}
+    owned = sorted(st.owned_blocks())
+    if not owned or owned[0] < 0 or 8 * len(bits) < n:  # (the general case, block by block)
+        return {b for b in owned if b < n and not bits[b >> 3] >> (b & 7) & 1 and b not in held}
+    # the owned blocks below n whose bit is clear, picked at C speed (one flag byte per block)
+    low = owned[:bisect_left(owned, n)]
+    free = set(compress(low, map(unmarked_flags(bits, n).__getitem__, low)))
+    return free - held if free and held else free
 
 
 _MEMO: list = [None, None, {}, {}]  # [contents, models last judged, {(name, id(model bytes)): equal}, {k: match}]

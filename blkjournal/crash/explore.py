@@ -21,7 +21,7 @@ from fractions import Fraction
 from .. import memo
 from ..device import BLOCK_SIZE, AtLeast, BlockDevice, Device, _check_extent, _check_write_extent
 from ..errors import BlkError
-from ..format import crc32c
+from ..format import _block_slices, crc32c
 from ..store import Store
 from .check import judge, model_kind, recover_and_read
 from .checkmemo import DERIVED, DISCARD, FIND, READ, WRITE, CheckMemo
@@ -154,8 +154,11 @@ class Tracer(BlockDevice):
 
     def __init__(self, inner, shared: dict | None = None, varying: set | None = None, vcache: dict | None = None,
                  block_choice=None, versions=None, probes: dict | None = None, forced=None,
-                 verdicts: dict | None = None) -> None:
+                 verdicts: dict | None = None, over=None) -> None:
         self.inner = inner
+        # (b, its forced content) -> b in this state as inner reads it, when some free write over
+        # b persisted (StateWrites.block_over); None: inner.read(b)
+        self.over = over
         self.forced = forced  # b -> block b as no free write changes it (CrashSpace.forced_block at the point)
         self.shared = shared if shared is not None else {}  # blocks no free write touches: same in every state
         self.varying = varying if varying is not None else set()
@@ -180,7 +183,13 @@ class Tracer(BlockDevice):
                 return v
             if self.events is None:
                 return self._load(block)
-            return self._noted_load(block)
+            try:  # _noted_load, inline (a recorded check's every first read)
+                v = self._load(block)
+            except BaseException:
+                self.events = None
+                raise
+            self.events.append((READ, block, v))
+            return v
         cache = self.cache
         if self.events is not None:
             return b"".join([cache.get(b) or self._noted_load(b) for b in range(block, block + count)])
@@ -331,11 +340,16 @@ class Tracer(BlockDevice):
         is one comparison per block."""
         if type(pred) is AtLeast:  # a threshold: the ranks of the range are kept for the segment
             rank = pred.rank
-            ranked = self.probes.get((rank, block, end))
-            if ranked is None:
-                ranked = self.probes[(rank, block, end)] = [(b, self._rank(rank, v, b, self.verdicts), v)
-                                                            for b, v in self._shared_in(block, end)]
+            got = self.probes.get((rank, block, end))
+            if got is None:
+                ranked = [(b, self._rank(rank, v, b, self.verdicts), v) for b, v in self._shared_in(block, end)]
+                # (the highest rank: a threshold above it, the usual case -- no slot proves a loss --
+                # has no hit, without a comparison per block)
+                got = self.probes[(rank, block, end)] = (ranked, max((r for _, r, _ in ranked), default=None))
+            ranked, top = got
             at, valid = pred.at, pred.valid
+            if top is None or not top >= at:
+                return []
             return [b for b, r, v in ranked if r >= at and (valid is None or self._rank(valid, v, b, self.verdicts))]
         verdicts, hits = self.verdicts, []
         for b, v in self._shared_in(block, end):
@@ -398,8 +412,11 @@ class Tracer(BlockDevice):
         none of them persisted, its forced content (CrashSpace.forced_block: kept across crash
         points, so later segments and the memo meet the very same object), else assembled by
         the overlay from its sectors."""
-        if self.forced is not None and not any(choice) and 0 <= b < self.nblocks:
-            return self.forced(b)
+        if self.forced is not None and 0 <= b < self.nblocks:
+            if not any(choice):
+                return self.forced(b)
+            if self.over is not None:
+                return self.over(b, self.forced(b))
         return self.inner.read(b)
 
     def _load(self, b: int) -> bytes:
@@ -407,8 +424,9 @@ class Tracer(BlockDevice):
         self.first_read.add(b)
         if b not in self.varying:  # forced or base content: read it once per segment
             v = self.shared.get(b)
-            if v is None:
-                v = self._shared(b)
+            if v is None:  # (_shared, inline)
+                v = self.shared[b] = self.forced(b) if self.forced is not None and 0 <= b < self.nblocks \
+                    else self.inner.read(b)
         elif self.block_choice is not None:
             key = (b, self.block_choice(b))
             v = self.vcache.get(key)
@@ -427,9 +445,13 @@ class Tracer(BlockDevice):
             _check_write_extent(self, block, n)
         else:
             self._noted(WRITE, (block, data, bool(fua)), _check_write_extent, self, block, n)
-        for i in range(n // BLOCK_SIZE):
-            self.cache[block + i] = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
-            self.written.add(block + i)
+        k = n // BLOCK_SIZE
+        if k == 1:
+            self.cache[block] = data if n == BLOCK_SIZE else data[:BLOCK_SIZE]
+            self.written.add(block)
+        else:  # block by block, the slices taken in C
+            self.cache.update(zip(range(block, block + k), map(data.__getitem__, _block_slices(k))))
+            self.written.update(range(block, block + k))
         c = self.counters
         c.writes += 1
         c.bytes_written += n
@@ -709,13 +731,14 @@ def _search_segment(si: int) -> dict:
 
     stack: list[dict] = [{}]
     checks = _CTX["checks"]
+    ss = space.sectorsize
     while stack and out["checks"] < bound:
         decided = stack.pop()
         st = space.state_from_combo(pi, _combo(free, decided, idle, changed_of), keyed=False)
         ov = st.overlay()
         tr = Tracer(ov, shared, varying, vcache, lambda b, w=ov.writes: w.block_choice(b, spb),
                     versions=lambda b, rep, d=decided: versions(b, d, rep), probes=probes, forced=forced,
-                    verdicts=_CTX["verdicts"])
+                    verdicts=_CTX["verdicts"], over=lambda b, raw, w=ov.writes: w.block_over(b, spb, ss, raw))
         # A segment's first check may meet the previous segment's last one whole (checkmemo.py);
         # a later check differs from the one that split it in a block that check read.  A check
         # with no node left behind it may be the segment's last: it is recorded.

@@ -39,7 +39,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from itertools import product
+from itertools import product, repeat
 
 from ..device import BLOCK_SIZE
 from ..errors import BlkError, CorruptError
@@ -416,11 +416,33 @@ class StateWrites(Mapping):
             raise KeyError(s)
         return v
 
+    def block_over(self, b: int, per: int, unit: int, forced: bytes) -> bytes:
+        """Block b in this state (as the overlay reads it), given `forced`, its content with no
+        free write persisted (CrashSpace.forced_block at this point): the sectors a persisted free
+        write wins (get()'s rule) replace forced's, the others are forced's own -- no sector is
+        looked up in the forced view unless a persisted free write over it may win."""
+        by, choice, out = self._writers.by_sector, self.choice, None
+        s0 = b * per
+        for k in range(per):
+            cands = by.get(s0 + k)
+            if not cands:
+                continue
+            for pos, seq, i in cands:
+                code = choice.get(pos)
+                if code and (code == 1 or (code - 1) >> i & 1):
+                    h = self.forced.holder(s0 + k)
+                    if h is None or h[0] < seq:
+                        if out is None:
+                            out = [forced[j * unit:(j + 1) * unit] for j in range(per)]
+                        out[k] = self._writers.free[pos].chunks[i]
+                    break  # (as get(): a newer forced write holds the sector, or this write wins it)
+        return forced if out is None else b"".join(out)
+
     def block_choice(self, b: int, per: int) -> tuple[int, ...]:
         """The choices of the free writes touching block b: with the crash point, they determine
         its content (a cache of state blocks keys on them, explore.Tracer)."""
-        choice = self.choice
-        return tuple(choice.get(pos, 0) for pos in self._writers.of_block(b, per))
+        of = self._writers.of_block(b, per)
+        return tuple(map(self.choice.get, of, repeat(0, len(of))))  # (choice.get(pos, 0) of each, in C)
 
     def __iter__(self):
         seen = set()
@@ -663,8 +685,15 @@ class CrashSpace:
         key = (b, bisect_right(changes, point))
         got = self._forced_blocks.get(key)
         if got is None:
-            fv, ss = ForcedView(self, point), self.sectorsize
-            pieces = [fv.get(s) for s in range(b * per, (b + 1) * per)]
+            ss, fps, wins, writes, pieces = self.sectorsize, self._hist_fp, self._hist_win, self.writes, []
+            for s in range(b * per, (b + 1) * per):  # (ForcedView.get of each sector, inline)
+                f = fps.get(s)
+                j = -1 if f is None else bisect_right(f, point) - 1
+                if j < 0:
+                    pieces.append(None)
+                else:
+                    h = wins[s][j]
+                    pieces.append(writes[h[1]].chunks[h[2]])
             if all(p is None for p in pieces):
                 got = self.base.block(b)
             else:

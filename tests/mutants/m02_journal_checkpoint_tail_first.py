@@ -11,7 +11,7 @@ MUTANT = Mutant(
     "journal-checkpoint-tail-first", __doc__.splitlines()[0],
     "blkjournal.protocols:JournalProtocol.checkpoint",
     (("""
-roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
+roles = _Roles(self.unckpt, lambda b: f"checkpoint of {self.store.role_of(b)}")
 self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
 if not self.fua and self.on("checkpoint flush after homes"):
     self.flush()
@@ -24,7 +24,7 @@ self.dev.write(self.journal.jsb_block, self.journal.super_image(self.fixed_crcs(
                fua=self.fua and self.on("FUA journal superblock"), role="journal superblock (checkpoint)")
 if not self.fua and self.on("checkpoint flush after homes"):
     self.flush()
-roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
+roles = _Roles(self.unckpt, lambda b: f"checkpoint of {self.store.role_of(b)}")
 self.write_blocks(self.unckpt, roles, fua=self.fua and self.on("FUA checkpoint homes"))
 """),),
     protocols=("journal",))

@@ -15,10 +15,10 @@ MUTANT = Mutant(
     "journal-inline-data-home-after-tail", __doc__.splitlines()[0],
     "blkjournal.protocols:JournalProtocol.checkpoint",
     (("""
-roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
+roles = _Roles(self.unckpt, lambda b: f"checkpoint of {self.store.role_of(b)}")
 """, """
 late = {b: self.unckpt.pop(b) for b in list(self.store.logged) if b in self.unckpt}
-roles = {b: f"checkpoint of {self.store.role_of(b)}" for b in self.unckpt}
+roles = _Roles(self.unckpt, lambda b: f"checkpoint of {self.store.role_of(b)}")
 """), ("""
 self.unflushed = False
 self.unckpt.clear()
