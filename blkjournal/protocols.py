@@ -262,13 +262,11 @@ class Protocol:
                 mine.add(ul.head)
             w, given_up = ul.commit(gen, mine, keep=fresh, alloc=alloc if self.cow else None)
             if w:
-                role, taken = f"used list of file {fid}", ul.hints
+                role = f"used list of file {fid}"
                 for b in w:
                     roles[b] = role
                     images[b] = ul.image(b)
-                    h = taken.pop(b, None)  # (_take_hint, inline: every commit passes here)
-                    if h is not None:
-                        hints[b] = h
+                _take_hints(hints, ul.hints, w)
                 written |= w
             if given_up:
                 op.released.setdefault(fid, []).extend(given_up)
@@ -277,11 +275,9 @@ class Protocol:
             nodes = m.seal(dirty, gen) if dirty else {}
             if nodes:
                 images.update(nodes)
-                role, taken = f"map node of file {fid}", m.hints
+                _take_hints(hints, m.hints, nodes)
+                role = f"map node of file {fid}"
                 for b in nodes:
-                    h = taken.pop(b, None)
-                    if h is not None:
-                        hints[b] = h
                     if b not in roles:
                         roles[b] = role
                     if b not in fresh:
@@ -293,12 +289,15 @@ class Protocol:
         return written
 
 
-def _take_hint(hints: dict, source: dict, b: int) -> None:
-    """Move block b's delta hint, if the structure that packed it left one in `source`, to the
-    operation's `hints` (journal.delta_in proves it when the commit takes the block's records)."""
-    h = source.pop(b, None)
-    if h is not None:
-        hints[b] = h
+def _take_hints(hints: dict, source: dict, blocks) -> None:
+    """Move the delta hints that the structure which packed `blocks` left in `source` to the
+    operation's `hints` (journal.delta_in proves each when the commit takes the block's records).
+    One call per structure, not per block: every commit passes here."""
+    if source:
+        for b in blocks:
+            h = source.pop(b, None)
+            if h is not None:
+                hints[b] = h
 
 
 # ====================================================================== journal
@@ -577,21 +576,15 @@ class JournalProtocol(Protocol):
                     pass  # an origin slot: handled below
         blocks.update(origins)
         hints, fl = op.hints, st.freelist
-        taken = st.objmap_hints
         for b in op.objmap:
             st.objmap_gens[b] = gen
             blocks[b] = st.objmap_image(b)
-            h = taken.pop(b, None)  # (_take_hint, inline: every commit passes here)
-            if h is not None:
-                hints[b] = h
+        _take_hints(hints, st.objmap_hints, op.objmap)
         if fl.dirty:
             fl.stamp(gen)
-            taken = fl.hints
             for b in fl.dirty:
                 blocks[b] = fl.image(b)
-                h = taken.pop(b, None)
-                if h is not None:
-                    hints[b] = h
+            _take_hints(hints, fl.hints, fl.dirty)
             fl.dirty.clear()
         if streaming:
             self.join(op, blocks, released)
