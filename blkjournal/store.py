@@ -788,16 +788,23 @@ class Store:
         if not len(mv):
             return
         end = offset + len(mv)
+        edit = MapEdit(self, op, f)
+        if len(mv) == BLOCK_SIZE and not offset % BLOCK_SIZE:  # one whole block (an append's)
+            self._write_block(op, f, offset // BLOCK_SIZE, mv, edit)
+        else:
+            self._write_runs(op, f, offset, mv, need, edit)
+        f.size = max(f.size, end)
+        f.mtime_ns = time.time_ns()
+        op.origins.add(f.fid)
+
+    def _write_runs(self, op: Op, f: FileState, offset: int, mv: memoryview, need: int | None,
+                    edit: MapEdit) -> None:
+        """_write's general case: the fresh runs planned, their pieces laid out, the data issued
+        early when the protocol can, then the crcs and the map and used-list entries per run."""
+        end = offset + len(mv)
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
         if need is None:
             need = self._write_need(f.map.height, offset, len(mv))
-        edit = MapEdit(self, op, f)
-        if end - offset == BLOCK_SIZE and not offset % BLOCK_SIZE:  # one whole block (an append's)
-            self._write_block(op, f, first, mv, need, edit)
-            f.size = max(f.size, end)
-            f.mtime_ns = time.time_ns()
-            op.origins.add(f.fid)
-            return
         plan = []  # (first block, count, first file block, [first block of each piece])
         idx = first
         for b0, count in self.freelist.alloc_runs(last - first + 1):
@@ -835,25 +842,18 @@ class Store:
         except BaseException:
             self.protocol.settle_early()
             raise
-        f.size = max(f.size, end)
-        f.mtime_ns = time.time_ns()
-        op.origins.add(f.fid)
 
-    def _write_block(self, op: Op, f: FileState, idx: int, mv: memoryview, need: int, edit: MapEdit) -> None:
+    def _write_block(self, op: Op, f: FileState, idx: int, mv: memoryview, edit: MapEdit) -> None:
         """_write's steps for one whole block at file block idx, without its planning of runs and
         pieces: the same block allocated, the same piece (the caller's bytes as one view), the
-        same crc and map and used-list entries."""
+        same crc and map and used-list entries.  (One block is never issued early: the journal
+        does so from EARLY_MIN blocks, so there is no early write to overlap or to settle.)"""
         ((b0, _),) = self.freelist.alloc_runs(1)
         op.data[b0] = mv
         op.roles.data_run(b0, 1, f.fid, idx)
-        overlap = self.protocol.issue_data_early(op, f, need) and self.dev.queued() > 0
-        try:
-            op.crcs[b0] = crcs = crc32c_blocks(mv, release_gil=overlap)
-            op.own_run(f, b0, 1)
-            op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
-        except BaseException:
-            self.protocol.settle_early()
-            raise
+        op.crcs[b0] = crcs = crc32c_blocks(mv)
+        op.own_run(f, b0, 1)
+        op.release_many(f, f.map.set_run(idx, b0, crcs, edit))
 
     def _block_content(self, f: FileState, idx: int, op: Op) -> bytes:
         """Current bytes of file block idx (zeros past EOF or in a hole)."""

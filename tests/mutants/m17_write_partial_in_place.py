@@ -9,11 +9,11 @@ from . import Mutant
 
 MUTANT = Mutant(
     "write-partial-in-place", __doc__.splitlines()[0],
-    "blkjournal.store:Store._write",
+    "blkjournal.store:Store._write_runs",
     (("""
-edit = MapEdit(self, op, f)
+plan = []  # (first block, count, first file block, [first block of each piece])
 """, """
-edit = MapEdit(self, op, f)
+plan = []  # (first block, count, first file block, [first block of each piece])
 in_place = []  # (file block, fresh block, live block): partial blocks to put back over the live one
 """), ("""
 content = bytes(merged)
