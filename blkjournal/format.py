@@ -185,7 +185,13 @@ FRAMED_PAYLOAD = NSECT * SECTOR_DATA - HDR  # 4036 bytes
 
 
 def _framed_crc(body, block: int, s: int) -> int:
-    return crc32c(_SECTOR_ID.pack(block, s), crc32c(memoryview(body)[s * SECTOR:s * SECTOR + SECTOR_DATA]))
+    return _piece_crc(memoryview(body)[s * SECTOR:s * SECTOR + SECTOR_DATA], block, s)
+
+
+def _piece_crc(piece, block: int, s: int) -> int:
+    """Sector s's crc in a block for address `block`: crc32c of its piece (the 508 bytes before
+    the crc) followed by its (block number, sector index)."""
+    return crc32c(_SECTOR_ID.pack(block, s), crc32c(piece))
 
 
 def frame(btype: int, payload: bytes, block: int, gen: int = 0) -> bytes:
@@ -243,12 +249,12 @@ def reframe_from(logical: bytes, block: int, prev_logical: bytes, prev: bytes) -
         if not prev_logical.startswith(piece := logical[o:o + SECTOR_DATA], o):
             at = s * SECTOR
             body[at:at + SECTOR_DATA] = piece
-            _U32.pack_into(body, at + SECTOR_DATA, crc32c(_SECTOR_ID.pack(block, s), crc32c(piece)))
+            _U32.pack_into(body, at + SECTOR_DATA, _piece_crc(piece, block, s))
     body[:SECTOR_DATA] = logical[:SECTOR_DATA]
     _U32.pack_into(body, 8, 0)
     _U32.pack_into(body, SECTOR_DATA, 0)  # (sector 0's crc, as the block crc sees it)
     _U32.pack_into(body, 8, crc32c(body))
-    _U32.pack_into(body, SECTOR_DATA, crc32c(_SECTOR_ID.pack(block, 0), crc32c(body[:SECTOR_DATA])))
+    _U32.pack_into(body, SECTOR_DATA, _piece_crc(body[:SECTOR_DATA], block, 0))
     return bytes(body)
 
 
@@ -281,9 +287,9 @@ def damaged_sector(raw, block: int) -> int | None:
     the block crc fails is a torn write (each sector old or new); all failing is no framed block of
     this address (never written here, or overwritten whole).  Origins and journal transactions
     both judge their blocks by this one rule."""
-    if len(raw) == BLOCK_SIZE:  # each sector's piece and crc in one unpack; _framed_crc's sum, inline
-        got, ids = _FRAMED.unpack_from(raw), [_SECTOR_ID.pack(block, s) for s in range(NSECT)]
-        bad = [s for s in range(NSECT) if got[2 * s + 1] != crc32c(ids[s], crc32c(got[2 * s]))]
+    if len(raw) == BLOCK_SIZE:  # each sector's piece and crc in one unpack
+        got = _FRAMED.unpack_from(raw)
+        bad = [s for s in range(NSECT) if got[2 * s + 1] != _piece_crc(got[2 * s], block, s)]
     else:
         bad = [s for s in range(NSECT)
                if struct.unpack_from("<I", raw, s * SECTOR + SECTOR_DATA)[0] != _framed_crc(raw, block, s)]
@@ -447,8 +453,7 @@ def repack_objmap(prev: bytes, prev_entries, entries, block: int, gen: int, prev
         if chunks is not None:
             chunks.update(range(0, BLOCK_SIZE, 64))
     for s in sectors:  # (the crc field is zero: packed so above, as _sector_crc reads it)
-        _U32.pack_into(body, (s + 1) * SECTOR - 4,
-                       crc32c(_SECTOR_ID.pack(block, s), crc32c(body[s * SECTOR:(s + 1) * SECTOR - 4])))
+        _U32.pack_into(body, (s + 1) * SECTOR - 4, _piece_crc(body[s * SECTOR:(s + 1) * SECTOR - 4], block, s))
     if chunks is not None:
         chunks.add(0)  # the header: generation, block crc
         chunks.update((s + 1) * SECTOR - 64 for s in sectors)
